@@ -1,0 +1,1 @@
+"""rtbench benchmarks: micro (pytest-benchmark) and macro (writing to reports/)."""

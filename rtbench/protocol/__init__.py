@@ -1,0 +1,22 @@
+"""The reference wire protocol: frames, codes and codec (normative text: docs/PROTOCOL.md).
+
+``loadtest`` and ``monitor`` know the reference server only through this module.
+"""
+
+from rtbench.protocol.codec import FrameError, decode_client, decode_server, encode
+from rtbench.protocol.codes import CloseCode, ErrorCode
+from rtbench.protocol.messages import dm_room
+
+WS_PATH = "/ws"
+"""Path of the WebSocket endpoint on the reference server; /healthz and /metrics share the port."""
+
+__all__ = [
+    "WS_PATH",
+    "CloseCode",
+    "ErrorCode",
+    "FrameError",
+    "decode_client",
+    "decode_server",
+    "dm_room",
+    "encode",
+]

@@ -1,0 +1,214 @@
+"""results.json: the versioned record of one run, read by reports, gates and the monitor.
+
+The schema is documented in docs/RESULTS.md; its version is ``SCHEMA``. Readers
+accept any ``rtbench.results/1`` file and ignore fields they do not know, so the
+schema can grow without breaking old baselines; a change that alters the
+meaning of a field bumps the version.
+
+Latencies are in milliseconds. Each latency summary carries the encoded HDR
+histogram (``hdr``), so percentiles can be recomputed and runs merged exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from msgspec import Struct
+
+from rtbench import __version__
+from rtbench.histogram import LatencyHistogram
+from rtbench.slo import Verdict
+
+SCHEMA = "rtbench.results/1"
+
+
+class LatencySummary(Struct, omit_defaults=True, kw_only=True):
+    count: int = 0
+    p50: float | None = None
+    p90: float | None = None
+    p99: float | None = None
+    p999: float | None = None
+    max: float | None = None
+    mean: float | None = None
+    hdr: str | None = None  # base64 compressed HDR histogram, microseconds
+
+    @classmethod
+    def of(cls, histogram: LatencyHistogram) -> LatencySummary:
+        return cls(**histogram.summary(), hdr=histogram.encode() if histogram.count else None)
+
+    def histogram(self) -> LatencyHistogram | None:
+        return LatencyHistogram.decode(self.hdr) if self.hdr else None
+
+
+class Totals(Struct, omit_defaults=True, kw_only=True):
+    """Counters of the whole run. ``expected_deliveries == delivered + lost`` always holds."""
+
+    connections_attempted: int = 0
+    connections_opened: int = 0
+    connections_failed: int = 0
+    peak_connections: int = 0
+    failures_by_cause: dict[str, int] = {}
+    closes_by_code: dict[str, int] = {}
+    sent: int = 0
+    acked: int = 0
+    expected_deliveries: int = 0
+    delivered: int = 0  # unique deliveries (duplicates not counted here)
+    lost: int = 0
+    duplicated: int = 0
+    out_of_order: int = 0
+    errors_by_code: dict[str, int] = {}
+    reconnects: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+
+
+class SecondSample(Struct, omit_defaults=True, kw_only=True):
+    """One second of the run (``t`` seconds from the start of the run)."""
+
+    t: float
+    connections: int = 0
+    sent: int = 0
+    acked: int = 0
+    delivered: int = 0
+    errors: int = 0
+    reconnects: int = 0
+    delivery_p50: float | None = None
+    delivery_p99: float | None = None
+    delivery_max: float | None = None
+    generator_cpu: float | None = None  # percent of one core, summed over generator processes
+    loop_lag_ms: float | None = None  # worst event-loop lag seen in the second
+
+
+class Window(Struct, omit_defaults=True, kw_only=True):
+    """A longer window (soak runs report per-minute windows)."""
+
+    start: float
+    end: float
+    sent: int = 0
+    delivered: int = 0
+    lost: int = 0
+    delivery: LatencySummary = msgspec.field(default_factory=LatencySummary)
+
+
+class GeneratorHealth(Struct, omit_defaults=True, kw_only=True):
+    """How the load generator itself fared: a saturated generator makes verdicts untrustworthy."""
+
+    processes: int = 1
+    cpu_percent_mean: float | None = None  # per process, percent of one core
+    cpu_percent_max: float | None = None
+    loop_lag_ms_p99: float | None = None
+    loop_lag_ms_max: float | None = None
+    rss_bytes_max: int | None = None
+    saturated: bool = False
+    notes: list[str] = []
+
+
+class Environment(Struct, omit_defaults=True, kw_only=True):
+    hostname: str
+    platform: str
+    python: str
+    cpu_count: int
+    packages: dict[str, str]
+    clock: str = "same machine: send and receive times from one monotonic clock"
+
+    @classmethod
+    def current(cls, extra_packages: tuple[str, ...] = ()) -> Environment:
+        names = (
+            "rtbench",
+            "picows",
+            "websockets",
+            "uvloop",
+            "msgspec",
+            "hdrhistogram",
+            "locust",
+            *extra_packages,
+        )
+        packages = {}
+        for name in names:
+            try:
+                packages[name] = metadata.version(name)
+            except metadata.PackageNotFoundError:
+                continue
+        return cls(
+            hostname=socket.gethostname(),
+            platform=platform.platform(),
+            python=sys.version.split()[0],
+            cpu_count=os.cpu_count() or 1,
+            packages=packages,
+        )
+
+
+class RunInfo(Struct, omit_defaults=True, kw_only=True):
+    id: str
+    scenario: str
+    target: str
+    protocol: str
+    started_at: str  # ISO 8601, UTC
+    ended_at: str
+    duration_s: float
+    engine: str = "native"  # or "locust"
+    config: dict[str, Any] = {}  # the resolved scenario parameters
+    slo: dict[str, Any] = {}  # the SLO the verdicts were judged against
+    faults: list[dict[str, Any]] = []
+
+
+class Results(Struct, omit_defaults=True, kw_only=True):
+    schema: str = SCHEMA
+    tool: dict[str, str] = msgspec.field(
+        default_factory=lambda: {"name": "rtbench", "version": __version__}
+    )
+    run: RunInfo
+    environment: Environment
+    generator: GeneratorHealth = msgspec.field(default_factory=GeneratorHealth)
+    totals: Totals = msgspec.field(default_factory=Totals)
+    latency: dict[str, LatencySummary] = {}  # delivery, ack, handshake, rtt, recovery, reconnect
+    series: list[SecondSample] = []
+    windows: list[Window] = []
+    server: dict[str, Any] = {}  # what the target said of itself (/healthz, /metrics), if anything
+    verdicts: list[Verdict] = []
+    exit_code: int = 0
+
+
+class ResultsFileError(ValueError):
+    """A results file cannot be read or is not an rtbench results file."""
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def write_results(results: Results, path: str | Path) -> Path:
+    """Write results.json atomically (a crash never leaves half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(msgspec.json.format(_encoder.encode(results), indent=2))
+    os.replace(tmp, path)
+    return path
+
+
+def read_results(path: str | Path) -> Results:
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ResultsFileError(f"cannot read results file {path}: {exc.strerror or exc}") from None
+    try:
+        head = msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise ResultsFileError(f"{path} is not JSON: {exc}") from None
+    schema = head.get("schema") if isinstance(head, dict) else None
+    if not isinstance(schema, str) or not schema.startswith("rtbench.results/"):
+        raise ResultsFileError(f"{path} is not an rtbench results file (no rtbench schema field)")
+    if schema != SCHEMA:
+        raise ResultsFileError(f"{path} has schema {schema}; this rtbench reads {SCHEMA}")
+    try:
+        return msgspec.json.decode(raw, type=Results)
+    except msgspec.ValidationError as exc:
+        raise ResultsFileError(f"{path} does not match {SCHEMA}: {exc}") from None

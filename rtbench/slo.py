@@ -1,0 +1,281 @@
+"""The SLO file: the four targets every part of rtbench judges against, and their verdicts.
+
+One TOML file is read by ``rtbench run``, the Locust users, the monitor and the
+CI gates, so a team states its promises once. Every section is optional; a
+missing one takes the default of docs (DESIGN.md):
+
+    [uptime]              # share of probe intervals in which a client could connect, send, receive
+    objective = 99.9      # percent
+    window = "30d"
+
+    [delivery_latency]    # scheduled send -> received, over every recipient
+    percentile = 99
+    threshold_ms = 100
+
+    [connections]         # connections open at once, each still answering a heartbeat
+    min = 10000
+
+    [recovery]            # connection lost -> back, re-subscribed, every missed message received
+    percentile = 99
+    threshold_ms = 2000
+
+A target that a run did not measure is reported as ``not_measured``, never as passed.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta, Struct
+
+Percent = Annotated[float, Meta(gt=0, lt=100)]
+Percentile = Annotated[float, Meta(gt=0, le=100)]
+PositiveMs = Annotated[float, Meta(gt=0)]
+
+_WINDOW_RE = re.compile(r"^(\d+)(s|m|h|d)$")
+_WINDOW_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class UptimeTarget(Struct, forbid_unknown_fields=True, kw_only=True):
+    objective: Percent = 99.9
+    window: str = "30d"
+
+    @property
+    def window_seconds(self) -> int:
+        return parse_window(self.window)
+
+    @property
+    def error_budget(self) -> float:
+        """Allowed failing share of intervals, e.g. 0.001 for 99.9 %."""
+        return 1.0 - self.objective / 100.0
+
+
+class LatencyTarget(Struct, forbid_unknown_fields=True, kw_only=True):
+    percentile: Percentile = 99.0
+    threshold_ms: PositiveMs = 100.0
+
+
+class ConnectionsTarget(Struct, forbid_unknown_fields=True, kw_only=True):
+    min: Annotated[int, Meta(ge=1)] = 10_000
+
+
+class RecoveryTarget(Struct, forbid_unknown_fields=True, kw_only=True):
+    percentile: Percentile = 99.0
+    threshold_ms: PositiveMs = 2000.0
+
+
+class SLO(Struct, forbid_unknown_fields=True, kw_only=True):
+    """The four targets. ``SLO()`` is the default set."""
+
+    uptime: UptimeTarget = msgspec.field(default_factory=UptimeTarget)
+    delivery_latency: LatencyTarget = msgspec.field(default_factory=LatencyTarget)
+    connections: ConnectionsTarget = msgspec.field(default_factory=ConnectionsTarget)
+    recovery: RecoveryTarget = msgspec.field(default_factory=RecoveryTarget)
+
+
+class SLOFileError(ValueError):
+    """The SLO file cannot be read or is invalid; the message names the file and the field."""
+
+
+def parse_window(text: str) -> int:
+    """'30d' -> 2592000 seconds. Units: s, m, h, d."""
+    match = _WINDOW_RE.match(text.strip())
+    if not match or int(match.group(1)) == 0:
+        raise SLOFileError(f"window {text!r} must look like 90s, 15m, 1h or 30d")
+    return int(match.group(1)) * _WINDOW_UNITS[match.group(2)]
+
+
+def load_slo(path: str | Path | None) -> SLO:
+    """Read an SLO file; ``None`` gives the defaults. Raises SLOFileError with one clear line."""
+    if path is None:
+        return SLO()
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise SLOFileError(f"cannot read SLO file {path}: {exc.strerror or exc}") from None
+    try:
+        slo = msgspec.toml.decode(raw, type=SLO)
+    except msgspec.ValidationError as exc:
+        raise SLOFileError(f"invalid SLO file {path}: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise SLOFileError(f"SLO file {path} is not valid TOML: {exc}") from None
+    parse_window(slo.uptime.window)
+    return slo
+
+
+def dump_slo(slo: SLO) -> dict:
+    """Plain-dict form, as embedded in results.json."""
+    return msgspec.to_builtins(slo)
+
+
+# ---------------------------------------------------------------------------
+# verdicts
+
+
+class Status(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    NOT_MEASURED = "not_measured"
+
+
+class Target(StrEnum):
+    UPTIME = "uptime"
+    DELIVERY_LATENCY = "delivery_latency"
+    CONNECTIONS = "connections"
+    RECOVERY = "recovery"
+
+
+class Verdict(Struct, omit_defaults=True, kw_only=True):
+    """One target's verdict for one run (or one monitor window)."""
+
+    target: Target
+    status: Status
+    objective: str  # human form of the threshold: "p99 < 100 ms"
+    measured: float | None = None  # the figure compared with the threshold
+    unit: str = ""
+    detail: str = ""  # why it passed, failed or was not measured
+    trusted: bool = True  # false when the generator was saturated during the run
+
+    @property
+    def failed(self) -> bool:
+        return self.status is Status.FAIL
+
+
+def _fmt_pct(value: float) -> str:
+    return f"p{value:g}"
+
+
+def judge_latency(slo: SLO, measured_ms: float | None, samples: int) -> Verdict:
+    t = slo.delivery_latency
+    objective = f"{_fmt_pct(t.percentile)} < {t.threshold_ms:g} ms"
+    if measured_ms is None or samples == 0:
+        return Verdict(
+            target=Target.DELIVERY_LATENCY,
+            status=Status.NOT_MEASURED,
+            objective=objective,
+            unit="ms",
+            detail="no message was delivered during the run",
+        )
+    ok = measured_ms < t.threshold_ms
+    return Verdict(
+        target=Target.DELIVERY_LATENCY,
+        status=Status.PASS if ok else Status.FAIL,
+        objective=objective,
+        measured=measured_ms,
+        unit="ms",
+        detail=f"{_fmt_pct(t.percentile)} over {samples:,} deliveries",
+    )
+
+
+def judge_recovery(slo: SLO, measured_ms: float | None, samples: int) -> Verdict:
+    t = slo.recovery
+    objective = f"{_fmt_pct(t.percentile)} < {t.threshold_ms:g} ms"
+    if measured_ms is None or samples == 0:
+        return Verdict(
+            target=Target.RECOVERY,
+            status=Status.NOT_MEASURED,
+            objective=objective,
+            unit="ms",
+            detail="no connection was lost and recovered (use --fault to measure recovery)",
+        )
+    ok = measured_ms < t.threshold_ms
+    return Verdict(
+        target=Target.RECOVERY,
+        status=Status.PASS if ok else Status.FAIL,
+        objective=objective,
+        measured=measured_ms,
+        unit="ms",
+        detail=f"{_fmt_pct(t.percentile)} over {samples:,} recoveries",
+    )
+
+
+def judge_connections(slo: SLO, peak_held: int | None, aimed_for: int | None) -> Verdict:
+    """A run that never aimed at the target's count cannot say the service misses it."""
+    t = slo.connections
+    objective = f">= {t.min:,} held"
+    if peak_held is None:
+        return Verdict(
+            target=Target.CONNECTIONS,
+            status=Status.NOT_MEASURED,
+            objective=objective,
+            unit="connections",
+            detail="the run did not count held connections",
+        )
+    if peak_held >= t.min:
+        return Verdict(
+            target=Target.CONNECTIONS,
+            status=Status.PASS,
+            objective=objective,
+            measured=float(peak_held),
+            unit="connections",
+            detail=f"{peak_held:,} held at once, each answering heartbeats",
+        )
+    if aimed_for is not None and aimed_for < t.min:
+        return Verdict(
+            target=Target.CONNECTIONS,
+            status=Status.NOT_MEASURED,
+            objective=objective,
+            measured=float(peak_held),
+            unit="connections",
+            detail=(
+                f"the run opened only {aimed_for:,} connections; "
+                f"run `rtbench run connect --users {t.min}` to measure this target"
+            ),
+        )
+    return Verdict(
+        target=Target.CONNECTIONS,
+        status=Status.FAIL,
+        objective=objective,
+        measured=float(peak_held),
+        unit="connections",
+        detail=f"only {peak_held:,} of {aimed_for or t.min:,} connections held at once",
+    )
+
+
+def judge_uptime(slo: SLO, good_intervals: int, total_intervals: int, window: str) -> Verdict:
+    t = slo.uptime
+    objective = f"> {t.objective:g} % over {t.window}"
+    if total_intervals == 0:
+        return Verdict(
+            target=Target.UPTIME,
+            status=Status.NOT_MEASURED,
+            objective=objective,
+            unit="%",
+            detail="no probe interval was observed",
+        )
+    ratio = 100.0 * good_intervals / total_intervals
+    return Verdict(
+        target=Target.UPTIME,
+        status=Status.PASS if ratio > t.objective else Status.FAIL,
+        objective=objective,
+        measured=ratio,
+        unit="%",
+        detail=f"{good_intervals:,} of {total_intervals:,} intervals good over {window}",
+    )
+
+
+def untrusted(verdicts: list[Verdict], reason: str) -> list[Verdict]:
+    """Mark verdicts of a saturated-generator run: its figures may be the generator's own."""
+    return [
+        msgspec.structs.replace(v, trusted=False, detail=f"{v.detail}; untrustworthy: {reason}")
+        if v.status is not Status.NOT_MEASURED
+        else v
+        for v in verdicts
+    ]
+
+
+def exit_code_for(verdicts: list[Verdict]) -> int:
+    """0 all measured verdicts pass, 1 a trusted verdict fails, 4 only untrusted ones fail."""
+    from rtbench.exitcodes import ExitCode
+
+    failed = [v for v in verdicts if v.status is Status.FAIL]
+    if not failed:
+        return ExitCode.OK
+    if any(v.trusted for v in failed):
+        return ExitCode.SLO_FAILED
+    return ExitCode.INCONCLUSIVE
