@@ -64,8 +64,18 @@ def _root(
     """rtbench: load, measure and monitor realtime WebSocket services."""
 
 
-for _name in COMMAND_MODULES:
-    importlib.import_module(_name).register(app)
+def _register_all() -> None:
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # not written yet (development only; a test checks all exist)
+                continue
+            raise
+        module.register(app)
+
+
+_register_all()
 
 
 def main(argv: list[str] | None = None) -> int:
