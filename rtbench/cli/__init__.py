@@ -91,10 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         where = exc.ctx.command_path if exc.ctx else "rtbench"
         typer.echo(f"{where}: {exc.format_message()} (see `{where} --help`)", err=True)
         return ExitCode.USAGE
-    except click_exc.Abort:
+    except typer.Abort:
         typer.echo("aborted", err=True)
         return 130
-    except click_exc.Exit as exc:
+    except typer.Exit as exc:
         return exc.exit_code
     except UserError as exc:
         typer.echo(f"rtbench: {exc}", err=True)
@@ -106,4 +106,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> None:
-    sys.exit(main())
+    try:
+        code = main()
+    except (BrokenPipeError, SystemExit) as exc:  # `rtbench --help | head` closes the pipe
+        code = exc.code if isinstance(exc, SystemExit) and isinstance(exc.code, int) else 0
+    sys.exit(code)
