@@ -67,6 +67,17 @@ class Totals(Struct, omit_defaults=True, kw_only=True):
     reconnects: int = 0
     bytes_sent: int = 0
     bytes_received: int = 0
+    # Added by the native engine (docs/RESULTS.md); readers that do not know them ignore them.
+    connections_ready: int = 0  # up and joined when sending started
+    connections_held: int = 0  # still open when sending (or holding) ended
+    connections_answering: int | None = None  # connect: answered the last heartbeat probe
+    rejected: int = 0  # sends refused with an error frame: not expected anywhere
+    unacked: int = 0  # sends with neither ack nor error by the end of the drain
+    send_skipped: int = 0  # scheduled sends not made because that connection had closed
+    typing_sent: int = 0
+    receipts_sent: int = 0
+    events_by_type: dict[str, int] = {}  # other frames received, by kind (typing, receipt...)
+    drained: bool | None = None  # every expected delivery arrived before the drain timeout
 
 
 class SecondSample(Struct, omit_defaults=True, kw_only=True):
@@ -106,6 +117,9 @@ class GeneratorHealth(Struct, omit_defaults=True, kw_only=True):
     loop_lag_ms_p99: float | None = None
     loop_lag_ms_max: float | None = None
     rss_bytes_max: int | None = None
+    # The thresholds the run judged saturation by, so reports can mark them.
+    cpu_saturation_percent: float | None = None
+    loop_lag_saturation_ms: float | None = None
     saturated: bool = False
     notes: list[str] = []
 
@@ -188,7 +202,9 @@ def write_results(results: Results, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(msgspec.json.format(_encoder.encode(results), indent=2))
+    # omit_defaults would drop ``schema`` (it is a default), yet readers need it first.
+    data = {"schema": results.schema, **msgspec.to_builtins(results)}
+    tmp.write_bytes(msgspec.json.format(_encoder.encode(data), indent=2))
     os.replace(tmp, path)
     return path
 
