@@ -1,0 +1,69 @@
+"""``rtbench monitor --ingest results.json``: load-run evidence for the connections target.
+
+A quiet production service never shows it can hold 10,000 connections; a
+``rtbench run connect`` result does. Ingesting stores the run's peak of connections
+held at once and how many it aimed for, under the monitor target whose host:port
+the run targeted, so the connections verdict can use it for one SLO window.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from monitor.config import TargetConfig
+from monitor.store import IngestedRun, ProbeStore
+from rtbench.results import ResultsFileError, read_results
+
+
+class IngestError(ValueError):
+    """The results file cannot be ingested (one line)."""
+
+
+def target_name_for(url: str, targets: list[TargetConfig]) -> str:
+    """The configured target with the run's host:port, else the host:port itself."""
+    netloc = urlsplit(url).netloc or urlsplit(f"ws://{url}").netloc
+    for target in targets:
+        if urlsplit(target.url).netloc == netloc:
+            return target.resolved_name()
+    return TargetConfig(url=url if "://" in url else f"ws://{url}").resolved_name()
+
+
+def read_run(path: str | Path, targets: list[TargetConfig], name: str | None) -> IngestedRun:
+    try:
+        results = read_results(path)
+    except ResultsFileError as exc:
+        raise IngestError(str(exc)) from None
+    run = results.run
+    try:
+        ended = datetime.fromisoformat(run.ended_at.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise IngestError(
+            f"{path}: run.ended_at {run.ended_at!r} is not an ISO 8601 time"
+        ) from None
+    totals = results.totals
+    # held at once *and* still answering heartbeats, when the run checked; else its peak
+    held = (
+        totals.connections_answering
+        if getattr(totals, "connections_answering", None) is not None
+        else totals.peak_connections
+    )
+    return IngestedRun(
+        run_id=run.id,
+        target=name or target_name_for(run.target, targets),
+        url=run.target,
+        ended_at=ended,
+        peak_connections=held,
+        attempted=totals.connections_attempted,
+        scenario=run.scenario,
+        source=str(Path(path).resolve()),
+    )
+
+
+def ingest(
+    store: ProbeStore, path: str | Path, targets: list[TargetConfig], name: str | None = None
+) -> tuple[IngestedRun, bool]:
+    """Store one results file; (the run, False when it had been ingested before)."""
+    run = read_run(path, targets, name)
+    return run, store.record_run(run)

@@ -1,0 +1,152 @@
+"""Probe I/O: a WebSocket connection driven by a loadtest protocol adapter.
+
+The adapters (``loadtest.adapters``) are sans-IO: they turn "say hello", "join",
+"send" into frames and frames into events. This module is the only place the monitor
+touches a socket, so every adapter the load engine has (reference, echo, and any
+user adapter file) works in the monitor unchanged. The client is ``websockets``: a
+probe opens a handful of connections per interval, where its simplicity matters
+more than the raw speed the load engine needs from picows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections.abc import Callable
+from typing import Any
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from loadtest.adapters import Adapter, Event, Ready, Rejected
+from loadtest.engine.failures import classify, describe
+
+MAX_FRAME = 1 << 20
+
+# Request ids double as client message ids (``cid``), and the reference protocol acks a
+# repeated cid of the same user as a duplicate without delivering it again. Ids are
+# therefore unique per process and, seeded with the clock in microseconds and used far
+# slower than one per microsecond, across monitor restarts too.
+_request_ids = itertools.count(time.time_ns() // 1000)
+
+
+class ProbeFailure(Exception):
+    """A probe step failed; ``cause`` is short and stable (it names the incident)."""
+
+    def __init__(self, cause: str, detail: str = "") -> None:
+        super().__init__(f"{cause}: {detail}" if detail else cause)
+        self.cause = cause
+        self.detail = detail
+
+
+def failure_text(exc: BaseException, step: str) -> str:
+    """One line for an exception raised during ``step`` (stored as the probe's error)."""
+    if isinstance(exc, ProbeFailure):
+        return f"{step}: {exc}"
+    if isinstance(exc, InvalidStatus):
+        return f"{step}: {describe(f'http_{exc.response.status_code}')}"
+    if isinstance(exc, ConnectionClosed):
+        code = exc.rcvd.code if exc.rcvd is not None else 1006
+        return f"{step}: {describe(f'closed_{code}')}"
+    if isinstance(exc, TimeoutError):
+        return f"{step}: timed out"
+    return f"{step}: {describe(classify(exc))}"
+
+
+class ProbeConnection:
+    """One client connection of a probe: adapter frames out, adapter events in."""
+
+    def __init__(self, ws: ClientConnection, adapter: Adapter) -> None:
+        self.ws = ws
+        self.adapter = adapter
+
+    @classmethod
+    async def open(
+        cls,
+        adapter: Adapter,
+        url: str,
+        user: str,
+        token: str | None,
+        headers: dict[str, str] | None = None,
+        ping_interval: float | None = None,
+        ping_timeout: float | None = None,
+        hello: list[bytes] | None = None,
+    ) -> ProbeConnection:
+        """Upgrade, send the adapter's opening frames (or ``hello``), await its welcome."""
+        extra = dict(headers or {})
+        extra.update(adapter.headers(user, token) or {})
+        ws = await websockets.connect(
+            adapter.url(url),
+            additional_headers=extra or None,
+            open_timeout=None,  # the caller's deadline bounds the whole probe
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            close_timeout=1,
+            max_size=MAX_FRAME,
+            proxy=None,
+            compression=None,
+            user_agent_header="rtbench-monitor",
+        )
+        conn = cls(ws, adapter)
+        try:
+            for frame in hello if hello is not None else adapter.open(user, token):
+                await conn.send(frame)
+            if adapter.expects_welcome:
+                await conn.expect(lambda e: isinstance(e, Ready) and e.room is None, "hello")
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+    def next_id(self) -> int:
+        return next(_request_ids)
+
+    async def send(self, frame: bytes) -> None:
+        await self.ws.send(frame, text=not self.adapter.binary)
+
+    async def receive(self) -> Event | None:
+        payload = await self.ws.recv(decode=False)
+        return self.adapter.parse(payload)
+
+    async def expect(self, match: Callable[[Event], bool], step: str, req_id: Any = None) -> Event:
+        """Read until an event matches; an error answering ``req_id`` (or ours) fails."""
+        while True:
+            event = await self.receive()
+            if event is None:
+                continue
+            if match(event):
+                return event
+            if isinstance(event, Rejected) and (event.req_id is None or event.req_id == req_id):
+                raise ProbeFailure(f"rejected_{event.code}", f"{step}: {event.message}")
+
+    async def join(self, room: str) -> Ready:
+        req = self.next_id()
+        await self.send(self.adapter.join(room, req))
+        event = await self.expect(
+            lambda e: isinstance(e, Ready) and e.room == room, f"join {room}", req
+        )
+        assert isinstance(event, Ready)
+        return event
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):  # a broken connection has nothing left to say
+            await self.ws.close()
+
+
+def now_ns() -> int:
+    """The clock of markers: the adapters' ``sched_ns`` is ``time.monotonic_ns()``."""
+    return time.monotonic_ns()
+
+
+async def together(*aws: Any) -> list[Any]:
+    """Await all; on the first failure (or our own cancellation) cancel the rest, then raise."""
+    tasks = [asyncio.ensure_future(aw) for aw in aws]
+    try:
+        return await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

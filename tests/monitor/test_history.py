@@ -1,0 +1,256 @@
+"""Probe history on real SQLite: rollups, incidents across restarts, budget, verdicts, retention.
+
+Timestamps are synthetic (a probe every 5 s from a fixed instant), so every figure is
+exact and no test depends on the clock.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from monitor.budget import error_budget, window_view
+from monitor.config import MonitorConfig, TargetConfig, settle
+from monitor.evaluate import evaluate
+from monitor.incidents import IncidentTracker
+from monitor.store import (
+    CloseIncident,
+    ExtendIncident,
+    IngestedRun,
+    OpenIncident,
+    ProbeResult,
+    ProbeStore,
+    Recovery,
+    StoreError,
+)
+from rtbench.slo import Status
+
+T0 = 1_699_999_980.0  # a minute boundary
+STEP = 5.0
+
+
+def settings(tmp_path, slo_text: str | None = None, **target: object):
+    slo = None
+    if slo_text is not None:
+        slo = tmp_path / "slo.toml"
+        slo.write_text(slo_text)
+    config = MonitorConfig(
+        target=[TargetConfig(url="ws://127.0.0.1:1/ws", name="chat", **target)],  # type: ignore[arg-type]
+        interval=STEP,
+        db=str(tmp_path / "m.db"),
+        slo=str(slo) if slo else None,
+    )
+    return settle(config)
+
+
+class Feed:
+    """Feeds delivery results through a tracker into the store, like the running monitor."""
+
+    def __init__(self, store: ProbeStore, failures_to_open: int = 2) -> None:
+        self.store = store
+        self.tracker = self.restore(failures_to_open)
+        self.ts = T0
+
+    def restore(self, failures_to_open: int) -> IncidentTracker:
+        return IncidentTracker(
+            failures_to_open,
+            self.store.open_incident("chat", "delivery"),
+            self.store.trailing_failures("chat", "delivery", failures_to_open),
+        )
+
+    def run(self, ok: bool, n: int = 1, latency_ms: float = 4.0) -> list:
+        changes = []
+        for _ in range(n):
+            result = ProbeResult(
+                target="chat",
+                kind="delivery",
+                ts=self.ts,
+                ok=ok,
+                latency_ms=latency_ms if ok else None,
+                error=None if ok else "delivery: connection refused",
+            )
+            change = self.tracker.observe(result)
+            opened = self.store.record_probe(result, change)
+            if opened is not None:
+                self.tracker.opened(opened)
+            changes.append(change)
+            self.ts += STEP
+        return changes
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = ProbeStore(tmp_path / "m.db")
+    yield s
+    s.close()
+
+
+def test_incident_spans_first_failure_to_first_pass_and_blips_open_none(store):
+    feed = Feed(store, failures_to_open=3)
+    feed.run(True, 100)
+    assert feed.run(False, 2) == [None, None]  # a blip below the threshold
+    feed.run(True, 10)
+    first_fail = feed.ts
+    changes = feed.run(False, 5)
+    assert changes[:2] == [None, None]
+    assert isinstance(changes[2], OpenIncident) and changes[2].started_at == first_fail
+    assert all(isinstance(c, ExtendIncident) for c in changes[3:])
+    first_pass = feed.ts
+    (closed,) = feed.run(True)
+    assert isinstance(closed, CloseIncident)
+
+    (incident,) = store.incidents("chat", 10)
+    assert incident.started_at == first_fail
+    assert incident.ended_at == first_pass
+    assert incident.duration_s == 5 * STEP
+    assert incident.failures == 5
+    assert incident.cause == "delivery: connection refused"
+
+    counts = store.window_counts("chat", "delivery", {"all": 0.0, "last": first_fail})
+    assert (counts["all"].total, counts["all"].good) == (118, 111)
+    raw = store._db.execute("SELECT COUNT(*), SUM(ok) FROM probes").fetchone()
+    assert raw == (118, 111)  # the rollups agree with the raw rows
+
+
+def test_an_outage_across_a_monitor_restart_stays_one_incident(tmp_path):
+    path = tmp_path / "m.db"
+    store = ProbeStore(path)
+    feed = Feed(store)
+    feed.run(True, 3)
+    first_fail = feed.ts
+    feed.run(False, 1)  # below the threshold when the monitor stops
+    store.close()
+
+    store = ProbeStore(path)  # "restart": new connection, state rebuilt from disk
+    feed2 = Feed(store)
+    feed2.ts = feed.ts
+    (opened,) = feed2.run(False)
+    assert isinstance(opened, OpenIncident) and opened.started_at == first_fail
+    store.close()
+
+    store = ProbeStore(path)  # restart again while the incident is open
+    feed3 = Feed(store)
+    feed3.ts = feed2.ts
+    assert feed3.tracker.is_open
+    (extended,) = feed3.run(False)
+    assert isinstance(extended, ExtendIncident)
+    (closed,) = feed3.run(True)
+    assert isinstance(closed, CloseIncident)
+    (incident,) = store.incidents("chat", 10)
+    assert incident.failures == 3 and incident.duration_s == 3 * STEP
+    store.close()
+
+
+def test_budget_and_burn_rate_arithmetic():
+    view = window_view("1h", 3600, total=720, good=719, interval_s=5.0, objective_percent=99.9)
+    assert view.ratio == pytest.approx(719 / 720)
+    assert view.burn_rate == pytest.approx((1 / 720) / 0.001)
+    assert view.coverage == 1.0
+    budget = error_budget("30d", 30 * 86400, 720, 700, 5.0, 99.9)
+    assert budget.allowed == pytest.approx(518.4)
+    assert budget.used == 20
+    assert budget.remaining == pytest.approx(1 - 20 / 518.4)
+    short = window_view("30d", 30 * 86400, total=0, good=0, interval_s=5.0, objective_percent=99.9)
+    assert short.ratio is None and short.burn_rate is None
+
+
+def test_evaluate_judges_the_four_targets(tmp_path):
+    s = settings(tmp_path, "[delivery_latency]\npercentile = 99\nthreshold_ms = 50\n")
+    store = ProbeStore(s.db)
+    feed = Feed(store)
+    feed.run(True, 600)
+    feed.run(False, 6)  # 30 s down
+    feed.run(True, 113)
+    store.record_recovery(
+        Recovery(
+            target="chat",
+            lost_at=T0 + 3000,
+            recovered_at=T0 + 3031.5,
+            ms=31_500,
+            complete=True,
+            replayed=0,
+            reason="closed",
+        )
+    )
+    for i, conns in enumerate((120.0, 480.0, 300.0)):
+        store.record_probe(
+            ProbeResult(target="chat", kind="health", ts=T0 + i * 5, ok=True, value=conns)
+        )
+    now = feed.ts
+    snap = evaluate(store, s, now=now)
+    t = snap.target("chat")
+    by = {v.target.value: v for v in t.verdicts}
+    one_hour = t.windows[0]
+    assert (one_hour.total, one_hour.good) == (719, 713)
+    assert by["uptime"].status is Status.PASS  # 6 of 518.4 allowed bad intervals spent
+    assert by["uptime"].measured == pytest.approx(100 * 713 / 719)
+    assert t.budget.used == 6
+    assert by["delivery_latency"].status is Status.PASS and by[
+        "delivery_latency"
+    ].measured == pytest.approx(4.0, rel=1e-3)
+    assert by["recovery"].status is Status.FAIL  # 31.5 s > 2 s
+    assert by["connections"].status is Status.NOT_MEASURED  # 480 held proves nothing yet
+    assert t.connections.peak == 480.0 and t.connections.current == 300.0
+    assert t.up is True and snap.status == "fail"
+    (incident,) = t.incidents
+    assert incident.duration_s == 30.0
+
+    # a load run that held 12,000 connections proves the connections target
+    store.record_run(
+        IngestedRun(
+            run_id="r1",
+            target="chat",
+            url="ws://127.0.0.1:1/ws",
+            ended_at=now - 60,
+            peak_connections=12_000,
+            attempted=12_000,
+            scenario="connect",
+            source="results.json",
+        )
+    )
+    t = evaluate(store, s, now=now).target("chat")
+    assert {v.target.value: v.status for v in t.verdicts}["connections"] is Status.PASS
+    store.close()
+
+
+def test_slow_deliveries_and_a_spent_budget_fail(tmp_path):
+    s = settings(tmp_path, '[uptime]\nobjective = 99.9\nwindow = "1h"\n')
+    store = ProbeStore(s.db)
+    feed = Feed(store, failures_to_open=100)  # no incident: the budget alone must fail it
+    feed.run(True, 100, latency_ms=250.0)
+    feed.run(False, 1)
+    feed.run(True, 10, latency_ms=250.0)
+    t = evaluate(store, s, now=feed.ts).target("chat")
+    by = {v.target.value: v for v in t.verdicts}
+    assert t.budget.allowed == pytest.approx(0.72)  # 0.1 % of 720 intervals in an hour
+    assert by["uptime"].status is Status.FAIL and "error budget spent" in by["uptime"].detail
+    assert by["delivery_latency"].status is Status.FAIL and by[
+        "delivery_latency"
+    ].measured == pytest.approx(250.0, rel=1e-3)
+    store.close()
+
+
+def test_retention_drops_old_rows_and_rollups(store):
+    feed = Feed(store)
+    feed.run(True, 24)  # two minutes
+    feed.run(False, 3)
+    feed.run(True, 1)
+    dropped = store.prune(T0 + 60)
+    assert dropped == 12
+    counts = store.window_counts("chat", "delivery", {"all": 0.0})["all"]
+    assert counts.total == 16
+    assert len(store.incidents("chat", 10)) == 1  # ended after the cut: kept
+
+
+def test_a_foreign_database_is_refused(tmp_path):
+    path = tmp_path / "other.db"
+    ProbeStore(path).close()
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE meta SET value = '99' WHERE key = 'schema'")
+    with pytest.raises(StoreError, match="schema 99"):
+        ProbeStore(path)
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"not a database" * 100)
+    with pytest.raises(StoreError, match="cannot open monitor database"):
+        ProbeStore(garbage)
