@@ -1,0 +1,106 @@
+"""Server configuration: every limit and timing in one typed place.
+
+A TOML file (``rtbench serve --config FILE``) is decoded with msgspec straight into
+these structs, so a misspelt or mistyped field is one clear line naming the file
+and the field instead of a setting silently ignored. CLI flags override the file.
+Defaults are documented in docs/SERVER.md; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+Positive = Annotated[int, Meta(ge=1)]
+NonNegative = Annotated[int, Meta(ge=0)]
+
+
+class ConfigError(Exception):
+    """A configuration file or value that cannot be used; one line for the user."""
+
+
+class ListenConfig(Struct, forbid_unknown_fields=True, kw_only=True):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Meta(ge=0, le=65535)] = 8765
+    transport: Literal["picows", "websockets"] = "picows"
+    # picows allocates this per connection up front and grows it on demand: small
+    # keeps idle connections cheap (reports/transport-choice.md has the figures).
+    read_buffer_bytes: Annotated[int, Meta(ge=256)] = 2048
+    backlog: Positive = 4096  # listen(2) backlog, so reconnect storms are not refused
+
+
+class LimitsConfig(Struct, forbid_unknown_fields=True, kw_only=True):
+    max_frame_bytes: Annotated[int, Meta(ge=256)] = 65536  # larger frames: close 1009
+    max_body_chars: Positive = 4096  # message body; longer: error body_too_long
+    max_rooms: Positive = 100  # rooms one connection may be subscribed to
+    max_history: Positive = 200  # largest history page; bigger limits are clamped
+    max_backlog_frames: Positive = 1024  # frames queued behind a slow (async) request
+    send_buffer_bytes: Annotated[int, Meta(ge=1024)] = 262144  # outgoing buffer limit
+    slow_consumer_grace_ms: NonNegative = 2000  # over the limit this long: close 1013
+    slow_consumer_hard_bytes: Annotated[int, Meta(ge=1024)] = 4194304  # over this: 1013 now
+    close_linger_ms: NonNegative = 3000  # a closing peer that does not drain is cut after
+    max_pending_writes: Positive = 100000  # store writes queued before sends are refused
+
+
+class TimingConfig(Struct, forbid_unknown_fields=True, kw_only=True):
+    hello_timeout_ms: Positive = 10000  # no hello by then: close 4408
+    heartbeat_interval_ms: Positive = 2000  # silent this long: the server pings
+    heartbeat_timeout_ms: Positive = 3000  # still silent this long after: close 1011
+    typing_timeout_ms: Positive = 5000  # a typing start expires by itself after this
+    presence_grace_ms: NonNegative = 3000  # offline is announced only after this long away
+    drain_timeout_ms: Positive = 3000  # longest a SIGTERM drain waits for the store
+    sweep_ms: Annotated[int, Meta(ge=10)] = 250  # how often the sweeper walks connections
+
+
+class ReplayConfig(Struct, forbid_unknown_fields=True, kw_only=True):
+    ring_size: NonNegative = 1000  # recent stored items kept in memory per room
+    max_replay: NonNegative = 10000  # longest gap a resume replays; past it recovered=false
+    presence_max_room: NonNegative = 200  # bigger rooms get no presence/receipt fan-out
+
+
+class StoreConfig(Struct, forbid_unknown_fields=True, kw_only=True):
+    url: str = "sqlite:///rtbench-server.db"
+    # WAL + NORMAL survives a process crash (kill -9) but not a power cut; FULL
+    # fsyncs each group commit. reports/store-durability.md has the cost of each.
+    synchronous: Literal["normal", "full"] = "full"
+    max_batch: Positive = 2048  # operations in one group commit at most
+
+
+class ServerConfig(Struct, forbid_unknown_fields=True, kw_only=True):
+    listen: ListenConfig = msgspec.field(default_factory=ListenConfig)
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    timing: TimingConfig = msgspec.field(default_factory=TimingConfig)
+    replay: ReplayConfig = msgspec.field(default_factory=ReplayConfig)
+    store: StoreConfig = msgspec.field(default_factory=StoreConfig)
+    insecure_dev: bool = False  # accept unsigned identities (never in production)
+    jwt_secret: str | None = None  # HS256 secret; RTBENCH_JWT_SECRET also sets it
+
+
+def load_config(path: str | Path | None) -> ServerConfig:
+    """Read a TOML config file (or the defaults), failing with one line on any error."""
+    if path is None:
+        return ServerConfig()
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    try:
+        return msgspec.convert(raw, ServerConfig)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+
+
+def override(config: ServerConfig, section: str, **values: object) -> ServerConfig:
+    """Return ``config`` with non-None ``values`` set in ``section`` (CLI flags win)."""
+    changes = {k: v for k, v in values.items() if v is not None}
+    if not changes:
+        return config
+    part = msgspec.structs.replace(getattr(config, section), **changes)
+    return msgspec.structs.replace(config, **{section: part})

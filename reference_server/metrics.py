@@ -1,0 +1,135 @@
+"""Server metrics: plain integers on the hot path, Prometheus text on scrape.
+
+Incrementing a prometheus-client Counter costs a lock and a method call; doing
+that per fan-out delivery would cost more than the delivery. So the core bumps
+plain attributes (in bulk where it can), and a custom collector turns them into
+metric families only when /metrics is scraped.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+COMMIT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
+
+
+class Histogram:
+    """A fixed-bucket histogram kept as counts (cumulated only when exported)."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(bounds)
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def family(self, name: str, doc: str) -> HistogramMetricFamily:
+        buckets, running = [], 0
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            running += count
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), running))
+        return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=self.total)
+
+
+class Metrics:
+    """Every number the server exports; fields are bumped directly by the core."""
+
+    def __init__(self) -> None:
+        self.connections_opened = 0
+        self.handshakes = 0
+        self.hellos = 0
+        self.frames_in = 0
+        self.frames_out = 0  # direct replies and every fan-out delivery
+        self.fanout_deliveries = 0
+        self.messages_stored = 0
+        self.events_published = 0
+        self.replayed = 0
+        self.resumes = 0
+        self.slow_consumers = 0
+        self.heartbeat_pings = 0
+        self.queue_high_water = 0  # largest outgoing buffer seen on any connection, bytes
+        self.loop_lag = 0.0  # seconds, last sample
+        self.loop_lag_max = 0.0
+        self.errors: Counter[str] = Counter()
+        self.closes: Counter[int] = Counter()
+        self.commit_seconds = Histogram(COMMIT_BUCKETS)
+        self.batch_sizes = Histogram(BATCH_BUCKETS)
+
+
+class MetricsCollector:
+    """prometheus-client collector reading ``Metrics`` and live gauges at scrape time."""
+
+    def __init__(self, metrics: Metrics, gauges: Callable[[], dict[str, float]]) -> None:
+        self.m = metrics
+        self.gauges = gauges  # connections, rooms, rss... computed on demand
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.m
+        p = "rtbench_server_"
+        counters = (
+            ("connections_opened", "WebSocket connections accepted.", m.connections_opened),
+            ("handshakes", "HTTP requests handled on the listener (upgrades too).", m.handshakes),
+            ("hellos", "Sessions that completed hello.", m.hellos),
+            ("messages_in", "Frames received from clients.", m.frames_in),
+            ("messages_out", "Frames sent to clients (replies and fan-out).", m.frames_out),
+            ("fanout_deliveries", "Room frames delivered to subscribers.", m.fanout_deliveries),
+            ("messages_stored", "Messages and stored events made durable.", m.messages_stored),
+            ("events_published", "Events published (stored or not).", m.events_published),
+            ("replayed_items", "Stored items replayed on join/resume.", m.replayed),
+            ("resumes", "Rooms re-subscribed by hello.resume.", m.resumes),
+            ("slow_consumers", "Connections closed 1013 as slow consumers.", m.slow_consumers),
+            ("heartbeat_pings", "WebSocket pings sent to silent connections.", m.heartbeat_pings),
+        )
+        for name, doc, value in counters:
+            yield CounterMetricFamily(p + name, doc, value=value)
+        errors = CounterMetricFamily(p + "errors", "Error frames sent, by code.", labels=["code"])
+        for code, count in sorted(m.errors.items()):
+            errors.add_metric([code], count)
+        yield errors
+        closes = CounterMetricFamily(
+            p + "closes", "Connections closed by the server, by close code.", labels=["code"]
+        )
+        for close_code, count in sorted(m.closes.items()):
+            closes.add_metric([str(close_code)], count)
+        yield closes
+        for name, value in self.gauges().items():
+            yield GaugeMetricFamily(p + name, f"Current {name.replace('_', ' ')}.", value=value)
+        yield GaugeMetricFamily(
+            p + "queue_high_water_bytes",
+            "Largest outgoing buffer seen on one connection.",
+            value=m.queue_high_water,
+        )
+        yield GaugeMetricFamily(
+            p + "loop_lag_seconds", "Event-loop lag, last sample.", value=m.loop_lag
+        )
+        yield GaugeMetricFamily(
+            p + "loop_lag_max_seconds", "Largest event-loop lag seen.", value=m.loop_lag_max
+        )
+        yield m.commit_seconds.family(
+            p + "store_commit_seconds", "Time of one group commit (writer thread)."
+        )
+        yield m.batch_sizes.family(
+            p + "store_batch_size", "Operations per group commit (writes sharing one fsync)."
+        )
+
+
+def render(collector: MetricsCollector) -> bytes:
+    """The Prometheus text exposition of the server's metrics."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)  # type: ignore[arg-type]
+    return generate_latest(registry)

@@ -1,0 +1,120 @@
+"""/healthz, /metrics (checked by promtool), and `rtbench serve`'s usage errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support import Client, ServerProcess
+
+SERVE = [sys.executable, "-c", "from rtbench.cli import run; run()", "serve"]
+
+
+async def test_healthz_reports_state(shared_server: ServerProcess) -> None:
+    async with await Client.connect(shared_server.url, "healthy") as c:
+        await c.join("h-room")
+        status, health = shared_server.health()
+    assert status == 200
+    assert health["status"] == "ok" and health["pid"] == shared_server.pid
+    assert health["connections"] >= 1 and health["rooms"] >= 1
+    assert health["store"]["status"] == "ok" and health["store"]["url"].startswith("sqlite:///")
+    assert health["rss_bytes"] > 1_000_000 and health["uptime_s"] > 0
+    assert health["loop_lag_ms"] >= 0
+
+
+async def test_metrics_are_valid_prometheus(shared_server: ServerProcess, promtool: str) -> None:
+    async with await Client.connect(shared_server.url, "metered") as c:
+        await c.join("m-room")
+        await c.send_message("m-room", "counted", "c1")
+        await c.request({"type": "nope"})
+    status, body = shared_server.get("/metrics")
+    assert status == 200
+    text = body.decode()
+    for name in (
+        "rtbench_server_connections ",
+        "rtbench_server_messages_in_total",
+        "rtbench_server_fanout_deliveries_total",
+        "rtbench_server_store_commit_seconds_bucket",
+        "rtbench_server_store_batch_size_count",
+        'rtbench_server_errors_total{code="unknown_type"}',
+        "rtbench_server_loop_lag_seconds",
+        "rtbench_server_queue_high_water_bytes",
+        "rtbench_server_slow_consumers_total",
+        "rtbench_server_handshakes_total",
+    ):
+        assert name in text, name
+    assert shared_server.metric("rtbench_server_messages_stored_total") >= 1
+    check = await asyncio.to_thread(
+        subprocess.run, [promtool, "check", "metrics"], input=body, capture_output=True, timeout=30
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_unknown_path_is_404(shared_server: ServerProcess) -> None:
+    assert shared_server.get("/nope")[0] == 404
+
+
+def _serve(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*SERVE, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "config", "needle"),
+    [
+        ((), None, "--jwt-secret"),
+        (("--insecure-dev", "--jwt-secret", "x"), None, "not both"),
+        (("--insecure-dev", "--store", "mysql://x"), None, "unknown store"),
+        (("--insecure-dev", "--transport", "tornado"), None, "picows or websockets"),
+        (("--insecure-dev",), "[limits]\nmax_romos = 3\n", "max_romos"),
+        (("--insecure-dev",), "[limits]\nmax_rooms = 'many'\n", "limits.max_rooms"),
+        (("--insecure-dev",), "not toml [", "not valid TOML"),
+        (("--insecure-dev", "--config", "/nonexistent/rt.toml"), None, "cannot read config"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(
+    tmp_path: Path, args: tuple[str, ...], config: str | None, needle: str
+) -> None:
+    if config is not None:
+        (tmp_path / "bad.toml").write_text(config)
+        args = (*args, "--config", str(tmp_path / "bad.toml"))
+    result = _serve("--port", "0", *args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "UNSIGNED" not in line]
+    assert len(lines) == 1 and needle in lines[0], result.stderr
+    if config is not None and "toml" not in needle.lower():
+        assert "bad.toml" in lines[0]
+
+
+def test_port_in_use_exits_2(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _serve("--port", str(port), "--insecure-dev", "--store", "memory", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "cannot listen" in result.stderr.splitlines()[-1]
+
+
+def test_listening_line_and_default_store_in_current_dir(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path, store="sqlite:///here.db").start()
+    try:
+        line = next(line for line in server.lines if "listening on" in line)
+        assert f"ws://127.0.0.1:{server.port}/ws" in line and f"pid {server.pid}" in line
+        assert "transport picows" in line and "store sqlite:///here.db" in line
+        assert (tmp_path / "here.db").exists()
+        assert json.loads(server.get("/healthz")[1])["status"] == "ok"
+    finally:
+        assert server.stop("term") == 0
