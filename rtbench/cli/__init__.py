@@ -38,7 +38,15 @@ app = typer.Typer(
 )
 
 # Subcommand modules, in the order their commands appear in --help.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "rtbench.cli.serve",
+    "rtbench.cli.run",
+    "rtbench.cli.demo",
+    "rtbench.cli.report",
+    "rtbench.cli.compare",
+    "rtbench.cli.monitor",
+    "rtbench.cli.bench",
+)
 
 
 class UserError(Exception):

@@ -1,0 +1,108 @@
+"""Protocol adapters by name, and user adapters loaded from one Python file.
+
+``--protocol reference`` and ``--protocol echo`` are built in. ``--protocol
+path/to/myproto.py`` loads that file and uses the one ``Adapter`` subclass it defines
+(or the one named ``path/to/myproto.py:ClassName``): adding a protocol is one file.
+See docs/LOADTEST.md, "Adding a protocol".
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import sys
+from pathlib import Path
+
+from loadtest.adapters.base import (
+    Ack,
+    Adapter,
+    Delivery,
+    Event,
+    Feature,
+    Notice,
+    Ready,
+    Rejected,
+    marker,
+    parse_marker,
+    parse_marker_bytes,
+)
+from loadtest.adapters.echo import EchoAdapter
+from loadtest.adapters.reference import ReferenceAdapter
+
+ADAPTERS: dict[str, type[Adapter]] = {
+    ReferenceAdapter.name: ReferenceAdapter,
+    EchoAdapter.name: EchoAdapter,
+}
+
+
+class AdapterError(ValueError):
+    """The protocol name or file cannot give an adapter; the message says why in one line."""
+
+
+def register(cls: type[Adapter]) -> type[Adapter]:
+    """Class decorator: make an adapter available by its ``name`` (for plugins and tests)."""
+    ADAPTERS[cls.name] = cls
+    return cls
+
+
+def adapter_class(spec: str) -> type[Adapter]:
+    """The adapter class for a built-in name or a ``FILE.py[:Class]`` spec."""
+    if spec in ADAPTERS:
+        return ADAPTERS[spec]
+    path_text, _, class_name = spec.partition(":")
+    if not path_text.endswith(".py"):
+        known = ", ".join(sorted(ADAPTERS))
+        raise AdapterError(f"unknown protocol {spec!r}; built in: {known}, or a FILE.py")
+    path = Path(path_text)
+    if not path.is_file():
+        raise AdapterError(f"protocol file {path} does not exist")
+    module_name = f"rtbench_user_adapter_{path.stem}"
+    module_spec = importlib.util.spec_from_file_location(module_name, path)
+    if module_spec is None or module_spec.loader is None:
+        raise AdapterError(f"cannot load protocol file {path}")
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[module_name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:
+        raise AdapterError(f"protocol file {path} failed to load: {exc}") from None
+    found = [
+        obj
+        for obj in vars(module).values()
+        if inspect.isclass(obj)
+        and issubclass(obj, Adapter)
+        and obj is not Adapter
+        and obj.__module__ == module_name
+    ]
+    if class_name:
+        found = [cls for cls in found if cls.__name__ == class_name]
+    if len(found) != 1:
+        what = f"an Adapter subclass named {class_name}" if class_name else "one Adapter subclass"
+        raise AdapterError(f"protocol file {path} must define {what} (found {len(found)})")
+    return found[0]
+
+
+def make_adapter(spec: str, options: dict | None = None) -> Adapter:
+    return adapter_class(spec)(options)
+
+
+__all__ = [
+    "ADAPTERS",
+    "Ack",
+    "Adapter",
+    "AdapterError",
+    "Delivery",
+    "EchoAdapter",
+    "Event",
+    "Feature",
+    "Notice",
+    "Ready",
+    "ReferenceAdapter",
+    "Rejected",
+    "adapter_class",
+    "make_adapter",
+    "marker",
+    "parse_marker",
+    "parse_marker_bytes",
+    "register",
+]

@@ -1,0 +1,188 @@
+"""The adapter interface: what the engine needs to know of a server's wire protocol.
+
+An adapter is sans-IO: it turns intentions (say hello, join a room, send a message) into
+frame payloads, and frame payloads into a handful of small typed events. It never touches
+a socket, so one adapter serves the asyncio engine, the monitor and the Locust users.
+
+Measurement data travels inside the message text as a *marker*: the sender's index, the
+stream (room or DM pair) index, a per-(sender, stream) counter and the scheduled send time
+on the machine's monotonic clock. Any server that relays the text unchanged can therefore
+be measured exactly, whatever its own ids and timestamps look like.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from msgspec import Struct
+
+MARKER_PREFIX = "rtb1."
+_MARKER_PREFIX_B = MARKER_PREFIX.encode()
+_PAD = "x" * 65_536
+
+
+class Feature:
+    """Capabilities an adapter declares; a scenario that needs a missing one is refused."""
+
+    ROOMS = "rooms"  # join a room; a send reaches every other member
+    DM = "dm"  # direct messages to one user
+    TYPING = "typing"  # typing indicators
+    RECEIPTS = "receipts"  # read receipts up to a seq
+    PUBLISH = "publish"  # broadcast events into a room
+    ACK = "ack"  # the server acknowledges a send (send -> ack latency)
+    PING = "ping"  # an application-level round trip (rtt scenario, heartbeat probes)
+
+
+# -- events (what a received frame means to the engine) -------------------------------
+
+
+class Delivery(Struct, gc=False):
+    """A measured message arrived (a chat message, a DM, an event, an echo or a pong)."""
+
+    sender: int
+    stream: int
+    counter: int
+    sched_ns: int
+    room: str | None = None
+    seq: int | None = None
+
+
+class Ack(Struct, gc=False):
+    """The server acknowledged the request ``req_id`` (durable send, publish)."""
+
+    req_id: int | str | None
+    room: str | None = None
+    seq: int | None = None
+
+
+class Ready(Struct, gc=False):
+    """The session (``room`` None: welcome) or a room (joined, with its seq) is ready."""
+
+    room: str | None = None
+    seq: int = 0
+
+
+class Rejected(Struct, gc=False):
+    """The server refused a request (an error frame); ``req_id`` names it when known."""
+
+    req_id: int | str | None
+    code: str
+    message: str = ""
+
+
+class Notice(Struct, gc=False):
+    """Any other frame, counted by kind (typing, receipt, presence, unmarked message...)."""
+
+    kind: str
+    room: str | None = None
+    seq: int | None = None
+
+
+Event = Delivery | Ack | Ready | Rejected | Notice
+
+
+# -- markers --------------------------------------------------------------------------------
+
+
+def marker(sender: int, stream: int, counter: int, sched_ns: int, size: int = 0) -> str:
+    """The measurement text of one message, padded with 'x' to ``size`` characters."""
+    text = f"{MARKER_PREFIX}{sender}.{stream}.{counter}.{sched_ns} "
+    if size > len(text):
+        text += _PAD[: size - len(text)]
+    return text
+
+
+def parse_marker(text: str | None) -> tuple[int, int, int, int] | None:
+    """(sender, stream, counter, sched_ns) from a marker text, or None when it is not one."""
+    if not text or not text.startswith(MARKER_PREFIX):
+        return None
+    end = text.find(" ", 5)
+    try:
+        sender, stream, counter, sched = (text[5:end] if end > 0 else text[5:]).split(".")
+        return int(sender), int(stream), int(counter), int(sched)
+    except ValueError:
+        return None
+
+
+def parse_marker_bytes(payload: bytes) -> tuple[int, int, int, int] | None:
+    """Same as :func:`parse_marker` for a raw frame payload (echo servers)."""
+    if not payload.startswith(_MARKER_PREFIX_B):
+        return None
+    end = payload.find(b" ", 5)
+    try:
+        sender, stream, counter, sched = (payload[5:end] if end > 0 else payload[5:]).split(b".")
+        return int(sender), int(stream), int(counter), int(sched)
+    except ValueError:
+        return None
+
+
+# -- the adapter ------------------------------------------------------------------------------
+
+
+class Adapter:
+    """Base class of a protocol adapter. Override what your protocol has; leave the rest.
+
+    ``features`` says what the protocol can do; a method of a missing feature is never
+    called (the scenario is refused with a clear error instead). Every ``req_id`` is an
+    int unique per connection; echo it back in ``Ack``/``Rejected`` events when the
+    protocol has request ids, so the engine can measure send -> ack and count refusals.
+    """
+
+    name: ClassVar[str] = "base"
+    features: ClassVar[frozenset[str]] = frozenset()
+    default_path: ClassVar[str] = ""  # appended to a target URL that has no path
+    expects_welcome: ClassVar[bool] = False  # wait for Ready(room=None) after open()
+    binary: ClassVar[bool] = False  # send binary frames instead of text
+
+    def __init__(self, options: Mapping[str, Any] | None = None) -> None:
+        self.options = dict(options or {})
+
+    def url(self, target: str) -> str:
+        """The WebSocket URL to connect to for a user-supplied target."""
+        scheme, sep, rest = target.partition("://")
+        if sep and "/" not in rest and self.default_path:
+            return f"{scheme}://{rest}{self.default_path}"
+        return target
+
+    def headers(self, user: str, token: str | None) -> dict[str, str] | None:
+        """Extra HTTP headers for the upgrade request (authentication, usually)."""
+        return None
+
+    def open(self, user: str, token: str | None) -> list[bytes]:
+        """Frames to send right after the upgrade (a hello, a login)."""
+        return []
+
+    def join(self, room: str, req_id: int) -> bytes:
+        raise NotImplementedError(f"protocol {self.name} has no rooms")
+
+    def send(self, room: str, body: str, req_id: int) -> bytes:
+        raise NotImplementedError(f"protocol {self.name} cannot send to a room")
+
+    def dm(self, to_user: str, body: str, req_id: int) -> bytes:
+        raise NotImplementedError(f"protocol {self.name} has no direct messages")
+
+    def typing(self, room: str, started: bool) -> bytes:
+        raise NotImplementedError(f"protocol {self.name} has no typing indicators")
+
+    def read(self, room: str, seq: int) -> bytes:
+        raise NotImplementedError(f"protocol {self.name} has no read receipts")
+
+    def publish(self, room: str, event: str, data: str, req_id: int) -> bytes:
+        raise NotImplementedError(f"protocol {self.name} cannot publish events")
+
+    def ping(self, text: str, req_id: int) -> bytes:
+        """An application-level request whose reply carries ``text`` back (a marker)."""
+        raise NotImplementedError(f"protocol {self.name} has no round trip")
+
+    def parse(self, payload: bytes) -> Event | None:
+        """Turn one received frame into an event (None: ignore it)."""
+        raise NotImplementedError
+
+    @classmethod
+    def check(cls, needed: set[str]) -> str | None:
+        """None when every needed feature is there, else a one-line reason."""
+        missing = sorted(needed - cls.features)
+        if not missing:
+            return None
+        return f"protocol {cls.name!r} lacks {', '.join(missing)}"

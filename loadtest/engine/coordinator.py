@@ -1,0 +1,453 @@
+"""The coordinator: starts the worker processes, keeps them in step, merges what they count.
+
+It holds no sockets to the target. It gives the go only when every worker has opened and
+joined its connections, so the expected recipients of every message are known exactly;
+after the last send it drains until every expected delivery has arrived (or the drain
+timeout passes) and then merges counters and HDR histograms exactly. One machine-wide
+CLOCK_MONOTONIC serves every process on Linux, so send times from one worker and receive
+times from another are comparable (results.json: environment.clock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import secrets
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from loadtest.adapters import adapter_class
+from loadtest.engine import wire
+from loadtest.plan import Plan, bitmap_count, bitmap_or
+from loadtest.scenarios import Kind, Scenario, ScenarioError
+from loadtest.serverinfo import probe
+from rtbench.histogram import LatencyHistogram
+
+GO_LEAD_S = 0.25
+"""Sends start this long after the go, so every worker has it before the first send."""
+DRAIN_POLL_S = 0.05
+
+
+class EngineError(RuntimeError):
+    """The generator itself failed (a worker died); the run says nothing about the target."""
+
+
+@dataclass
+class Progress:
+    """What the live panel shows, once a second."""
+
+    phase: str  # connecting, running, draining, closing
+    elapsed_s: float
+    total_s: float
+    connections: int
+    target_connections: int
+    failed: int
+    sends_per_s: float
+    deliveries_per_s: float
+    p99_ms: float | None
+    errors: int
+    cpu_percent: float  # summed over worker processes
+
+
+@dataclass
+class SecondStats:
+    """One merged second of the run."""
+
+    t: int
+    connections: int = 0
+    counters: Counter = field(default_factory=Counter)  # deltas in this second
+    delivery: LatencyHistogram = field(default_factory=LatencyHistogram)
+    cpu: float = 0.0
+    lag_ms: float = 0.0
+
+
+@dataclass
+class Outcome:
+    """Everything a run measured, merged over its workers; turned into results.json."""
+
+    scenario: Scenario
+    plan: Plan
+    url: str
+    started_wall: float
+    ended_wall: float
+    t0_ns: int
+    go_ns: int | None
+    send_end_ns: int | None
+    counters: Counter
+    histograms: dict[str, LatencyHistogram]
+    failures_by_cause: Counter
+    closes_by_code: Counter
+    errors_by_code: Counter
+    events_by_type: Counter
+    sent_by_second: Counter
+    expected_by_second: Counter
+    delivered_by_second: Counter
+    seconds: list[SecondStats]
+    ready: int
+    held: int
+    answering: int
+    peak_connections: int
+    cpu_samples: list[list[float]]  # per worker
+    lag_samples: list[list[float]]
+    rss_max: list[int]
+    notes: list[str]
+    drained: bool
+    interrupted: bool = False
+    server: dict = field(default_factory=dict)
+
+
+class _WorkerHandle:
+    def __init__(self, index: int, proc: asyncio.subprocess.Process) -> None:
+        self.index = index
+        self.proc = proc
+        self.counters: dict[str, int] = {}
+        self.ticks: dict[int, wire.Tick] = {}
+        self.ready: wire.Ready | None = None
+        self.send_done: wire.SendDone | None = None
+        self.final: wire.Final | None = None
+        self.reader: asyncio.Task | None = None
+
+    def send(self, message: object) -> None:
+        stdin = self.proc.stdin
+        if stdin is not None and not stdin.is_closing():
+            stdin.write(wire.frame(message))
+
+
+async def run_load(
+    scenario: Scenario,
+    *,
+    on_progress: Callable[[Progress], None] | None = None,
+    server_probe: Callable[[str], object] | None = probe,
+) -> Outcome:
+    """Run a resolved scenario against ``scenario.target``; every worker is ended on return.
+
+    ``server_probe`` asks the target about itself (RSS from /healthz or /metrics) before the
+    go and at the end of the load; None skips it.
+    """
+    if scenario.target is None:
+        raise ScenarioError("no target: give --target ws://HOST:PORT or target in the file")
+    adapter_cls = adapter_class(scenario.protocol)
+    plan = Plan(scenario, secrets.token_hex(3) + "-")
+    problem = adapter_cls.check(plan.features())
+    if problem:
+        raise ScenarioError(f"{problem}, which scenario {scenario.scenario} needs")
+    url = adapter_cls(None).url(scenario.target)
+    run = _Run(scenario, plan, url, on_progress, server_probe)
+    return await run.execute()
+
+
+class _Run:
+    def __init__(self, scenario, plan, url, on_progress, server_probe) -> None:  # type: ignore[no-untyped-def]
+        self.scenario: Scenario = scenario
+        self.plan: Plan = plan
+        self.url: str = url
+        self.on_progress = on_progress
+        self.server_probe = server_probe
+        self.inbox: asyncio.Queue = asyncio.Queue(maxsize=10_000)
+        self.workers: list[_WorkerHandle] = []
+        self.t0 = time.monotonic_ns()
+        self.started_wall = time.time()
+        self.phase = "connecting"
+        self.go_ns: int | None = None
+        self.end_ns: int | None = None
+        self.last_shown = -1
+        self.server: dict = {}
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def execute(self) -> Outcome:
+        interrupted = False
+        drained = False
+        try:
+            await self._probe_server("before")  # before any connection: the server's baseline
+            await self._spawn()
+            await self._wait_all(lambda w: w.ready is not None, self._connect_budget())
+            live = bytearray((self.plan.connections + 7) // 8)
+            for w in self.workers:
+                bitmap_or(live, w.ready.live)  # type: ignore[union-attr]
+            ready = bitmap_count(live)
+            if ready == 0:
+                for w in self.workers:
+                    w.send(wire.Finish())
+            else:
+                self.go_ns = time.monotonic_ns() + int(GO_LEAD_S * 1e9)
+                self.end_ns = self.go_ns + int(self.scenario.duration * 1e9)
+                self.phase = "holding" if self.plan.kind is Kind.CONNECT else "running"
+                for w in self.workers:
+                    w.send(wire.Go(start_ns=self.go_ns, live=bytes(live)))
+                run_budget = self.scenario.duration + GO_LEAD_S + 30
+                await self._wait_all(lambda w: w.send_done is not None, run_budget)
+                await self._probe_server("at_peak")
+                self.phase = "draining"
+                drained = await self._drain()
+                self.phase = "closing"
+                for w in self.workers:
+                    w.send(wire.Finish())
+            await self._wait_all(lambda w: w.final is not None, 30)
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            interrupted = True
+            raise
+        finally:
+            await self._reap()
+        return self._outcome(drained, interrupted)
+
+    def _connect_budget(self) -> float:
+        sc = self.scenario
+        per_worker = math.ceil(self.plan.connections / sc.procs)
+        rounds = math.ceil(per_worker / sc.connect_concurrency)
+        return (sc.ramp or 0) + 2 * sc.connect_timeout * rounds + 30
+
+    async def _spawn(self) -> None:
+        for index in range(self.scenario.procs):
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "loadtest.engine.worker",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                limit=2**26,
+            )
+            handle = _WorkerHandle(index, proc)
+            handle.reader = asyncio.create_task(self._read(handle))
+            self.workers.append(handle)
+        for handle in self.workers:
+            handle.send(
+                wire.Start(
+                    scenario=self.scenario,
+                    worker=handle.index,
+                    tag=self.plan.tag,
+                    url=self.url,
+                    t0_ns=self.t0,
+                )
+            )
+
+    async def _read(self, handle: _WorkerHandle) -> None:
+        assert handle.proc.stdout is not None
+        while True:
+            message = await wire.read_message(handle.proc.stdout, to_worker=False)
+            await self.inbox.put((handle, message))
+            if message is None or isinstance(message, wire.Final | wire.Fatal):
+                return
+
+    async def _wait_all(self, done: Callable[[_WorkerHandle], bool], budget_s: float) -> None:
+        deadline = time.monotonic() + budget_s
+        while not all(done(w) for w in self.workers):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise EngineError(f"generator workers did not answer within {budget_s:.0f} s")
+            try:
+                handle, message = await asyncio.wait_for(self.inbox.get(), remaining)
+            except TimeoutError:
+                continue
+            self._take(handle, message)
+
+    def _take(self, handle: _WorkerHandle, message: object) -> None:
+        if message is None:
+            if handle.final is None:
+                raise EngineError(f"generator worker {handle.index} exited unexpectedly")
+            return
+        if isinstance(message, wire.Fatal):
+            raise EngineError(f"generator worker {handle.index} failed: {message.message}")
+        if isinstance(message, wire.Tick):
+            handle.ticks[message.second] = message
+            handle.counters = message.counters
+            self._show(message.second)
+        elif isinstance(message, wire.Counts):
+            handle.counters = message.counters
+        elif isinstance(message, wire.Ready):
+            handle.ready = message
+            handle.counters = message.counters
+        elif isinstance(message, wire.SendDone):
+            handle.send_done = message
+            handle.counters = message.counters
+        elif isinstance(message, wire.Final):
+            handle.final = message
+            handle.counters = message.counters
+
+    def _total(self, name: str) -> int:
+        return sum(w.counters.get(name, 0) for w in self.workers)
+
+    async def _drain(self) -> bool:
+        """Wait until every expected delivery (and ack) is in, or the drain timeout passes."""
+        needs_acks = "ack" in adapter_class(self.scenario.protocol).features
+        deadline = time.monotonic() + self.scenario.drain
+        while True:
+            if self.plan.kind is Kind.CONNECT:
+                return True
+            delivered_all = self._total("delivered") >= self._total("expected")
+            acked_all = (
+                not needs_acks
+                or self.plan.kind is Kind.RTT
+                or (self._total("acked") + self._total("rejected") >= self._total("sent"))
+            )
+            if delivered_all and acked_all:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            try:
+                handle, message = await asyncio.wait_for(
+                    self.inbox.get(), min(remaining, DRAIN_POLL_S)
+                )
+            except TimeoutError:
+                continue
+            self._take(handle, message)
+
+    async def _probe_server(self, when: str) -> None:
+        if self.server_probe is None:
+            return
+        with contextlib.suppress(Exception):
+            found = await self.server_probe(self.url)  # type: ignore[misc]
+            if found:
+                self.server[when] = found
+
+    async def _reap(self) -> None:
+        """End every worker we started, by its process handle: politely, then by force."""
+        for w in self.workers:
+            if w.proc.stdin is not None and not w.proc.stdin.is_closing():
+                w.proc.stdin.close()
+        for w in self.workers:
+            try:
+                await asyncio.wait_for(w.proc.wait(), 5)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    w.proc.kill()
+                await w.proc.wait()
+            if w.reader is not None:
+                w.reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await w.reader
+
+    # -- progress ---------------------------------------------------------------------------
+
+    def _show(self, second: int) -> None:
+        if self.on_progress is None or second <= self.last_shown:
+            return
+        if not getattr(self.on_progress, "enabled", True):  # a quiet view: skip the work
+            return
+        ticks = [w.ticks.get(second) for w in self.workers]
+        if any(t is None for t in ticks):
+            return
+        self.last_shown = second
+        before = [w.ticks.get(second - 1) for w in self.workers]
+
+        def delta(name: str) -> int:
+            now = sum(t.counters.get(name, 0) for t in ticks)  # type: ignore[union-attr]
+            prev = sum(t.counters.get(name, 0) for t in before if t is not None)
+            return now - prev
+
+        p99 = None
+        hist = LatencyHistogram()
+        for w in self.workers:
+            for s in range(max(1, second - 9), second + 1):  # p99 over the last 10 s
+                tick = w.ticks.get(s)
+                if tick is not None and tick.delivery_hdr:
+                    hist.merge(LatencyHistogram.decode(tick.delivery_hdr))
+        if hist.count:
+            p99 = hist.percentile_ms(99.0)
+        sc = self.scenario
+        elapsed = (time.monotonic_ns() - self.t0) / 1e9
+        total = (sc.ramp or 0) + (sc.duration or 0) + sc.drain
+        self.on_progress(
+            Progress(
+                phase=self.phase,
+                elapsed_s=elapsed,
+                total_s=total,
+                connections=sum(t.open_now for t in ticks),  # type: ignore[union-attr]
+                target_connections=self.plan.connections,
+                failed=self._total("failed"),
+                sends_per_s=delta("sent"),
+                deliveries_per_s=delta("delivered"),
+                p99_ms=p99,
+                errors=self._total("errors"),
+                cpu_percent=sum(t.cpu_percent for t in ticks),  # type: ignore[union-attr]
+            )
+        )
+
+    # -- merging ------------------------------------------------------------------------------
+
+    def _outcome(self, drained: bool, interrupted: bool) -> Outcome:
+        finals = [w.final for w in self.workers if w.final is not None]
+        counters: Counter = Counter()
+        histograms: dict[str, LatencyHistogram] = {}
+        merged: dict[str, Counter] = defaultdict(Counter)
+        for final in finals:
+            counters.update(final.counters)
+            for name, encoded in final.histograms.items():
+                hist = LatencyHistogram.decode(encoded)
+                if name in histograms:
+                    histograms[name].merge(hist)
+                else:
+                    histograms[name] = hist
+            for name in (
+                "failures_by_cause",
+                "closes_by_code",
+                "errors_by_code",
+                "events_by_type",
+                "sent_by_second",
+                "expected_by_second",
+                "delivered_by_second",
+            ):
+                merged[name].update(getattr(final, name))
+        seconds = self._seconds()
+        peak = max((s.connections for s in seconds), default=0)
+        ready = sum(bitmap_count(w.ready.live) for w in self.workers if w.ready is not None)
+        return Outcome(
+            scenario=self.scenario,
+            plan=self.plan,
+            url=self.url,
+            started_wall=self.started_wall,
+            ended_wall=time.time(),
+            t0_ns=self.t0,
+            go_ns=self.go_ns,
+            send_end_ns=self.end_ns,
+            counters=counters,
+            histograms=histograms,
+            failures_by_cause=merged["failures_by_cause"],
+            closes_by_code=merged["closes_by_code"],
+            errors_by_code=merged["errors_by_code"],
+            events_by_type=merged["events_by_type"],
+            sent_by_second=merged["sent_by_second"],
+            expected_by_second=merged["expected_by_second"],
+            delivered_by_second=merged["delivered_by_second"],
+            seconds=seconds,
+            ready=ready,
+            held=sum(f.held for f in finals),
+            answering=sum(f.answering for f in finals),
+            peak_connections=max(peak, ready),
+            cpu_samples=[f.cpu_samples for f in finals],
+            lag_samples=[f.lag_samples for f in finals],
+            rss_max=[f.rss_max for f in finals],
+            notes=[note for f in finals for note in f.notes],
+            drained=drained,
+            interrupted=interrupted,
+            server=self.server,
+        )
+
+    def _seconds(self) -> list[SecondStats]:
+        last = max((max(w.ticks, default=0) for w in self.workers), default=0)
+        out: list[SecondStats] = []
+        previous: list[dict[str, int]] = [{} for _ in self.workers]
+        carried: list[int] = [0 for _ in self.workers]
+        for second in range(1, last + 1):
+            stats = SecondStats(t=second)
+            for k, w in enumerate(self.workers):
+                tick = w.ticks.get(second)
+                if tick is None:
+                    stats.connections += carried[k]
+                    continue
+                carried[k] = tick.open_now
+                stats.connections += tick.open_now
+                for name, value in tick.counters.items():
+                    stats.counters[name] += value - previous[k].get(name, 0)
+                previous[k] = tick.counters
+                if tick.delivery_hdr:
+                    stats.delivery.merge(LatencyHistogram.decode(tick.delivery_hdr))
+                stats.cpu += tick.cpu_percent
+                stats.lag_ms = max(stats.lag_ms, tick.loop_lag_ms)
+            out.append(stats)
+        return out

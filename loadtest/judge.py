@@ -1,0 +1,301 @@
+"""From a merged ``Outcome`` to ``rtbench.results.Results``: totals, series, verdicts.
+
+Verdicts come from ``rtbench.slo``. Two rules make them honest:
+
+- delivery latency is a percentile over *every expected delivery*: a lost message counts
+  as slower than any threshold, so a run that loses more than 1 % cannot pass a p99
+  target however fast the rest arrived;
+- a run whose generator was saturated (CPU near a full core, or event-loop lag past the
+  limit, in the measured phase) has its verdicts marked untrustworthy
+  (``rtbench.slo.untrusted``): exit code 4 rather than blaming the server.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from datetime import UTC, datetime
+
+import msgspec
+
+from loadtest.engine.coordinator import Outcome
+from loadtest.scenarios import Kind
+from rtbench import slo as slo_mod
+from rtbench.exitcodes import ExitCode
+from rtbench.histogram import LatencyHistogram
+from rtbench.results import (
+    Environment,
+    GeneratorHealth,
+    LatencySummary,
+    Results,
+    RunInfo,
+    SecondSample,
+    Totals,
+    Window,
+)
+
+SATURATED_SHARE = 0.2
+"""A worker is saturated when its CPU was at the limit in this share of measured seconds."""
+CLOCK_NOTE = (
+    "same machine: CLOCK_MONOTONIC, system-wide on Linux, stamps sends and receipts "
+    "in every generator process"
+)
+
+
+def _iso(wall: float) -> str:
+    return datetime.fromtimestamp(wall, UTC).isoformat(timespec="milliseconds")
+
+
+def lost_of(outcome: Outcome) -> int:
+    return max(0, outcome.counters["expected"] - outcome.counters["delivered"])
+
+
+def delivery_verdict(
+    slo: slo_mod.SLO, hist: LatencyHistogram | None, expected: int, delivered: int
+) -> slo_mod.Verdict:
+    """Judge the latency percentile over every expected delivery, lost ones included."""
+    target = slo.delivery_latency
+    if hist is None or delivered == 0:
+        verdict = slo_mod.judge_latency(slo, None, 0)
+        if expected:
+            return msgspec.structs.replace(
+                verdict,
+                status=slo_mod.Status.FAIL,
+                detail=f"none of {expected:,} expected deliveries arrived",
+            )
+        return verdict
+    expected = max(expected, delivered)
+    rank = math.ceil(target.percentile / 100.0 * expected)
+    lost = expected - delivered
+    if rank > delivered:
+        verdict = slo_mod.judge_latency(slo, hist.max_ms(), delivered)
+        return msgspec.structs.replace(
+            verdict,
+            status=slo_mod.Status.FAIL,
+            measured=None,
+            detail=(
+                f"{lost:,} of {expected:,} expected deliveries lost "
+                f"({100.0 * lost / expected:.2f} %): more than the "
+                f"{100 - target.percentile:g} % a p{target.percentile:g} target allows"
+            ),
+        )
+    percentile = min(100.0, 100.0 * rank / delivered)
+    measured = hist.percentile_ms(percentile)
+    verdict = slo_mod.judge_latency(slo, measured, delivered)
+    if lost:
+        verdict = msgspec.structs.replace(
+            verdict, detail=f"{verdict.detail}, {lost:,} lost counted as slowest"
+        )
+    return verdict
+
+
+def generator_health(outcome: Outcome) -> GeneratorHealth:
+    sc = outcome.scenario
+    cpu_all = [v for samples in outcome.cpu_samples for v in samples]
+    lag_all = sorted(v for samples in outcome.lag_samples for v in samples)
+    notes = list(outcome.notes)
+    saturated = False
+    for worker, samples in enumerate(outcome.cpu_samples):
+        hot = sum(1 for v in samples if v >= sc.max_cpu_percent)
+        if samples and hot >= max(2, SATURATED_SHARE * len(samples)):
+            saturated = True
+            notes.append(
+                f"worker {worker}: CPU at or above {sc.max_cpu_percent:g} % of a core "
+                f"in {hot} of {len(samples)} seconds"
+            )
+    for worker, samples in enumerate(outcome.lag_samples):
+        slow = sum(1 for v in samples if v > sc.max_loop_lag_ms)
+        if slow >= 2:
+            saturated = True
+            notes.append(
+                f"worker {worker}: event-loop lag over {sc.max_loop_lag_ms:g} ms "
+                f"in {slow} of {len(samples)} seconds"
+            )
+    return GeneratorHealth(
+        processes=sc.procs,
+        cpu_percent_mean=round(sum(cpu_all) / len(cpu_all), 1) if cpu_all else None,
+        cpu_percent_max=max(cpu_all) if cpu_all else None,
+        loop_lag_ms_p99=round(lag_all[min(len(lag_all) - 1, int(0.99 * len(lag_all)))], 2)
+        if lag_all
+        else None,
+        loop_lag_ms_max=round(lag_all[-1], 2) if lag_all else None,
+        rss_bytes_max=max(outcome.rss_max) if outcome.rss_max else None,
+        cpu_saturation_percent=sc.max_cpu_percent,
+        loop_lag_saturation_ms=sc.max_loop_lag_ms,
+        saturated=saturated,
+        notes=notes,
+    )
+
+
+def verdicts_for(
+    outcome: Outcome, slo: slo_mod.SLO, health: GeneratorHealth
+) -> list[slo_mod.Verdict]:
+    kind = outcome.plan.kind
+    c = outcome.counters
+    if kind is Kind.CONNECT:
+        latency = slo_mod.judge_latency(slo, None, 0)
+        latency = msgspec.structs.replace(
+            latency, detail="the connect scenario sends no messages (use chat, fanout or rtt)"
+        )
+        held = outcome.answering
+    else:
+        latency = delivery_verdict(
+            slo, outcome.histograms.get("delivery"), c["expected"], c["delivered"]
+        )
+        held = outcome.held
+    verdicts = [
+        slo_mod.judge_uptime(slo, 0, 0, slo.uptime.window),
+        latency,
+        slo_mod.judge_connections(slo, held, outcome.plan.connections),
+        slo_mod.judge_recovery(slo, None, 0),
+    ]
+    verdicts[0] = msgspec.structs.replace(
+        verdicts[0], detail="uptime is measured over time by the monitor (`rtbench monitor`)"
+    )
+    if health.saturated:
+        verdicts = slo_mod.untrusted(verdicts, "the load generator was saturated")
+    return verdicts
+
+
+def series_of(outcome: Outcome) -> list[SecondSample]:
+    samples = []
+    for s in outcome.seconds:
+        d = s.delivery
+        samples.append(
+            SecondSample(
+                t=float(s.t),
+                connections=s.connections,
+                sent=s.counters["sent"],
+                acked=s.counters["acked"],
+                delivered=s.counters["delivered"],
+                errors=s.counters["errors"] + s.counters["failed"],
+                delivery_p50=d.percentile_ms(50.0),
+                delivery_p99=d.percentile_ms(99.0),
+                delivery_max=d.max_ms(),
+                generator_cpu=round(s.cpu, 1),
+                loop_lag_ms=round(s.lag_ms, 2),
+            )
+        )
+    return samples
+
+
+def windows_of(outcome: Outcome) -> list[Window]:
+    """Soak: per-window sends, deliveries and losses (by scheduled send time) and latency."""
+    sc = outcome.scenario
+    if sc.scenario is not Kind.SOAK or outcome.go_ns is None:
+        return []
+    width = max(1, int(sc.window or 60))
+    first = (outcome.go_ns - outcome.t0_ns) // 1_000_000_000
+    last = (outcome.send_end_ns - outcome.t0_ns) // 1_000_000_000  # type: ignore[operator]
+    by_second = {s.t: s for s in outcome.seconds}
+    windows = []
+    for start in range(first, last + 1, width):
+        end = min(start + width, last + 1)
+        seconds = range(start, end)
+        sent = sum(outcome.sent_by_second.get(k, 0) for k in seconds)
+        expected = sum(outcome.expected_by_second.get(k, 0) for k in seconds)
+        delivered = sum(outcome.delivered_by_second.get(k, 0) for k in seconds)
+        hist = LatencyHistogram()
+        for k in range(start + 1, end + 1):  # tick k covers receipts in (k-1, k]
+            if k in by_second:
+                hist.merge(by_second[k].delivery)
+        windows.append(
+            Window(
+                start=float(start),
+                end=float(end),
+                sent=sent,
+                delivered=delivered,
+                lost=max(0, expected - delivered),
+                delivery=LatencySummary.of(hist),
+            )
+        )
+    return windows
+
+
+def totals_of(outcome: Outcome) -> Totals:
+    c = outcome.counters
+    return Totals(
+        connections_attempted=c["attempted"],
+        connections_opened=c["opened"],
+        connections_failed=c["failed"],
+        peak_connections=outcome.peak_connections,
+        failures_by_cause=dict(outcome.failures_by_cause),
+        closes_by_code=dict(outcome.closes_by_code),
+        sent=c["sent"],
+        acked=c["acked"],
+        expected_deliveries=c["expected"],
+        delivered=c["delivered"],
+        lost=lost_of(outcome),
+        duplicated=c["duplicated"],
+        out_of_order=c["out_of_order"],
+        errors_by_code=dict(outcome.errors_by_code),
+        bytes_sent=c["bytes_sent"],
+        bytes_received=c["bytes_received"],
+        connections_ready=outcome.ready,
+        connections_held=outcome.held,
+        connections_answering=outcome.answering if outcome.plan.kind is Kind.CONNECT else None,
+        rejected=c["rejected"],
+        unacked=c["unacked"],
+        send_skipped=c["send_skipped"],
+        typing_sent=c["typing_sent"],
+        receipts_sent=c["receipts_sent"],
+        events_by_type=dict(outcome.events_by_type),
+        drained=outcome.drained,
+    )
+
+
+def build_results(outcome: Outcome, slo: slo_mod.SLO, run_id: str | None = None) -> Results:
+    health = generator_health(outcome)
+    verdicts = verdicts_for(outcome, slo, health)
+    sc = outcome.scenario
+    latency = {
+        name: LatencySummary.of(hist) for name, hist in outcome.histograms.items() if hist.count
+    }
+    if outcome.plan.kind is not Kind.CONNECT:
+        latency.setdefault("delivery", LatencySummary())
+    environment = Environment.current()
+    environment = msgspec.structs.replace(environment, clock=CLOCK_NOTE)
+    started = outcome.started_wall
+    results = Results(
+        run=RunInfo(
+            id=run_id
+            or time.strftime("%Y%m%d-%H%M%S", time.gmtime(started))
+            + "-"
+            + outcome.plan.tag.rstrip("-"),
+            scenario=sc.scenario.value,
+            target=outcome.url,
+            protocol=sc.protocol,
+            started_at=_iso(started),
+            ended_at=_iso(outcome.ended_wall),
+            duration_s=round(outcome.ended_wall - started, 3),
+            engine="native",
+            config=sc.describe(),
+            slo=slo_mod.dump_slo(slo),
+        ),
+        environment=environment,
+        generator=health,
+        totals=totals_of(outcome),
+        latency=latency,
+        series=series_of(outcome),
+        windows=windows_of(outcome),
+        server=server_figures(outcome),
+        verdicts=verdicts,
+    )
+    return msgspec.structs.replace(results, exit_code=exit_code(outcome, verdicts))
+
+
+def server_figures(outcome: Outcome) -> dict:
+    """What the target said of itself, plus its memory per held connection when it told."""
+    server = dict(outcome.server)
+    before = server.get("before", {}).get("rss_bytes")
+    peak = server.get("at_peak", {}).get("rss_bytes")
+    held = outcome.answering if outcome.plan.kind is Kind.CONNECT else outcome.held
+    if before and peak and held:
+        server["rss_per_connection_bytes"] = round((peak - before) / held, 1)
+    return server
+
+
+def exit_code(outcome: Outcome, verdicts: list[slo_mod.Verdict]) -> int:
+    if outcome.ready == 0:
+        return ExitCode.UNREACHABLE
+    return slo_mod.exit_code_for(verdicts)

@@ -1,0 +1,205 @@
+"""The scenario model: one msgspec struct for connect, chat, fanout, rtt and soak runs.
+
+Engine-neutral on purpose: the native engine (`rtbench run`) and the Locust users build
+their load from the same resolved ``Scenario`` and the same ``loadtest.plan.Plan``. A
+scenario comes from a built-in name plus CLI flags, or from a TOML file (documented
+examples sit beside this module; docs/LOADTEST.md lists every field).
+"""
+
+from __future__ import annotations
+
+import math
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta, Struct
+
+EXAMPLES_DIR = Path(__file__).parent
+
+Positive = Annotated[float, Meta(gt=0)]
+NonNegative = Annotated[float, Meta(ge=0)]
+Share = Annotated[float, Meta(ge=0, le=1)]
+Count = Annotated[int, Meta(ge=1)]
+
+FD_PER_PROCESS = 19_000
+"""Sockets one worker process may hold: the machine's hard limit is 20,000 open files."""
+
+
+class Kind(StrEnum):
+    CONNECT = "connect"  # ramp to N connections, hold them, check each answers a heartbeat
+    CHAT = "chat"  # users in rooms + DM pairs, Poisson sends, typing and receipts mixed in
+    FANOUT = "fanout"  # publishers broadcasting events into rooms of subscribers
+    RTT = "rtt"  # request/response round trips (any echo server)
+    SOAK = "soak"  # chat at a steady rate for a long time, with per-minute windows
+
+
+class ScenarioError(ValueError):
+    """A scenario file or flag combination that cannot run; one line says what to fix."""
+
+
+class Scenario(Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    """A load scenario. ``None`` fields take the kind's default (see :data:`DEFAULTS`)."""
+
+    scenario: Kind
+    name: str | None = None  # free text for reports
+    target: str | None = None  # ws:// or wss:// URL; --target overrides
+    protocol: str = "reference"  # adapter name or path/to/adapter.py[:Class]
+    users: Count | None = None  # connections (fanout: subscribers)
+    room_size: Annotated[int, Meta(ge=2)] | None = None  # members per room (fanout: subscribers)
+    publishers: Count | None = None  # fanout: publishing connections per room
+    rate: NonNegative | None = None  # messages per second per sending connection (Poisson)
+    dm_share: Share | None = None  # chat: share of sends that are direct messages
+    typing_share: Share | None = None  # chat: share of sends preceded by a typing indicator
+    receipt_share: Share | None = None  # chat: share of sends followed by a read receipt
+    ramp: NonNegative | None = None  # seconds to open every connection (0: as fast as allowed)
+    duration: Positive | None = None  # seconds of load (connect: of holding)
+    drain: NonNegative = 5.0  # seconds to wait for in-flight deliveries after the last send
+    window: Positive | None = None  # soak: seconds per reported window
+    heartbeat: Positive = 10.0  # connect: seconds between heartbeat probes of every connection
+    closed_loop: bool = False  # rtt: send the next request when the reply arrives (no --rate)
+    procs: Count = 1  # generator worker processes
+    message_bytes: Annotated[int, Meta(ge=64, le=1_000_000)] = 100
+    token: str = "{user}"  # token template ({user}); the reference server's --insecure-dev
+    jwt_secret: str | None = None  # sign HS256 JWTs (sub = user) with this secret instead
+    connect_timeout: Positive = 10.0  # seconds for upgrade + hello + joins of one connection
+    connect_concurrency: Count = 256  # handshakes in flight per worker process
+    max_cpu_percent: Annotated[float, Meta(gt=0, le=100)] = 95.0  # generator saturation
+    max_loop_lag_ms: Positive = 50.0  # generator saturation: worst event-loop lag
+    seed: int | None = None  # random seed (Poisson arrivals, DM/typing choices)
+
+    def resolved(self) -> Scenario:
+        """A copy with every ``None`` replaced by the kind's default, validated."""
+        values = {**DEFAULTS[self.scenario], **_set_fields(self)}
+        scenario = Scenario(**values)
+        scenario.validate()
+        return scenario
+
+    def with_overrides(self, **overrides: Any) -> Scenario:
+        """Apply CLI flags (``None`` means the flag was not given)."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        try:
+            return msgspec.convert({**msgspec.to_builtins(self), **given}, Scenario)
+        except msgspec.ValidationError as exc:
+            raise ScenarioError(f"invalid scenario option: {exc}") from None
+
+    def validate(self) -> None:
+        users = self.users or 0
+        if self.closed_loop and self.scenario is not Kind.RTT:
+            raise ScenarioError("--closed-loop applies to the rtt scenario only")
+        needs_rate = (Kind.CHAT, Kind.SOAK, Kind.FANOUT, Kind.RTT)
+        if self.scenario in needs_rate and not self.rate and not self.closed_loop:
+            raise ScenarioError(f"scenario {self.scenario} needs --rate above 0")
+        if self.scenario in (Kind.CHAT, Kind.SOAK) and users < 2:
+            raise ScenarioError("a chat needs at least 2 users")
+        if self.procs > self.connections:
+            raise ScenarioError(
+                f"--procs {self.procs} is more than the {self.connections} connections to spread"
+            )
+        per_proc = math.ceil(self.connections / self.procs)
+        if per_proc > FD_PER_PROCESS:
+            need = math.ceil(self.connections / FD_PER_PROCESS)
+            raise ScenarioError(
+                f"{self.connections:,} connections need at least --procs {need} "
+                f"(at most {FD_PER_PROCESS:,} sockets per process here)"
+            )
+        if self.target is not None:
+            check_target(self.target)
+
+    @property
+    def connections(self) -> int:
+        """Every connection the run opens (fanout adds its publishers)."""
+        users = self.users or 0
+        if self.scenario is Kind.FANOUT:
+            rooms = math.ceil(users / (self.room_size or users or 1))
+            return users + rooms * (self.publishers or 1)
+        return users
+
+    def describe(self) -> dict[str, Any]:
+        """The resolved parameters as recorded in results.json (run.config)."""
+        out = msgspec.to_builtins(self)
+        if out.get("jwt_secret"):
+            out["jwt_secret"] = "***"
+        return out
+
+
+def _set_fields(scenario: Scenario) -> dict[str, Any]:
+    return {
+        f: getattr(scenario, f)
+        for f in scenario.__struct_fields__
+        if getattr(scenario, f) is not None
+    }
+
+
+_CHAT = {
+    "users": 200,
+    "room_size": 10,
+    "rate": 1.0,
+    "dm_share": 0.1,
+    "typing_share": 0.2,
+    "receipt_share": 0.2,
+    "ramp": 5.0,
+    "duration": 30.0,
+}
+
+DEFAULTS: dict[Kind, dict[str, Any]] = {
+    Kind.CONNECT: {"users": 1000, "ramp": 10.0, "duration": 30.0, "rate": 0.0},
+    Kind.CHAT: _CHAT,
+    Kind.SOAK: {**_CHAT, "users": 500, "rate": 0.5, "duration": 600.0, "window": 60.0},
+    Kind.FANOUT: {
+        "users": 1000,
+        "room_size": 1000,
+        "publishers": 1,
+        "rate": 10.0,
+        "ramp": 5.0,
+        "duration": 30.0,
+    },
+    Kind.RTT: {"users": 10, "rate": 10.0, "ramp": 1.0, "duration": 20.0},
+}
+"""Defaults of each kind; ``rtbench run KIND --help`` and docs/LOADTEST.md show them."""
+
+
+def check_target(target: str) -> None:
+    if not target.startswith(("ws://", "wss://")):
+        raise ScenarioError(f"target {target!r} must be a ws:// or wss:// URL")
+
+
+def load_scenario_file(path: str | Path) -> Scenario:
+    """Read a TOML scenario file (unresolved: CLI flags still apply on top)."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ScenarioError(f"cannot read scenario file {path}: {exc.strerror or exc}") from None
+    try:
+        return msgspec.toml.decode(raw, type=Scenario)
+    except msgspec.ValidationError as exc:
+        raise ScenarioError(f"invalid scenario file {path}: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise ScenarioError(f"scenario file {path} is not valid TOML: {exc}") from None
+
+
+def scenario_from(name_or_file: str) -> Scenario:
+    """A built-in kind name (``chat``) or a ``.toml`` file path."""
+    if name_or_file.endswith(".toml"):
+        return load_scenario_file(name_or_file)
+    try:
+        return Scenario(scenario=Kind(name_or_file))
+    except ValueError:
+        kinds = ", ".join(k.value for k in Kind)
+        raise ScenarioError(
+            f"unknown scenario {name_or_file!r}; built in: {kinds}, or a FILE.toml"
+        ) from None
+
+
+__all__ = [
+    "DEFAULTS",
+    "EXAMPLES_DIR",
+    "Kind",
+    "Scenario",
+    "ScenarioError",
+    "check_target",
+    "load_scenario_file",
+    "scenario_from",
+]

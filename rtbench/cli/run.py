@@ -1,0 +1,251 @@
+"""``rtbench run``: put a scenario's load on a target and judge it against the SLO file.
+
+The command is a thin shell over ``loadtest``: it resolves the scenario (built-in name
+or TOML file, then flags), runs the native engine with a live panel, prints figures and
+verdicts, writes results.json (and the HTML/JUnit/Markdown reports when ``rtbench.report``
+is installed) and exits with ``rtbench.exitcodes``: 0 pass, 1 fail, 2 usage, 3
+unreachable, 4 inconclusive (generator saturated).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from rtbench.cli import UserError
+from rtbench.exitcodes import ExitCode
+
+HELP = """Load a realtime WebSocket server with SCENARIO and judge the four SLO targets.
+
+SCENARIO is connect, chat, fanout, rtt, soak, or a scenario FILE.toml (examples in
+loadtest/scenarios/). Flags override the file. Exit codes: 0 every measured target
+passes, 1 one fails, 2 usage or config error, 3 the target cannot be reached,
+4 a target failed but the load generator was saturated (inconclusive).
+"""
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run", help=HELP, no_args_is_help=True)(run_command)
+
+
+def run_command(
+    scenario: str = typer.Argument(..., help="connect | chat | fanout | rtt | soak | FILE.toml"),
+    target: str | None = typer.Option(None, "--target", "-t", help="ws:// or wss:// URL."),
+    protocol: str | None = typer.Option(
+        None, "--protocol", "-p", help="reference | echo | path/to/adapter.py[:Class]."
+    ),
+    users: int | None = typer.Option(
+        None, "--users", "-u", help="Connections (fanout: subscribers)."
+    ),
+    room_size: int | None = typer.Option(None, "--room-size", help="Members per room."),
+    publishers: int | None = typer.Option(
+        None, "--publishers", help="fanout: publishers per room."
+    ),
+    rate: float | None = typer.Option(
+        None, "--rate", help="Messages per second per sending connection (Poisson)."
+    ),
+    ramp: float | None = typer.Option(None, "--ramp", help="Seconds to open every connection."),
+    duration: float | None = typer.Option(
+        None, "--duration", "-d", help="Seconds of load (connect: of holding)."
+    ),
+    drain: float | None = typer.Option(
+        None, "--drain", help="Seconds to wait for in-flight deliveries (default 5)."
+    ),
+    procs: int | None = typer.Option(None, "--procs", help="Generator worker processes."),
+    dm_share: float | None = typer.Option(None, "--dm-share", help="chat: share of DMs."),
+    typing_share: float | None = typer.Option(
+        None, "--typing-share", help="chat: share of sends preceded by typing."
+    ),
+    receipt_share: float | None = typer.Option(
+        None, "--receipt-share", help="chat: share of sends followed by a read receipt."
+    ),
+    message_bytes: int | None = typer.Option(None, "--message-bytes", help="Message text size."),
+    window: float | None = typer.Option(None, "--window", help="soak: seconds per window."),
+    heartbeat: float | None = typer.Option(
+        None, "--heartbeat", help="connect: seconds between heartbeat probes."
+    ),
+    closed_loop: bool = typer.Option(
+        False, "--closed-loop", help="rtt: next request on each reply (measures the ceiling)."
+    ),
+    token: str | None = typer.Option(None, "--token", help="Token template, e.g. '{user}'."),
+    jwt_secret: str | None = typer.Option(
+        None, "--jwt-secret", envvar="RTBENCH_JWT_SECRET", help="Sign HS256 tokens (sub=user)."
+    ),
+    connect_timeout: float | None = typer.Option(
+        None, "--connect-timeout", help="Seconds for upgrade, hello and joins (default 10)."
+    ),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed."),
+    slo: Path | None = typer.Option(None, "--slo", help="SLO file (TOML); defaults otherwise."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Write results.json (+ report) here."
+    ),
+    junit: Path | None = typer.Option(None, "--junit", help="Write JUnit XML verdicts here."),
+    summary_md: Path | None = typer.Option(None, "--summary-md", help="Write a Markdown summary."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No live panel."),
+) -> int:
+    from loadtest.scenarios import ScenarioError, scenario_from
+
+    try:
+        base = scenario_from(scenario)
+        resolved = base.with_overrides(
+            target=target,
+            protocol=protocol,
+            users=users,
+            room_size=room_size,
+            publishers=publishers,
+            rate=rate,
+            ramp=ramp,
+            duration=duration,
+            drain=drain,
+            procs=procs,
+            dm_share=dm_share,
+            typing_share=typing_share,
+            receipt_share=receipt_share,
+            message_bytes=message_bytes,
+            window=window,
+            heartbeat=heartbeat,
+            closed_loop=closed_loop or None,
+            token=token,
+            jwt_secret=jwt_secret,
+            connect_timeout=connect_timeout,
+            seed=seed,
+        ).resolved()
+    except ScenarioError as exc:
+        raise UserError(str(exc)) from None
+    if resolved.target is None:
+        raise UserError("no target: give --target ws://HOST:PORT (or target = ... in the file)")
+    return execute(resolved, slo_path=slo, out=out, junit=junit, summary_md=summary_md, quiet=quiet)
+
+
+def execute(
+    scenario,  # type: ignore[no-untyped-def]  # loadtest.scenarios.Scenario, imported lazily
+    *,
+    slo_path: Path | None,
+    out: Path | None,
+    junit: Path | None = None,
+    summary_md: Path | None = None,
+    quiet: bool = False,
+    console=None,  # type: ignore[no-untyped-def]
+) -> int:
+    """Run a resolved scenario, print and write its results; return the exit code."""
+    from loadtest.adapters import AdapterError
+    from loadtest.console import ProgressView, print_summary
+    from loadtest.engine.coordinator import EngineError, run_load
+    from loadtest.judge import build_results
+    from loadtest.scenarios import ScenarioError
+    from rtbench.slo import SLOFileError, load_slo
+
+    console = console or make_console()
+    try:
+        slo = load_slo(slo_path)
+    except SLOFileError as exc:
+        raise UserError(str(exc)) from None
+    view = ProgressView(console, enabled=not quiet)
+    try:
+        with view:
+            outcome = _run_loop(run_load(scenario, on_progress=view))
+    except (ScenarioError, AdapterError) as exc:
+        raise UserError(str(exc)) from None
+    except EngineError as exc:
+        raise UserError(f"load generator failed: {exc}", code=ExitCode.INCONCLUSIVE) from None
+    except KeyboardInterrupt:
+        raise UserError("interrupted", code=130) from None
+    results = build_results(outcome, slo)
+    if results.exit_code == ExitCode.UNREACHABLE:
+        paths = write_all(results, out, junit, summary_md)
+        _print_paths(console, paths)
+        raise UserError(unreachable_line(results), code=ExitCode.UNREACHABLE)
+    print_summary(console, results)
+    for line in warning_lines(results):
+        typer.echo(f"rtbench: warning: {line}", err=True)
+    paths = write_all(results, out, junit, summary_md)
+    _print_paths(console, paths)
+    return results.exit_code
+
+
+def make_console():  # type: ignore[no-untyped-def]
+    """A rich console; 120 columns when writing to a pipe or a CI log (not 80)."""
+    import sys
+
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=120)
+
+
+def _run_loop(coro):  # type: ignore[no-untyped-def]
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        import asyncio
+
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def _causes(counts: dict[str, int]) -> str:
+    from loadtest.engine.failures import describe
+
+    return ", ".join(
+        f"{n:,} {describe(cause)}" for cause, n in sorted(counts.items(), key=lambda kv: -kv[1])
+    )
+
+
+def unreachable_line(results) -> str:  # type: ignore[no-untyped-def]
+    """One line: why no connection became usable, with counts by cause."""
+    t = results.totals
+    if t.connections_opened == 0:
+        return (
+            f"cannot reach {results.run.target}: all {t.connections_attempted:,} "
+            f"connections failed: {_causes(t.failures_by_cause)}"
+        )
+    return (
+        f"{results.run.target} accepted {t.connections_opened:,} connections but none became "
+        f"ready: {_causes(t.failures_by_cause)}"
+    )
+
+
+def warning_lines(results) -> list[str]:  # type: ignore[no-untyped-def]
+    t = results.totals
+    lines = []
+    if t.connections_failed:
+        lines.append(
+            f"{t.connections_failed:,} of {t.connections_attempted:,} connections failed: "
+            f"{_causes(t.failures_by_cause)}"
+        )
+    closed = sum(t.closes_by_code.values())
+    if t.connections_ready and t.connections_held == 0 and closed:
+        codes = ", ".join(f"{n:,} with code {code}" for code, n in t.closes_by_code.items())
+        lines.append(f"the server closed every connection: {codes}")
+    if t.drained is False and t.lost:
+        lines.append(f"{t.lost:,} expected deliveries never arrived within the drain timeout")
+    return lines
+
+
+def write_all(results, out: Path | None, junit: Path | None, summary_md: Path | None) -> list[Path]:  # type: ignore[no-untyped-def]
+    """results.json, then whatever ``rtbench.report`` renders (when it is installed)."""
+    from rtbench.results import write_results
+
+    paths: list[Path] = []
+    if out is not None:
+        paths.append(write_results(results, Path(out) / "results.json"))
+    if out is None and junit is None and summary_md is None:
+        return paths
+    try:
+        from rtbench.report import write_outputs
+    except ImportError:
+        if junit or summary_md:
+            typer.echo(
+                "rtbench: warning: rtbench.report is not installed; wrote results.json only",
+                err=True,
+            )
+        return paths
+    paths.extend(
+        write_outputs(results, out, html=out is not None, junit=junit, summary_md=summary_md)
+    )
+    return paths
+
+
+def _print_paths(console, paths: list[Path]) -> None:  # type: ignore[no-untyped-def]
+    for path in paths:
+        console.print(f"wrote {path}", highlight=False)
