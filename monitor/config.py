@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit, urlunsplit
 
-import msgspec
 from msgspec import Meta, Struct
 
 from rtbench.slo import SLO, SLOFileError, load_slo
+from rtbench.tomlfile import load_toml_struct
 
 DEFAULT_LISTEN = "127.0.0.1:9464"
 DEFAULT_DB = "rtbench-monitor.db"
@@ -106,17 +106,7 @@ class Settings(Struct, kw_only=True):
 
 def load_config_file(path: str | Path) -> MonitorConfig:
     """Read a monitor TOML file; raises ConfigError naming the file and the problem."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read monitor config {path}: {exc.strerror or exc}") from None
-    try:
-        return msgspec.toml.decode(raw, type=MonitorConfig)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(f"invalid monitor config {path}: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise ConfigError(f"monitor config {path} is not valid TOML: {exc}") from None
+    return load_toml_struct(path, MonitorConfig, "monitor config", ConfigError)
 
 
 def parse_listen(text: str) -> tuple[str, int]:

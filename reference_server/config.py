@@ -8,12 +8,13 @@ Defaults are documented in docs/SERVER.md; keep the two in step.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta, Struct
+
+from rtbench.tomlfile import load_toml_struct
 
 Positive = Annotated[int, Meta(ge=1)]
 NonNegative = Annotated[int, Meta(ge=0)]
@@ -84,17 +85,7 @@ def load_config(path: str | Path | None) -> ServerConfig:
     """Read a TOML config file (or the defaults), failing with one line on any error."""
     if path is None:
         return ServerConfig()
-    path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    try:
-        return msgspec.convert(raw, ServerConfig)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(f"config file {path}: {exc}") from None
+    return load_toml_struct(path, ServerConfig, "config file", ConfigError)
 
 
 def override(config: ServerConfig, section: str, **values: object) -> ServerConfig:

@@ -32,6 +32,8 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta, Struct
 
+from rtbench.tomlfile import load_toml_struct
+
 Percent = Annotated[float, Meta(gt=0, lt=100)]
 Percentile = Annotated[float, Meta(gt=0, le=100)]
 PositiveMs = Annotated[float, Meta(gt=0)]
@@ -93,17 +95,7 @@ def load_slo(path: str | Path | None) -> SLO:
     """Read an SLO file; ``None`` gives the defaults. Raises SLOFileError with one clear line."""
     if path is None:
         return SLO()
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise SLOFileError(f"cannot read SLO file {path}: {exc.strerror or exc}") from None
-    try:
-        slo = msgspec.toml.decode(raw, type=SLO)
-    except msgspec.ValidationError as exc:
-        raise SLOFileError(f"invalid SLO file {path}: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise SLOFileError(f"SLO file {path} is not valid TOML: {exc}") from None
+    slo = load_toml_struct(path, SLO, "SLO file", SLOFileError)
     parse_window(slo.uptime.window)
     return slo
 

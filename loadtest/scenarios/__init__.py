@@ -16,6 +16,8 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta, Struct
 
+from rtbench.tomlfile import load_toml_struct
+
 EXAMPLES_DIR = Path(__file__).parent
 
 Positive = Annotated[float, Meta(gt=0)]
@@ -167,17 +169,7 @@ def check_target(target: str) -> None:
 
 def load_scenario_file(path: str | Path) -> Scenario:
     """Read a TOML scenario file (unresolved: CLI flags still apply on top)."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ScenarioError(f"cannot read scenario file {path}: {exc.strerror or exc}") from None
-    try:
-        return msgspec.toml.decode(raw, type=Scenario)
-    except msgspec.ValidationError as exc:
-        raise ScenarioError(f"invalid scenario file {path}: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise ScenarioError(f"scenario file {path} is not valid TOML: {exc}") from None
+    return load_toml_struct(path, Scenario, "scenario file", ScenarioError)
 
 
 def scenario_from(name_or_file: str) -> Scenario:
