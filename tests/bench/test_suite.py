@@ -1,0 +1,173 @@
+"""Every benchmark of the suite runs at a tiny size, writes its JSON, and renders.
+
+Real parts throughout: the reference server (``rtbench serve``) and the Node ws peer
+as subprocesses on loopback, ``rtbench run`` as the load, pytest-benchmark for the
+micro-benchmarks. Sizes are tiny, so figures are not asserted, only that each was
+measured and accounted for (every delivery counted, nothing lost).
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks import collected, render, suite
+from rtbench.cli import main
+
+MACRO = ["capacity", "fanout", "latency_load"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, node: str) -> Path:
+    import os
+
+    out = tmp_path_factory.mktemp("bench")
+    lock = out / "bench.lock"
+    os.environ["RTBENCH_BENCH_LOCK"] = str(lock)  # module scope: monkeypatch is per test
+    try:
+        entries = suite.select(["micro", *MACRO])
+        suite.run_suite(entries, out, quick=True, runs=1, log=print, tiny=True)
+    finally:
+        del os.environ["RTBENCH_BENCH_LOCK"]
+    return out
+
+
+def _outcome(out: Path, name: str) -> dict[str, Any]:
+    data = json.loads((out / f"{name}.json").read_text())
+    assert data["status"] == "ok", data["notes"]
+    return data
+
+
+def test_index_and_environment(tiny_run: Path) -> None:
+    index = json.loads((tiny_run / "suite.json").read_text())
+    assert set(index["benchmarks"]) == {"micro", *MACRO}
+    env = index["environment"]
+    assert env["cores"] >= 1 and env["python"] and "picows" in env["packages"]
+    assert env["ws"] and env["node"].startswith("v")
+    assert len(index["load_average_before"]) == 3
+
+
+def test_capacity_holds_every_connection_on_both_servers(tiny_run: Path) -> None:
+    data = _outcome(tiny_run, "capacity")
+    assert {r["server"] for r in data["runs"]} == {"reference", "node"}
+    for kind in ("reference", "node"):
+        s = data["summary"][kind]
+        assert s["held"] == s["aimed"] == 60
+        assert s["rss_per_conn"] is not None and s["rss_before"] > 0
+    assert data["goals"][0]["met"] is None  # 60 connections decide nothing
+    assert any("rtbench run connect" in c for c in data["commands"])
+
+
+def test_fanout_counts_every_delivery_and_server_cpu(tiny_run: Path) -> None:
+    data = _outcome(tiny_run, "fanout")
+    for run in data["runs"]:
+        assert run["delivered"] > 0 and run["lost"] == 0, run
+        assert run["server_cpu_s"] is not None and run["server_cpu_s"] > 0
+        assert run["p99_ms"] is not None and run["hdr"]
+    for room in (100, 1000):
+        s = data["summary"][f"room_{room}"]
+        assert s["ratio_per_cpu_s"] is not None and s["ratio_per_cpu_s"] > 0
+    assert len(data["goals"]) == 2
+
+
+def test_latency_load_steps_up(tiny_run: Path) -> None:
+    data = _outcome(tiny_run, "latency_load")
+    for sweep in data["runs"]:
+        steps = sweep["steps"]
+        assert steps and all(s["lost"] == 0 for s in steps)
+        if len(steps) == 2:
+            assert steps[1]["msgs_per_s"] > steps[0]["msgs_per_s"]
+    assert data["summary"]["reference"]["curve"]
+
+
+def test_micro_benchmarks_ran(tiny_run: Path) -> None:
+    data = _outcome(tiny_run, "micro")
+    names = set(data["summary"])
+    for expected in (
+        "test_encode_message",
+        "test_decode_client_send",
+        "test_fanout[room100]",
+        "test_fanout[room1000]",
+        "test_group_commit[100]",
+        "test_record_10k",
+        "test_merge",
+    ):
+        assert expected in names
+    assert data["summary"]["test_fanout[room1000]"]["recipients"] == 1000
+    assert (tiny_run / "micro-pytest-benchmark.json").exists()
+
+
+def test_summary_and_charts_render(tiny_run: Path, tmp_path: Path) -> None:
+    code = main(["bench", "--render", str(tiny_run)])
+    assert code == 0
+    text = (tiny_run / "summary.md").read_text()
+    for heading in ("## Goals", "## Capacity", "## Fan-out", "## Latency vs load", "## Micro"):
+        assert heading in text
+    assert "not for publishing" in text
+    charts = sorted(tiny_run.glob("bench-*.svg"))
+    assert {c.name for c in charts} == {
+        "bench-latency-load.svg",
+        "bench-fanout-100.svg",
+        "bench-fanout-1000.svg",
+    }
+    for chart in charts:
+        root = ET.parse(chart).getroot()  # well-formed, standalone XML
+        assert root.tag.endswith("svg")
+        assert "<style>" in chart.read_text()
+        assert f"]({chart.name})" in text
+    index, outcomes = suite.load_outcomes(tiny_run)
+    published = render.publish(render.render(index, outcomes, {}), tmp_path / "missing.md")
+    assert render.ANALYSIS_MARKER in published
+
+
+def test_publishing_a_quick_run_is_refused(tiny_run: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["bench", "--render", str(tiny_run), "--publish"]) == 2
+    assert "quick run" in capsys.readouterr().err
+
+
+def test_cli_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["bench", "--only", "nope"]) == 2
+    assert "unknown benchmark nope" in capsys.readouterr().err
+    assert main(["bench", "--render", str(tmp_path)]) == 2
+    assert "no benchmark run" in capsys.readouterr().err
+    assert main(["bench", "--quick", "--publish"]) == 2
+    assert main(["bench", "--list"]) == 0
+    assert "transport_choice" in capsys.readouterr().out
+
+
+def test_collected_script_contract(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(
+        collected.SCRIPTS, "tiny", collected.Script("tests.bench.tiny_script", "tiny script")
+    )
+    monkeypatch.setitem(
+        collected.SCRIPTS, "absent", collected.Script("benchmarks.no_such", "x", needs="issue 99")
+    )
+    entries = [
+        suite.Entry("tiny", "tiny script", lambda ctx: collected.run_script(ctx, "tiny")),
+        suite.Entry("absent", "absent", lambda ctx: collected.run_script(ctx, "absent")),
+    ]
+    # The suite holds the lock while the script takes it again: it must pass through.
+    suite.run_suite(entries, tmp_path, quick=True, runs=1, log=print)
+    tiny = json.loads((tmp_path / "tiny.json").read_text())
+    assert tiny["status"] == "ok"
+    assert tiny["summary"]["values"] == 500  # --quick reached the script
+    assert "recording 500 values" in (tmp_path / "tiny.log").read_text()
+    absent = json.loads((tmp_path / "absent.json").read_text())
+    assert absent["status"] == "skipped" and "issue 99" in absent["notes"][0]
+
+    # Running one entry again into the folder keeps the other's figures and says so.
+    index = suite.run_suite(entries[:1], tmp_path, quick=True, runs=1, log=print)
+    assert set(index["benchmarks"]) == {"tiny", "absent"}
+    assert index["reruns"][0]["benchmarks"] == ["tiny"]
+    with pytest.raises(suite.MixedRun):
+        suite.run_suite(entries[:1], tmp_path, quick=False, runs=1, log=print)
+
+
+def test_last_json_object() -> None:
+    text = 'progress\n{"a": 1}\nmore\n{\n  "b": {"c": [1, 2]}\n}\n'
+    assert collected.last_json_object(text) == {"b": {"c": [1, 2]}}
+    assert collected.last_json_object("no json here\n{broken\n") is None
