@@ -1,11 +1,12 @@
 """The cross-worker fan-out seam.
 
 One process delivers a committed item to its own subscribers itself
-(``App.fanout_items``). With several worker processes (the multi-worker issue),
+(``Fanout.batch_to_room``). With several worker processes (the multi-worker issue),
 each committed batch must also reach the subscribers held by the other workers:
-the App hands every batch's framed items to ``Broker.publish``, and a broker that
-receives items from another worker hands them to ``deliver`` on this one. The
-single-process server uses ``LocalBroker``, which has nobody to forward to.
+``Commits.on_batch`` hands every batch's framed items to ``Broker.publish``, and a
+broker that receives items from another worker hands them to ``deliver``
+(``Fanout.deliver_remote``) on this one. The single-process server uses
+``LocalBroker``, which has nobody to forward to.
 """
 
 from __future__ import annotations

@@ -66,7 +66,8 @@ async def serve(config: ServerConfig, ready: asyncio.Future[int] | None = None) 
         ready.set_result(port)
     try:
         await stop.wait()
-        log.info("rtbench: draining: closing %d connections with 1012", len(app.sessions))
+        open_now = len(app.connections.sessions)
+        log.info("rtbench: draining: closing %d connections with 1012", open_now)
     finally:
         transport.stop_accepting()
         flushed = await app.drain()

@@ -29,6 +29,7 @@ async def sweep_forever(app: App) -> None:
     linger = limits.close_linger_ms / 1000
     loop = asyncio.get_running_loop()
     m = app.metrics
+    conns = app.connections
     while True:
         before = loop.time()
         await asyncio.sleep(period)
@@ -36,12 +37,11 @@ async def sweep_forever(app: App) -> None:
         m.loop_lag = lag
         m.loop_lag_max = max(m.loop_lag_max, lag)
         now = time.monotonic()
-        app.expire_typing(now)
-        app.expire_presence(now)
-        for s in [s for s in app.closing if s.closing_at and now - s.closing_at > linger]:
-            app.closing.discard(s)
+        app.expire(now)
+        for s in [s for s in conns.closing if s.closing_at and now - s.closing_at > linger]:
+            conns.closing.discard(s)
             s.conn.abort()  # its peer never drained the close: cut it
-        sessions = list(app.sessions)
+        sessions = list(conns.sessions)
         for start in range(0, len(sessions), SLICE):
             if start:
                 await asyncio.sleep(0)
@@ -50,7 +50,7 @@ async def sweep_forever(app: App) -> None:
                 if s.closed:
                     continue
                 if s.user is None and now - s.opened > hello_timeout:
-                    app.close(s, CloseCode.HELLO_TIMEOUT, "no hello within the hello timeout")
+                    conns.close(s, CloseCode.HELLO_TIMEOUT, "no hello within the hello timeout")
                     continue
                 if s.over_since is not None:
                     size = s.conn.write_buffer_size()
@@ -59,12 +59,12 @@ async def sweep_forever(app: App) -> None:
                     if size <= limits.send_buffer_bytes:
                         s.over_since = None
                     elif now - s.over_since >= grace or size > limits.slow_consumer_hard_bytes:
-                        app.slow_consumer(s)
+                        app.fanout.slow_consumer(s)
                         continue
                 idle = now - s.last_rx
                 if idle >= dead_after and s.pinged:
-                    app.close(s, CloseCode.INTERNAL_ERROR, "heartbeat timeout")
-                    app.closing.discard(s)
+                    conns.close(s, CloseCode.INTERNAL_ERROR, "heartbeat timeout")
+                    conns.closing.discard(s)
                     s.conn.abort()  # the peer is gone; nothing will drain
                 elif idle >= interval and not s.pinged:
                     s.pinged = True

@@ -1,0 +1,84 @@
+"""Who may do what in which room: every handler's access decision is made here.
+
+Today's rules: a connection acts in a room only after joining it
+(``joined_room``: send, typing, read, publish, leave); private rooms admit their
+members and direct-message rooms their two users (``check``: join, resume,
+history, members); ``dm:`` names are reserved for direct messages
+(``check_dm_name``); a connection holds at most ``max_rooms`` rooms
+(``room_slot``).
+
+Issue 9 (grants): the access-control check (``authorize(session, room,
+action)``, or the pure rules of ``authz.room_refusal``) is called from this
+module: ``check`` for join, resume, history and members, ``joined_room`` for
+what a subscribed connection does in a room. Every handler goes through one of
+them, so a refusal here is a ``Refuse`` (``forbidden``) answering the request.
+"""
+
+from __future__ import annotations
+
+from reference_server.commits import Commits
+from reference_server.config import LimitsConfig
+from reference_server.errors import Refuse
+from reference_server.rooms import Room, RoomDirectory, dm_users
+from reference_server.session import Session
+from reference_server.store.base import EnsureRoom
+from rtbench.protocol import ErrorCode
+
+
+class Access:
+    """Room access checks, the per-connection room limit, and becoming a member."""
+
+    def __init__(self, rooms: RoomDirectory, commits: Commits, limits: LimitsConfig) -> None:
+        self.rooms = rooms
+        self.commits = commits
+        self.max_rooms = limits.max_rooms
+
+    def joined_room(self, s: Session, name: str) -> Room:
+        """The room ``s`` is subscribed to, or refuse: act only in rooms you joined."""
+        room = self.rooms.cached(name) if name in s.rooms else None
+        if room is None:
+            raise Refuse(ErrorCode.NOT_MEMBER, f"join room {name!r} first")
+        return room
+
+    def check(self, s: Session, room: Room | None, name: str) -> Room:
+        """``room`` if ``s`` may read and join it (it exists, and is not someone else's)."""
+        if room is None:
+            raise Refuse(ErrorCode.UNKNOWN_ROOM, f"room {name!r} does not exist")
+        if room.dm is not None:
+            if s.user not in room.dm:
+                raise Refuse(ErrorCode.FORBIDDEN, f"{name!r} is a direct-message room of others")
+        elif room.private and s.user not in room.members:
+            raise Refuse(ErrorCode.FORBIDDEN, f"room {name!r} is private and you are not a member")
+        return room
+
+    async def readable(self, s: Session, name: str) -> Room:
+        """Load the room (from the store on first use) and ``check`` it."""
+        if name.startswith("dm:") and dm_users(name) is None:
+            raise Refuse(ErrorCode.UNKNOWN_ROOM, f"room {name!r} does not exist")
+        return self.check(s, await self.rooms.get(name), name)
+
+    def check_dm_name(self, user: str, name: str) -> tuple[str, str] | None:
+        """A join of ``name``: its DM pair if it is one of ``user``'s DM rooms.
+
+        Other ``dm:`` names are refused: a DM room is started by sending a dm.
+        """
+        pair = dm_users(name)
+        if name.startswith("dm:") and (pair is None or user not in pair):
+            raise Refuse(
+                ErrorCode.FORBIDDEN,
+                "rooms starting with dm: are direct-message rooms; send a dm to start one",
+            )
+        return pair
+
+    def room_slot(self, s: Session, name: str) -> None:
+        """Refuse a new room past ``max_rooms`` per connection."""
+        if name not in s.rooms and len(s.rooms) >= self.max_rooms:
+            raise Refuse(
+                ErrorCode.TOO_MANY_ROOMS,
+                f"a connection may join at most {self.max_rooms} rooms",
+            )
+
+    async def add_member(self, room: Room, user: str) -> None:
+        """Make ``user`` a member of an open room, durably, before they are subscribed."""
+        await self.commits.write(EnsureRoom(None, room.name, room.private, [user]))
+        self.rooms.add_member(room, user)

@@ -1,0 +1,184 @@
+"""Durability: writes go to the store's group commit; acks and fan-out follow the commit.
+
+Every write is an operation handed to ``Store.submit`` (bounded by
+``max_pending_writes``). The store assigns each appended item its room ``seq``
+inside the transaction that makes it durable, so a seq is never skipped or
+reused; this module never invents one. When a batch commits, ``on_batch`` runs
+on the loop: it acks each append (and any retries of the same ``cid`` waiting
+on it), pushes the item's frame into its room's ring, and then fans each room's
+new items out in one write per recipient. A seq anyone has seen is on disk.
+
+Idempotent sends: ``(room, sender, cid)`` is checked against a bounded map of
+recent cids, then against appends in flight (a retry waits for the original),
+then by the store inside the same transaction.
+
+Issue 7 (multi-worker): each committed room batch goes to ``Broker.publish``
+right after local fan-out, in ``on_batch``; a PostgreSQL store plugs in behind
+``Store`` with the same submit / batch-callback contract.
+
+Handlers that submit their own kind of operation register what to do when it
+commits with ``on_commit`` (receipts: ``MarkRead``); ``on_delivered`` hooks run
+after a room's new items went out (typing: a message ends its sender's typing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from reference_server.broker import Broker
+from reference_server.config import LimitsConfig
+from reference_server.errors import Refuse
+from reference_server.fanout import Fanout, Item
+from reference_server.frames import encode_item
+from reference_server.metrics import Metrics
+from reference_server.rooms import Room, RoomDirectory
+from reference_server.session import Session
+from reference_server.store.base import AppendItem, EnsureRoom, Store, WriteOp
+from rtbench.protocol import ErrorCode
+from rtbench.protocol import messages as p
+
+RECENT_CIDS = 65536  # (room, sender, cid) -> (seq, ts) kept in memory for cheap retries
+
+Delivered = Callable[[Room, list[Item]], None]
+
+
+class Commits:
+    """Submits writes, and finishes every request whose write a batch committed."""
+
+    def __init__(
+        self,
+        store: Store,
+        rooms: RoomDirectory,
+        fanout: Fanout,
+        broker: Broker,
+        metrics: Metrics,
+        limits: LimitsConfig,
+    ) -> None:
+        self.store = store
+        self.rooms = rooms
+        self.fanout = fanout
+        self.broker = broker
+        self.metrics = metrics
+        self.max_pending = limits.max_pending_writes
+        self.recent_cids: dict[tuple[str, str, str], tuple[int, int]] = {}
+        self.inflight: dict[tuple[str, str, str], list[tuple[Session, Any]]] = {}
+        self._on_commit: dict[type[WriteOp], Callable[[Any], None]] = {
+            EnsureRoom: self._room_ensured
+        }
+        self._delivered: list[Delivered] = []
+
+    def on_commit(self, kind: type[WriteOp], done: Callable[[Any], None]) -> None:
+        """Call ``done(op)`` for each committed (or failed) ``kind`` op submitted unawaited."""
+        self._on_commit[kind] = done
+
+    def on_delivered(self, hook: Delivered) -> None:
+        """Call ``hook(room, items)`` after a batch's new items of a room were fanned out."""
+        self._delivered.append(hook)
+
+    # ------------------------------------------------------------------ submit
+
+    def submit(self, op: WriteOp) -> None:
+        """Queue a write for the next group commit, or refuse when the store is behind."""
+        if self.store.outstanding >= self.max_pending:
+            raise Refuse(
+                ErrorCode.STORE_UNAVAILABLE,
+                f"the store is behind ({self.store.outstanding} writes queued); try again",
+            )
+        self.store.submit(op)
+
+    async def write(self, op: WriteOp) -> None:
+        """Submit and wait until durable."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        op.owner = future
+        self.submit(op)
+        await future
+        if op.error is not None:
+            raise Refuse(ErrorCode.STORE_UNAVAILABLE, op.error)
+
+    def append(
+        self, s: Session, rid: Any, room: str, cid: str | None, kind: int, **kw: Any
+    ) -> None:
+        """Store a message or event for ``s``; it is acked and fanned out once committed."""
+        assert s.user is not None
+        key = None
+        if cid is not None:
+            key = (room, s.user, cid)
+            hit = self.recent_cids.get(key)
+            if hit is not None:
+                ack = p.Ack(id=rid, cid=cid, room=room, seq=hit[0], ts=hit[1], duplicate=True)
+                self.fanout.reply(s, ack)
+                return
+            waiters = self.inflight.get(key)
+            if waiters is not None:
+                waiters.append((s, rid))
+                return
+        self.submit(AppendItem((s, rid), room, s.user, kind, cid, **kw))
+        if key is not None:
+            self.inflight[key] = []
+
+    # ------------------------------------------------------------------ batch completion
+
+    def on_batch(self, batch: list[WriteOp], seconds: float) -> None:
+        """The store committed (or failed) ``batch``: finish its requests, then fan out."""
+        m = self.metrics
+        m.commit_seconds.observe(seconds)
+        m.batch_sizes.observe(len(batch))
+        fan: dict[Room, list[Item]] = {}
+        for op in batch:
+            owner = op.owner
+            if type(op) is AppendItem:
+                self._appended(op, fan)
+            elif isinstance(owner, asyncio.Future):
+                if not owner.done():
+                    owner.set_result(None)
+            else:
+                done = self._on_commit.get(type(op))
+                if done is not None:
+                    done(op)
+        for room, items in fan.items():
+            self.fanout.batch_to_room(room, items)
+            self.broker.publish(room.name, [(seq, frame) for seq, frame, _ in items])
+            for hook in self._delivered:
+                hook(room, items)
+
+    def _appended(self, op: AppendItem, fan: dict[Room, list[Item]]) -> None:
+        """Ack a committed append and queue its fan-out (sent per room after the batch)."""
+        s, rid = op.owner
+        reply = self.fanout.reply
+        waiters = self.inflight.pop((op.room, op.sender, op.cid), ()) if op.cid else ()
+        if op.error is not None:
+            message = f"not stored: {op.error}"
+            for who, wrid in ((s, rid), *waiters):
+                self.fanout.error(who, ErrorCode.STORE_UNAVAILABLE, message, wrid)
+            return
+        if op.cid is not None:
+            recent = self.recent_cids
+            recent[(op.room, op.sender, op.cid)] = (op.seq, op.ts)
+            if len(recent) > RECENT_CIDS:
+                del recent[next(iter(recent))]
+        reply(
+            s,
+            p.Ack(id=rid, cid=op.cid, room=op.room, seq=op.seq, ts=op.ts, duplicate=op.duplicate),
+        )
+        for who, wrid in waiters:
+            reply(
+                who, p.Ack(id=wrid, cid=op.cid, room=op.room, seq=op.seq, ts=op.ts, duplicate=True)
+            )
+        if op.duplicate:
+            return
+        self.metrics.messages_stored += 1
+        room = self.rooms.cached(op.room)
+        if room is None:
+            return  # evicted while the commit was in flight: nobody is subscribed
+        if op.sender in room.members:  # the store marked it read for its sender too
+            room.members[op.sender] = max(room.members[op.sender], op.seq)
+        frame = encode_item(op.item())
+        if room.push(op.seq, frame):
+            fan.setdefault(room, []).append((op.seq, frame, s))
+
+    def _room_ensured(self, op: EnsureRoom) -> None:
+        """An unawaited room creation (a first DM) failed: forget the room made for it."""
+        if op.error is not None:
+            self.rooms.forget(op.room)

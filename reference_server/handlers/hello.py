@@ -1,0 +1,94 @@
+"""hello (who this connection is, the welcome, resume) and ping.
+
+Identity comes from ``hello.token`` or the handshake's token (checked once at
+accept, by ``Connections.open``). Issue 9: richer identity (RS256, key rotation,
+grants carried in the token) stays behind ``auth.Authenticator``; what a user
+may do with a room is decided in ``access``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine
+from typing import Any
+
+from reference_server.auth import Authenticator, AuthError
+from reference_server.config import ServerConfig
+from reference_server.connections import Connections
+from reference_server.dispatch import Routes
+from reference_server.errors import Refuse
+from reference_server.fanout import Fanout
+from reference_server.presence import Presence
+from reference_server.resume import Subscriptions
+from reference_server.session import Session
+from rtbench import __version__
+from rtbench.protocol import ErrorCode
+from rtbench.protocol import messages as p
+
+
+class HelloHandlers:
+    """Turns a connection into a user's session, and answers pings."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        transport: str,
+        auth: Authenticator,
+        connections: Connections,
+        presence: Presence,
+        subscriptions: Subscriptions,
+        fanout: Fanout,
+    ) -> None:
+        self.auth = auth
+        self.connections = connections
+        self.presence = presence
+        self.subscriptions = subscriptions
+        self.fanout = fanout
+        self.server_name = f"rtbench-reference/{__version__} ({transport})"
+        timing, limits = config.timing, config.limits
+        self.heartbeat = p.HeartbeatInfo(
+            interval_ms=timing.heartbeat_interval_ms, timeout_ms=timing.heartbeat_timeout_ms
+        )
+        self.limits_info = p.Limits(
+            max_frame_bytes=limits.max_frame_bytes,
+            max_body_chars=limits.max_body_chars,
+            max_rooms=limits.max_rooms,
+            max_history=limits.max_history,
+        )
+
+    def routes(self) -> Routes:
+        return {p.Hello: self.on_hello, p.Ping: self.on_ping}
+
+    def on_hello(self, s: Session, m: p.Hello) -> Coroutine[Any, Any, None] | None:
+        if s.user is not None:
+            raise Refuse(ErrorCode.ALREADY_HELLO, "this connection already said hello")
+        if m.token is not None:
+            try:
+                user = self.auth.authenticate(m.token)
+            except AuthError as exc:
+                raise Refuse(ErrorCode.UNAUTHORIZED, str(exc)) from None
+        elif s.handshake_user is not None:
+            user = s.handshake_user
+        else:
+            raise Refuse(
+                ErrorCode.UNAUTHORIZED,
+                "no token: send hello.token, Authorization: Bearer or ?token=",
+            )
+        if self.connections.register(s, user):
+            self.presence.arrived(user)
+        self.fanout.reply(
+            s,
+            p.Welcome(
+                id=m.id,
+                session=s.sid,
+                user=user,
+                server=self.server_name,
+                heartbeat=self.heartbeat,
+                limits=self.limits_info,
+            ),
+        )
+        if not m.resume:
+            return None
+        return self.subscriptions.resume(s, m.id, m.resume)
+
+    def on_ping(self, s: Session, m: p.Ping) -> None:
+        self.fanout.reply(s, p.Pong(id=m.id, ts=m.ts))

@@ -1,0 +1,93 @@
+"""Presence: who is online, and the joined / left / online / offline frames.
+
+``online`` goes out when a user's first session says hello, ``offline`` only
+after their last one has been gone for ``presence_grace_ms`` (a user back within
+the grace, as in a reconnect storm, was never offline: neither frame is sent).
+Rooms with more than ``presence_max_room`` subscribers get none of these frames
+(``small``): in a room of 5,000 each would cost 5,000 writes.
+
+Issue 7 (multi-worker): who is online across workers (a Redis set per user)
+plugs in at ``arrived`` / ``departed`` / ``online``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Set
+
+from reference_server.config import ReplayConfig, TimingConfig
+from reference_server.connections import Connections
+from reference_server.fanout import Fanout
+from reference_server.frames import framed
+from reference_server.rooms import Room, RoomDirectory
+from reference_server.session import Session
+from rtbench.protocol import messages as p
+
+_now = time.monotonic
+
+
+class Presence:
+    """Online state with a grace period, and presence frames to small rooms."""
+
+    def __init__(
+        self,
+        connections: Connections,
+        rooms: RoomDirectory,
+        fanout: Fanout,
+        replay: ReplayConfig,
+        timing: TimingConfig,
+    ) -> None:
+        self.connections = connections
+        self.rooms = rooms
+        self.fanout = fanout
+        self.max_room = replay.presence_max_room
+        self.grace = timing.presence_grace_ms / 1000
+        self.leaving: dict[str, float] = {}  # user -> when to announce them offline
+
+    def small(self, room: Room) -> bool:
+        """Few enough subscribers for per-member chatter (presence, everyone's receipts)."""
+        return 0 < len(room.subs) <= self.max_room
+
+    def online(self) -> Set[str]:
+        """Users shown online: connected, or gone for less than the grace."""
+        return self.connections.users.keys() | self.leaving.keys()
+
+    def arrived(self, user: str) -> None:
+        """The user's first session said hello."""
+        if self.leaving.pop(user, None) is None:  # back within the grace: never went offline
+            self.announce(user, "online")
+
+    def departed(self, user: str) -> None:
+        """The user's last session is gone: announce it only if they stay away."""
+        if self.grace > 0:
+            self.leaving[user] = _now() + self.grace
+        else:
+            self.announce(user, "offline")
+
+    def expire(self, now: float) -> None:
+        """Called by the sweeper: users gone longer than the grace are announced offline."""
+        gone = [user for user, deadline in self.leaving.items() if deadline <= now]
+        for user in gone:
+            del self.leaving[user]
+            self.announce(user, "offline")
+
+    def announce(self, user: str, state: str) -> None:
+        """online/offline to the subscribers of the user's loaded rooms (small rooms only)."""
+        frame = None
+        for name in self.rooms.by_user.get(user, ()):
+            room = self.rooms.cached(name)
+            if room is None or room.dm is not None or not self.small(room):
+                continue
+            frame = frame or framed(p.Presence(user=user, state=state))  # type: ignore[arg-type]
+            self.fanout.to_room(room, frame, exclude_user=user)
+
+    def joined(self, room: Room, user: str, exclude: Session) -> None:
+        """A user entered a group room (from no other session of theirs)."""
+        if room.dm is None and self.small(room):
+            frame = framed(p.Presence(room=room.name, user=user, state="joined"))
+            self.fanout.to_room(room, frame, exclude=exclude)
+
+    def left(self, room: Room, user: str) -> None:
+        """A user left a group room (all their sessions have been unsubscribed)."""
+        if self.small(room):
+            self.fanout.to_room(room, framed(p.Presence(room=room.name, user=user, state="left")))
