@@ -1,6 +1,8 @@
 """Protocol adapters by name, and user adapters loaded from one Python file.
 
-``--protocol reference`` and ``--protocol echo`` are built in. ``--protocol
+``--protocol reference``, ``echo``, ``socketio`` (Socket.IO v4) and ``generic`` (any
+JSON-over-WebSocket server, configured by ``protocol_options``: docs/ADAPTERS.md) are
+built in. ``--protocol
 path/to/myproto.py`` loads that file and uses the one ``Adapter`` subclass it defines
 (or the one named ``path/to/myproto.py:ClassName``): adding a protocol is one file.
 See docs/LOADTEST.md, "Adding a protocol".
@@ -16,27 +18,29 @@ from pathlib import Path
 from loadtest.adapters.base import (
     Ack,
     Adapter,
+    AdapterError,
     Delivery,
     Event,
     Feature,
     Notice,
     Ready,
     Rejected,
+    Reply,
     marker,
     parse_marker,
     parse_marker_bytes,
 )
 from loadtest.adapters.echo import EchoAdapter
+from loadtest.adapters.generic import GenericAdapter
 from loadtest.adapters.reference import ReferenceAdapter
+from loadtest.adapters.socketio import SocketIOAdapter
 
 ADAPTERS: dict[str, type[Adapter]] = {
     ReferenceAdapter.name: ReferenceAdapter,
     EchoAdapter.name: EchoAdapter,
+    SocketIOAdapter.name: SocketIOAdapter,
+    GenericAdapter.name: GenericAdapter,
 }
-
-
-class AdapterError(ValueError):
-    """The protocol name or file cannot give an adapter; the message says why in one line."""
 
 
 def register(cls: type[Adapter]) -> type[Adapter]:
@@ -83,6 +87,7 @@ def adapter_class(spec: str) -> type[Adapter]:
 
 
 def make_adapter(spec: str, options: dict | None = None) -> Adapter:
+    """A configured adapter; bad ``options`` raise AdapterError with one line."""
     return adapter_class(spec)(options)
 
 
@@ -95,10 +100,13 @@ __all__ = [
     "EchoAdapter",
     "Event",
     "Feature",
+    "GenericAdapter",
     "Notice",
     "Ready",
     "ReferenceAdapter",
     "Rejected",
+    "Reply",
+    "SocketIOAdapter",
     "adapter_class",
     "make_adapter",
     "marker",

@@ -12,7 +12,8 @@ be measured exactly, whatever its own ids and timestamps look like.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from msgspec import Struct
@@ -32,6 +33,8 @@ class Feature:
     PUBLISH = "publish"  # broadcast events into a room
     ACK = "ack"  # the server acknowledges a send (send -> ack latency)
     PING = "ping"  # an application-level round trip (rtt scenario, heartbeat probes)
+    HISTORY = "history"  # page a room's stored history (the Locust users' history fetch)
+    RESUME = "resume"  # a reconnecting client names its last seq per room and is re-joined
 
 
 # -- events (what a received frame means to the engine) -------------------------------
@@ -79,7 +82,46 @@ class Notice(Struct, gc=False):
     seq: int | None = None
 
 
-Event = Delivery | Ack | Ready | Rejected | Notice
+class Reply(Struct, gc=False):
+    """A frame the client must send back at once (an Engine.IO pong to the server's ping).
+
+    Whoever drives the socket sends ``payload`` and otherwise ignores the event: a
+    protocol with a server-driven heartbeat stays alive without knowing who holds it.
+    """
+
+    payload: bytes
+
+
+class Page(Struct, gc=False):
+    """A page of a room's history answering request ``req_id`` (``Feature.HISTORY``)."""
+
+    req_id: int | str | None
+    room: str | None = None
+    count: int = 0
+    has_more: bool = False
+
+
+Event = Delivery | Ack | Ready | Rejected | Notice | Reply | Page
+
+
+class AdapterError(ValueError):
+    """The protocol name, file or options cannot give an adapter; the message says why in
+    one line (``rtbench run`` and ``rtbench monitor`` exit 2 with it)."""
+
+
+class _class_or_instance:
+    """A method bound to the instance when called on one, else to the class.
+
+    ``Adapter.check`` answers for the class (what it declares) and, on an instance, for
+    that instance, whose options may have narrowed or widened ``features``.
+    """
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    def __get__(self, obj: object, cls: type) -> Callable[..., Any]:
+        return functools.partial(self.fn, cls if obj is None else obj)
 
 
 # -- markers --------------------------------------------------------------------------------
@@ -134,6 +176,10 @@ class Adapter:
     default_path: ClassVar[str] = ""  # appended to a target URL that has no path
     expects_welcome: ClassVar[bool] = False  # wait for Ready(room=None) after open()
     binary: ClassVar[bool] = False  # send binary frames instead of text
+    confirms_join: ClassVar[bool] = True
+    """False: the server answers a join with nothing, so a room counts as joined once the
+    join frame is sent (no ``Ready(room)`` will come). An adapter configured from options
+    may set this, ``features`` and ``expects_welcome`` per instance in ``__init__``."""
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         self.options = dict(options or {})
@@ -175,14 +221,32 @@ class Adapter:
         """An application-level request whose reply carries ``text`` back (a marker)."""
         raise NotImplementedError(f"protocol {self.name} has no round trip")
 
+    def history(self, room: str, req_id: int, after: int | None, limit: int) -> bytes:
+        """A request for a page of ``room``'s history (after a seq, or the newest page);
+        the reply parses to ``Page``."""
+        raise NotImplementedError(f"protocol {self.name} cannot page history")
+
+    def resume(self, user: str, token: str | None, last_seq: Mapping[str, int]) -> list[bytes]:
+        """Frames that reopen a session and re-join its rooms from the last seq seen in
+        each (``Feature.RESUME``: each room then answers ``Ready``, missed items first)."""
+        raise NotImplementedError(f"protocol {self.name} cannot resume")
+
+    def dm_room(self, user: str, other: str) -> str | None:
+        """The room a DM between two users lands in, when the protocol names one (a
+        resuming client names it too, so DMs sent while it was away are replayed)."""
+        return None
+
     def parse(self, payload: bytes) -> Event | None:
         """Turn one received frame into an event (None: ignore it)."""
         raise NotImplementedError
 
-    @classmethod
-    def check(cls, needed: set[str]) -> str | None:
-        """None when every needed feature is there, else a one-line reason."""
-        missing = sorted(needed - cls.features)
+    @_class_or_instance
+    def check(self, needed: set[str]) -> str | None:
+        """None when every needed feature is there, else a one-line reason.
+
+        Works on the class (declared features) and on a configured instance.
+        """
+        missing = sorted(needed - self.features)
         if not missing:
             return None
-        return f"protocol {cls.name!r} lacks {', '.join(missing)}"
+        return f"protocol {self.name!r} lacks {', '.join(missing)}"

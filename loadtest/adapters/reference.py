@@ -7,6 +7,8 @@ dm), ``data`` (publish) and ``ts`` (ping), fields the server relays untouched.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import msgspec
 
 from loadtest.adapters.base import (
@@ -16,6 +18,7 @@ from loadtest.adapters.base import (
     Event,
     Feature,
     Notice,
+    Page,
     Ready,
     Rejected,
     parse_marker,
@@ -39,6 +42,8 @@ class ReferenceAdapter(Adapter):
             Feature.PUBLISH,
             Feature.ACK,
             Feature.PING,
+            Feature.HISTORY,
+            Feature.RESUME,
         }
     )
     default_path = WS_PATH
@@ -64,6 +69,16 @@ class ReferenceAdapter(Adapter):
 
     def publish(self, room: str, event: str, data: str, req_id: int) -> bytes:
         return encode(m.Publish(room=room, event=event, data=data, cid=str(req_id), id=req_id))
+
+    def history(self, room: str, req_id: int, after: int | None, limit: int) -> bytes:
+        return encode(m.History(room=room, after=after, limit=limit, id=req_id))
+
+    def resume(self, user: str, token: str | None, last_seq: Mapping[str, int]) -> list[bytes]:
+        hello = m.Hello(token=token or user, resume=dict(last_seq), client=_CLIENT_NAME)
+        return [encode(hello)]
+
+    def dm_room(self, user: str, other: str) -> str | None:
+        return "dm:" + ":".join(sorted((user, other)))
 
     def ping(self, text: str, req_id: int) -> bytes:
         return encode(m.Ping(ts=text, id=req_id))
@@ -91,6 +106,8 @@ class ReferenceAdapter(Adapter):
             if found is None:
                 return Notice("pong")
             return Delivery(*found)
+        if kind is m.HistoryPage:
+            return Page(msg.id, msg.room, len(msg.messages), msg.has_more)
         if kind is m.Joined:
             return Ready(msg.room, msg.seq)
         if kind is m.Welcome:
