@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from msgspec import Meta, Struct
@@ -56,11 +56,13 @@ class TargetConfig(Struct, forbid_unknown_fields=True, kw_only=True):
 
     url: str
     name: str = ""  # defaults to host:port of the URL
-    protocol: str = "reference"  # a loadtest adapter: reference, echo, or FILE.py[:Class]
+    protocol: str = "reference"  # a loadtest adapter: reference, echo, socketio, generic, FILE.py
+    protocol_options: dict[str, Any] = {}  # the adapter's options (docs/ADAPTERS.md)
     room: str = DEFAULT_ROOM  # the probe room (reference protocol)
     health_url: str | None = None  # default: http(s)://host:port/healthz for the reference protocol
     metrics_url: str | None = None  # Prometheus text of the target, read for its connection count
     connections_metric: str | None = None  # metric name (summed over series) = open connections
+    metrics_token: str | None = None  # bearer token the target's /metrics wants (--metrics-token)
     held_connection: bool = True  # keep one connection open and time its recovery on every drop
     sender_token: str | None = None  # tokens for hello; default: the probe user ids (insecure-dev)
     receiver_token: str | None = None
@@ -82,6 +84,7 @@ class MonitorConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     interval: Duration = 5.0
     timeout: Duration | None = None  # per probe; default: the interval, at most 10 s
     listen: str = DEFAULT_LISTEN
+    metrics_token: str | None = None  # our /metrics then needs Authorization: Bearer TOKEN
     db: str = DEFAULT_DB
     slo: str | None = None  # path of the SLO file (rtbench.slo); default targets otherwise
     failures_to_open: Annotated[int, Meta(ge=1, le=1000)] = 2  # consecutive failures -> incident
@@ -97,6 +100,7 @@ class Settings(Struct, kw_only=True):
     timeout: float
     listen_host: str
     listen_port: int
+    metrics_token: str | None
     db: Path
     slo: SLO
     failures_to_open: int
@@ -209,6 +213,7 @@ def settle(config: MonitorConfig) -> Settings:
         timeout=timeout,
         listen_host=host,
         listen_port=port,
+        metrics_token=config.metrics_token or None,
         db=Path(config.db),
         slo=slo,
         failures_to_open=config.failures_to_open,

@@ -14,12 +14,14 @@ Windows of the verdicts:
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Literal
 
 import msgspec
 from msgspec import Struct
 
+from loadtest.adapters import AdapterError, Feature, make_adapter
 from monitor.budget import BudgetView, WindowView, error_budget, window_view
 from monitor.config import (
     UPTIME_WINDOWS,
@@ -50,8 +52,19 @@ _PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p999", 99.9))
 
 
 def uptime_kind(target: TargetConfig) -> str:
-    """The probe whose result decides an interval: connect + send + receive."""
-    return "delivery" if target.protocol == "reference" else "echo"
+    """The probe whose result decides an interval: connect + send + receive (``delivery``,
+    for protocols with rooms), or connect + a round trip (``echo``)."""
+    options = msgspec.json.encode(target.protocol_options)
+    return "delivery" if _has_rooms(target.protocol, options) else "echo"
+
+
+@functools.lru_cache(maxsize=64)
+def _has_rooms(protocol: str, options: bytes) -> bool:
+    """Whether the configured adapter joins rooms (cached: a FILE.py adapter loads once)."""
+    try:
+        return Feature.ROOMS in make_adapter(protocol, msgspec.json.decode(options)).features
+    except AdapterError:  # the service refuses such a target before anything is probed
+        return False
 
 
 def probe_kinds(target: TargetConfig) -> list[str]:

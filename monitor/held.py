@@ -2,13 +2,13 @@
 
 It joins the probe room and stays, answering heartbeats, so it sees what a real user
 sees. When the connection is lost (closed by the server, reset, or found dead by a
-missed WebSocket pong), it reconnects with short jittered backoff and resumes: for
-the reference protocol a ``hello`` naming the last seq seen in the room, after which
-the server replays what was missed and answers ``joined``. The recovery time runs
-from the moment the loss was noticed to the moment the room is joined again with
-every missed seq received (DESIGN.md, "connection recovery"); a resume that leaves
-a gap is stored as incomplete. Protocols without resume recover by reconnecting and
-joining again.
+missed WebSocket pong), it reconnects and resumes with the shared client library
+(``loadtest.client``, the same code the load engine and the Locust users run): backoff,
+the resume hello naming the last seq seen in the room, dedupe of the replay, and the
+recovery timing from the moment the loss was noticed to the moment the room is joined
+again with every missed seq received (DESIGN.md, "connection recovery"); a resume that
+leaves a gap is stored as incomplete. Protocols without resume recover by reconnecting
+and joining again.
 
 The backoff is capped at one probe interval (at most 1 s): the monitor measures how
 fast the service lets clients back, so its own waiting must stay small against it.
@@ -18,21 +18,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 
-from loadtest.adapters import Delivery, Feature, Notice, Ready, ReferenceAdapter
-from loadtest.session import SeqOrder, SessionState
+from loadtest.adapters import Delivery, Feature, Notice, Ready, Rejected
+from loadtest.client import ClientSession, ReconnectPolicy, Recovery
+from loadtest.session import ITEM_KINDS
 from monitor.probes import USERS, TargetProbes
-from monitor.store import Recovery
-from monitor.transport import ProbeConnection, failure_text
-from rtbench.protocol import encode
-from rtbench.protocol.messages import Hello
+from monitor.store import Recovery as StoredRecovery
+from monitor.transport import ProbeConnection, ProbeFailure, failure_text
 
 log = logging.getLogger("rtbench.monitor")
 
-FIRST_DELAY = 0.05
+FIRST_DELAY_MS = 50.0
 
 
 class HeldConnection:
@@ -44,101 +42,100 @@ class HeldConnection:
         name: str,
         interval: float,
         timeout: float,
-        on_recovery: Callable[[Recovery], Awaitable[None]],
+        on_recovery: Callable[[StoredRecovery], Awaitable[None]],
     ) -> None:
         self.probes = probes
         self.name = name
         self.interval = interval
         self.timeout = timeout
         self.on_recovery = on_recovery
-        self.state = SessionState()
+        cap_ms = min(1000.0, interval * 1000.0)
+        policy = ReconnectPolicy(
+            first_spread_ms=FIRST_DELAY_MS,
+            base_ms=min(FIRST_DELAY_MS * 2, cap_ms),
+            max_ms=cap_ms,
+            attempt_timeout_ms=timeout * 1000.0,
+        )
+        # ids from the clock: a restarted monitor reuses the same user, never the same ids
+        self.session = ClientSession(policy, first_id=time.time_ns() // 1000)
         self.connected = False
-        self.max_delay = min(1.0, interval)
 
     async def run(self) -> None:
-        lost_at: float | None = None  # wall clock, for the record
-        lost_mono = 0.0
-        reason = ""
-        delay = FIRST_DELAY
-        room = self.probes.target.room
-        rooms = Feature.ROOMS in self.probes.adapter.features
+        session = self.session
+        room = self.probes.target.room if Feature.ROOMS in self.probes.adapter.features else None
+        lost_wall = 0.0
         while True:
+            session.attempt(time.monotonic_ns())
             try:
                 async with asyncio.timeout(self.timeout):
-                    conn, complete, replayed = await self._connect(room if rooms else None)
+                    conn = await self._connect(room)
             except Exception as exc:
-                if lost_at is None:
+                if session.current is None:
                     log.debug("%s: held connection not up yet: %s", self.name, exc)
-                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-                delay = min(delay * 2, self.max_delay)
+                await asyncio.sleep(session.retry_delay_s())
                 continue
             self.connected = True
-            delay = FIRST_DELAY
-            if lost_at is not None:
-                ms = (time.monotonic() - lost_mono) * 1000.0
-                await self.on_recovery(
-                    Recovery(
-                        target=self.name,
-                        lost_at=lost_at,
-                        recovered_at=time.time(),
-                        ms=ms,
-                        complete=complete,
-                        replayed=replayed,
-                        reason=reason,
-                    )
-                )
-                lost_at = None
+            finished = session.records[-1] if session.records else None
+            if finished is not None and lost_wall:
+                await self.on_recovery(self._stored(finished, lost_wall))
+                session.records.clear()
+                lost_wall = 0.0
             try:
                 while True:
-                    event = await conn.receive()
-                    if isinstance(event, Delivery | Notice) and event.room and event.seq:
-                        self.state.observe(event.room, event.seq)
+                    self._observe(await conn.receive())
             except Exception as exc:
                 reason = failure_text(exc, "held connection lost")
             finally:
                 await conn.close()
             self.connected = False
-            lost_at, lost_mono = time.time(), time.monotonic()
+            session.lost(time.monotonic_ns(), reason)
+            lost_wall = time.time()
             log.info("%s: %s", self.name, reason)
 
-    async def _connect(self, room: str | None) -> tuple[ProbeConnection, bool, int]:
-        """Connect (resuming when there is something to resume); (conn, complete, replayed)."""
-        resume = self.state.resume() if room else {}
-        hello = self._resume_hello(resume) if resume else None
+    def _observe(self, event: object) -> None:
+        """Stored items (not a receipt's read marker) move the resume point and dedupe."""
+        item = isinstance(event, Delivery) or (
+            isinstance(event, Notice) and event.kind in ITEM_KINDS
+        )
+        if item and event.room and event.seq:  # type: ignore[union-attr]
+            self.session.item(event.room, event.seq)  # type: ignore[union-attr]
+
+    def _stored(self, record: Recovery, lost_wall: float) -> StoredRecovery:
+        return StoredRecovery(
+            target=self.name,
+            lost_at=lost_wall,
+            recovered_at=lost_wall + (record.resumed_ns - record.lost_ns) / 1e9,
+            ms=(record.resumed_ns - record.lost_ns) / 1e6,
+            complete=record.complete,
+            replayed=record.replayed,
+            reason=record.cause,
+        )
+
+    async def _connect(self, room: str | None) -> ProbeConnection:
+        """Connect, resuming when there is something to resume; the room is back on return."""
+        session = self.session
+        adapter = self.probes.adapter
+        user = USERS["held"]
+        frames, rooms_with_hello = session.opening_frames(adapter, user, self.probes.token("held"))
         conn = await self.probes.open(
-            "held", ping_interval=self.interval, ping_timeout=self.timeout, hello=hello
+            "held", ping_interval=self.interval, ping_timeout=self.timeout, hello=frames
         )
         try:
-            if room is None:
-                return conn, True, 0
-            if hello is None:
+            session.welcomed(time.monotonic_ns())
+            if room is not None and not rooms_with_hello:
                 ready = await conn.join(room)
-                self.state.joined(room, ready.seq)
-                return conn, True, 0
-            gaps_before = self.state.gaps
-            replayed = 0
-            while True:
+                session.expect_rooms([room])
+                session.room_ready(room, ready.seq)
+            while not session.settled():
                 event = await conn.receive()
-                if isinstance(event, Ready) and event.room == room:
-                    last = self.state.last_seq.get(room, 0)
-                    complete = self.state.gaps == gaps_before and last >= event.seq
-                    self.state.joined(room, event.seq)
-                    return conn, complete, replayed
-                if (
-                    isinstance(event, Delivery | Notice)
-                    and event.room == room
-                    and event.seq
-                    and self.state.observe(room, event.seq) is not SeqOrder.OLD
-                ):
-                    replayed += 1
+                if isinstance(event, Ready) and event.room:
+                    session.room_ready(event.room, event.seq)
+                elif isinstance(event, Rejected) and not session.room_refused(event.code):
+                    raise ProbeFailure(f"rejected_{event.code}", f"resume: {event.message}")
+                else:
+                    self._observe(event)
+            session.ready(time.monotonic_ns())
         except BaseException:
             await conn.close()
             raise
-
-    def _resume_hello(self, resume: dict[str, int]) -> list[bytes] | None:
-        """The reference protocol resumes in its hello; other protocols rejoin instead."""
-        adapter = self.probes.adapter
-        if not isinstance(adapter, ReferenceAdapter):
-            return None
-        token = self.probes.token("held") or USERS["held"]
-        return [encode(Hello(token=token, resume=resume, client="rtbench-monitor"))]
+        return conn

@@ -19,8 +19,8 @@ class HttpError(Exception):
     """The response could not be read (malformed, too large)."""
 
 
-async def http_get(url: str) -> tuple[int, bytes]:
-    """(status, body) of ``GET url``; the caller bounds it with a timeout."""
+async def http_get(url: str, bearer: str | None = None) -> tuple[int, bytes]:
+    """(status, body) of ``GET url`` (with ``Authorization: Bearer``); the caller bounds it."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise HttpError(f"not an http(s) URL: {url}")
@@ -32,9 +32,10 @@ async def http_get(url: str) -> tuple[int, bytes]:
     try:
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         host = parts.netloc.rpartition("@")[2]
+        auth = f"Authorization: Bearer {bearer}\r\n" if bearer else ""
         writer.write(
             f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: rtbench-monitor\r\n"
-            "Accept: */*\r\nConnection: close\r\n\r\n".encode("latin-1")
+            f"Accept: */*\r\n{auth}Connection: close\r\n\r\n".encode("latin-1")
         )
         await writer.drain()
         head = await reader.readuntil(b"\r\n\r\n")

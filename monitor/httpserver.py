@@ -5,12 +5,17 @@ in-memory snapshot, so a full web framework would add a dependency and nothing
 else. Each connection serves one request and closes (``Connection: close``), which
 Prometheus, Kubernetes probes, load balancers and browsers all accept. Reading the
 request is bounded in size and time; handlers never block the loop.
+
+A path may require a bearer token (``tokens``: path -> token, as for /metrics with
+``--metrics-token``); it is compared in constant time and a request without it gets
+401 with ``WWW-Authenticate: Bearer``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -32,6 +37,7 @@ class Response(Struct, kw_only=True):
 Handler = Callable[[], Response | Awaitable[Response]]
 _REASONS = {
     200: "OK",
+    401: "Unauthorized",
     404: "Not Found",
     405: "Method Not Allowed",
     500: "Internal Server Error",
@@ -43,8 +49,9 @@ _REASONS = {
 class HttpServer:
     """Routes exact paths to handlers; owns its listening socket and connection tasks."""
 
-    def __init__(self, routes: dict[str, Handler]) -> None:
+    def __init__(self, routes: dict[str, Handler], tokens: dict[str, str] | None = None) -> None:
         self.routes = routes
+        self.tokens = {path: token.encode() for path, token in (tokens or {}).items() if token}
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -72,7 +79,14 @@ class HttpServer:
             async with asyncio.timeout(READ_TIMEOUT):
                 head = await reader.readuntil(b"\r\n\r\n")
             method, path = _request_line(head)
-            response = await self._respond(method, path)
+            if path in self.tokens and not _bearer_ok(head, self.tokens[path]):
+                response = Response(
+                    status=401,
+                    body=f"{path} needs Authorization: Bearer <token>\n".encode(),
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+            else:
+                response = await self._respond(method, path)
             head_only = method == "HEAD"
             writer.write(_encode(response, head_only))
             async with asyncio.timeout(READ_TIMEOUT):
@@ -113,6 +127,16 @@ def _request_line(head: bytes) -> tuple[str, str]:
     method, target = parts[0], parts[1]
     path = target.split("?", 1)[0] or "/"
     return method, path
+
+
+def _bearer_ok(head: bytes, token: bytes) -> bool:
+    """True when the request head carries ``Authorization: Bearer <token>``."""
+    for line in head.split(b"\r\n")[1:]:
+        name, sep, value = line.partition(b":")
+        if sep and name.strip().lower() == b"authorization":
+            scheme, _, given = value.strip().partition(b" ")
+            return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), token)
+    return False
 
 
 def _encode(response: Response, head_only: bool) -> bytes:

@@ -139,7 +139,7 @@ class TargetProbes:
         assert found is not None
         url, metric = found
         started = time.perf_counter()
-        status, body = await http_get(url)
+        status, body = await http_get(url, self.target.metrics_token)
         elapsed = (time.perf_counter() - started) * 1000.0
         if status != 200:
             raise ProbeFailure(f"http_{status}", f"{url} answered {status}")

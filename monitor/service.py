@@ -53,7 +53,7 @@ class TargetRuntime:
 def build_adapter(target: TargetConfig) -> Adapter:
     """The loadtest adapter of a target; a protocol that cannot send and receive is refused."""
     try:
-        adapter = make_adapter(target.protocol)
+        adapter = make_adapter(target.protocol, target.protocol_options)
     except AdapterError as exc:
         raise ConfigError(f"target {target.resolved_name()}: {exc}") from None
     if not ({Feature.ROOMS, Feature.PING} & adapter.features):
@@ -91,7 +91,8 @@ class Monitor:
                 "/": self._status_page,
                 "/healthz": self._healthz,
                 "/metrics": self._metrics,
-            }
+            },
+            tokens={"/metrics": settings.metrics_token} if settings.metrics_token else None,
         )
         self.address: tuple[str, int] | None = None
         self._tasks: list[asyncio.Task[None]] = []

@@ -21,7 +21,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from loadtest.adapters import Adapter, Event, Ready, Rejected
+from loadtest.adapters import Adapter, Event, Ready, Rejected, Reply
 from loadtest.engine.failures import classify, describe
 
 MAX_FRAME = 1 << 20
@@ -109,7 +109,11 @@ class ProbeConnection:
 
     async def receive(self) -> Event | None:
         payload = await self.ws.recv(decode=False)
-        return self.adapter.parse(payload)
+        event = self.adapter.parse(payload)
+        if type(event) is Reply:  # e.g. an Engine.IO pong: answer, and it means nothing more
+            await self.send(event.payload)
+            return None
+        return event
 
     async def expect(self, match: Callable[[Event], bool], step: str, req_id: Any = None) -> Event:
         """Read until an event matches; an error answering ``req_id`` (or ours) fails."""
@@ -125,6 +129,8 @@ class ProbeConnection:
     async def join(self, room: str) -> Ready:
         req = self.next_id()
         await self.send(self.adapter.join(room, req))
+        if not self.adapter.confirms_join:  # the server answers a join with nothing
+            return Ready(room, 0)
         event = await self.expect(
             lambda e: isinstance(e, Ready) and e.room == room, f"join {room}", req
         )

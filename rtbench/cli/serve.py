@@ -29,8 +29,8 @@ def serve(
     store: Annotated[
         str | None,
         typer.Option(
-            help="sqlite:///PATH (relative), sqlite:////PATH (absolute) or memory "
-            "(default sqlite:///rtbench-server.db).",
+            help="sqlite:///PATH (relative), sqlite:////PATH (absolute), postgresql://... "
+            "or memory (default sqlite:///rtbench-server.db).",
         ),
     ] = None,
     config: Annotated[
@@ -46,9 +46,39 @@ def serve(
         str | None,
         typer.Option(envvar="RTBENCH_JWT_SECRET", help="Verify HS256 JWTs with this secret."),
     ] = None,
+    jwt_public_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="RTBENCH_JWT_PUBLIC_KEY", help="Verify RS256 JWTs with this public key (PEM)."
+        ),
+    ] = None,
+    metrics_token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="RTBENCH_METRICS_TOKEN", help="/metrics then needs Authorization: Bearer TOKEN."
+        ),
+    ] = None,
+    allow_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Browser origin allowed to connect (e.g. https://chat.example.com); repeatable. "
+            "Default: any."
+        ),
+    ] = None,
     transport: Annotated[
         str | None,
         typer.Option(help="WebSocket library: picows or websockets (default picows)."),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="Worker processes on one port (SO_REUSEPORT); >1 needs --broker."),
+    ] = None,
+    broker: Annotated[
+        str | None,
+        typer.Option(
+            help="redis://HOST:PORT/DB: fan-out and presence across workers and machines "
+            "(needs --store postgresql://...). docs/SCALING.md."
+        ),
     ] = None,
 ) -> None:
     from reference_server.config import ConfigError, load_config, override
@@ -63,22 +93,36 @@ def serve(
         raise UserError(f"--transport must be picows or websockets, not {transport!r}")
     cfg = override(cfg, "listen", host=host, port=port, transport=transport)
     cfg = override(cfg, "store", url=store)
+    cfg = override(cfg, "cluster", workers=workers, broker=broker)
+    cfg = override(
+        cfg,
+        "security",
+        jwt_public_key=jwt_public_key,
+        metrics_token=metrics_token,
+        allowed_origins=allow_origin or None,
+    )
     dev = insecure_dev or cfg.insecure_dev
     secret = jwt_secret or cfg.jwt_secret
-    if dev and secret:
-        raise UserError("pass either --insecure-dev or --jwt-secret, not both")
-    if not dev and not secret:
-        raise UserError(
-            "no way to check identities: pass --jwt-secret SECRET (or set RTBENCH_JWT_SECRET) "
-            "for HS256 tokens, or --insecure-dev to accept unsigned user ids on your own machine"
-        )
+    from reference_server.auth import KeyFileError, check_identity_settings
+
+    try:  # exactly one way to check identities, with a key that works (docs/SECURITY.md)
+        check_identity_settings(dev, secret, cfg.security.jwt_public_key)
+    except KeyFileError as exc:
+        raise UserError(str(exc)) from None
     import msgspec
 
     cfg = msgspec.structs.replace(cfg, insecure_dev=dev, jwt_secret=secret)
+    from reference_server.workers import SupervisorError, cluster_problem, supervise
+
+    problem = cluster_problem(cfg)
+    if problem is not None:
+        raise UserError(problem)
     try:
         make_store(cfg.store.url)  # validate the URL before anything starts
+        if cfg.cluster.workers > 1:
+            raise typer.Exit(supervise(cfg))
         run(cfg)
-    except (StoreError, StartupError) as exc:
+    except (StoreError, StartupError, SupervisorError) as exc:
         raise UserError(str(exc)) from None
     except KeyboardInterrupt:  # a second Ctrl-C during the drain
         raise typer.Exit(130) from None

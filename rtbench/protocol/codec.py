@@ -45,6 +45,8 @@ def decode_client(payload: bytes | str) -> ClientMessage:
         raise _classify(payload, str(exc)) from None
     except msgspec.DecodeError as exc:
         raise FrameError(ErrorCode.BAD_JSON, f"frame is not valid JSON: {exc}") from None
+    except RecursionError:  # msgspec's nesting limit: found by fuzzing (tests/security)
+        raise FrameError(ErrorCode.BAD_JSON, "frame is nested too deeply") from None
 
 
 def decode_server(payload: bytes | str) -> ServerMessage:
@@ -54,7 +56,10 @@ def decode_server(payload: bytes | str) -> ServerMessage:
 
 def _classify(payload: bytes | str, detail: str) -> FrameError:
     """Work out why a well-formed JSON frame failed validation."""
-    raw: Any = _any_decoder.decode(payload)
+    try:
+        raw: Any = _any_decoder.decode(payload)
+    except (msgspec.DecodeError, RecursionError):  # e.g. a number no JSON decoder can hold
+        return FrameError(ErrorCode.BAD_FIELD, f"invalid frame: {detail}")
     if not isinstance(raw, dict):
         return FrameError(ErrorCode.BAD_FRAME, 'frame must be a JSON object with a "type" field')
     request_id = raw.get("id")

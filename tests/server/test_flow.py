@@ -27,6 +27,7 @@ async def test_slow_consumer_is_closed_1013_and_others_keep_up(start_server, tra
                 "slow_consumer_grace_ms": 300,
                 "slow_consumer_hard_bytes": 64 * 1024 * 1024,
                 "close_linger_ms": 60000,  # keep the socket so the test can read the 1013
+                "rate_per_s": 0,  # a deliberate firehose from one sender (no rate limit)
             },
             "timing": {"sweep_ms": 50},
         },
