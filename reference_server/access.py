@@ -1,21 +1,18 @@
 """Who may do what in which room: every handler's access decision is made here.
 
-Today's rules: a connection acts in a room only after joining it
-(``joined_room``: send, typing, read, publish, leave); private rooms admit their
-members and direct-message rooms their two users (``check``: join, resume,
-history, members); ``dm:`` names are reserved for direct messages
-(``check_dm_name``); a connection holds at most ``max_rooms`` rooms
-(``room_slot``).
-
-Issue 9 (grants): the access-control check (``authorize(session, room,
-action)``, or the pure rules of ``authz.room_refusal``) is called from this
-module: ``check`` for join, resume, history and members, ``joined_room`` for
-what a subscribed connection does in a room. Every handler goes through one of
-them, so a refusal here is a ``Refuse`` (``forbidden``) answering the request.
+A connection acts in a room only after joining it (``joined_room``: send, typing,
+read, publish, leave). Joining, creating, resuming and reading a room (``check``,
+``readable``) follow one rule, ``authz.room_refusal``: DM rooms belong to their two
+users; a token's room grants are a ceiling; a private room needs membership (or an
+exact grant, the backend's invitation). Those checks see only the verified identity
+(``Session.user``, ``Session.grants``), never a field of a frame. ``dm:`` names are
+reserved for direct messages (``check_dm_name``); a connection holds at most
+``max_rooms`` rooms (``room_slot``).
 """
 
 from __future__ import annotations
 
+from reference_server.authz import name_refusal, room_refusal
 from reference_server.commits import Commits
 from reference_server.config import LimitsConfig
 from reference_server.errors import Refuse
@@ -40,21 +37,22 @@ class Access:
             raise Refuse(ErrorCode.NOT_MEMBER, f"join room {name!r} first")
         return room
 
-    def check(self, s: Session, room: Room | None, name: str) -> Room:
-        """``room`` if ``s`` may read and join it (it exists, and is not someone else's)."""
-        if room is None:
-            raise Refuse(ErrorCode.UNKNOWN_ROOM, f"room {name!r} does not exist")
-        if room.dm is not None:
-            if s.user not in room.dm:
-                raise Refuse(ErrorCode.FORBIDDEN, f"{name!r} is a direct-message room of others")
-        elif room.private and s.user not in room.members:
-            raise Refuse(ErrorCode.FORBIDDEN, f"room {name!r} is private and you are not a member")
-        return room
+    def check(self, s: Session, room: Room | None, name: str, create: bool = False) -> Room:
+        """``room`` if ``s`` may join and read it; with ``create``, a missing room may be made."""
+        refusal = room_refusal(s.user or "", s.grants, name, room, create=create)
+        if refusal is not None:
+            raise Refuse(*refusal)
+        return room  # type: ignore[return-value]  # None only when create allowed it
 
     async def readable(self, s: Session, name: str) -> Room:
-        """Load the room (from the store on first use) and ``check`` it."""
-        if name.startswith("dm:") and dm_users(name) is None:
-            raise Refuse(ErrorCode.UNKNOWN_ROOM, f"room {name!r} does not exist")
+        """Load the room (from the store on first use) and ``check`` it.
+
+        What the name alone refuses (others' DMs, rooms outside the grants) is refused
+        before the load, so a stream of such requests costs no store reads.
+        """
+        refusal = name_refusal(s.user or "", s.grants, name)
+        if refusal is not None:
+            raise Refuse(*refusal)
         return self.check(s, await self.rooms.get(name), name)
 
     def check_dm_name(self, user: str, name: str) -> tuple[str, str] | None:
@@ -82,3 +80,4 @@ class Access:
         """Make ``user`` a member of an open room, durably, before they are subscribed."""
         await self.commits.write(EnsureRoom(None, room.name, room.private, [user]))
         self.rooms.add_member(room, user)
+        self.commits.broker.share_members(room.name, [user])  # other workers' cached rooms

@@ -10,13 +10,18 @@ modules with one job each:
 | ``connections`` | sessions from accept to close; the user -> sessions index |
 | ``dispatch`` | frame -> handler: decode, hello gate, errors, per-connection order |
 | ``handlers/`` | one class per family of client messages, with its ``routes()`` |
-| ``access`` | who may do what in which room (issue 9's ``authorize`` goes here) |
+| ``access`` | who may do what in which room (the rule itself: ``authz``) |
+| ``limits`` | rate limit per connection, connection limits per user and address |
+| ``auth_http`` | the upgrade's Origin allow-list and the /metrics bearer token |
 | ``commits`` | group-commit submission, acks and fan-out after each commit, broker publish |
 | ``fanout`` | every write to a connection: replies, rooms, batches, slow consumers, remote items |
 | ``resume`` | subscribe with a replay (join.since, hello.resume) from the ring or the store |
 | ``presence`` | online/offline with a grace period; joined/left |
 | ``health`` | ``/healthz`` and ``/metrics`` |
 | ``frames`` | encode-once framing of server messages and stored items |
+| ``broker`` | what other workers must learn (``LocalBroker``: nobody; ``cluster/``: Redis) |
+| ``cluster.sequencer`` | every room's items in seq order, whoever committed them |
+| ``cluster.link`` | what other workers announce, applied here |
 
 Construction order follows the dependencies; the one cycle (a user's last
 session closing announces presence, which writes through fan-out, which can
@@ -26,12 +31,15 @@ close sessions) is closed by ``connections.on_user_gone``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from reference_server.access import Access
 from reference_server.auth import Authenticator
+from reference_server.auth_http import HttpGuard
 from reference_server.broker import Broker, LocalBroker
+from reference_server.cluster.link import Link
+from reference_server.cluster.sequencer import Sequencer
 from reference_server.commits import Commits
 from reference_server.config import ServerConfig
 from reference_server.connections import Connections
@@ -45,6 +53,7 @@ from reference_server.handlers.messaging import Messaging
 from reference_server.handlers.receipts import Receipts
 from reference_server.handlers.typing_notices import TypingNotices
 from reference_server.health import Health
+from reference_server.limits import ConnectionLimits, RateLimiter, Verdict
 from reference_server.metrics import Metrics
 from reference_server.presence import Presence
 from reference_server.resume import Subscriptions
@@ -62,7 +71,9 @@ class App:
     # Entry points for the transports and sessions: the parts' bound methods, set
     # once in __init__ so a frame costs no extra call on its way in.
     open_session: Callable[[Connection, str | None], Session]
-    http: Callable[[str], tuple[int, bytes, str]]
+    http: Callable[[str, str | None], tuple[int, bytes, str]]
+    origin_refusal: Callable[[str | None], str | None]
+    rate_limited: Callable[[Session, Verdict], None]
     handle: Callable[[Session, bytes], None]
     defer: Callable[[Session, bytes], None]
     close: Callable[[Session, int, str], None]
@@ -75,7 +86,9 @@ class App:
         auth: Authenticator,
         transport: str,
         broker: Broker | None = None,
+        worker: str = "",
     ) -> None:
+        """``worker``: "I/N" in a worker of ``rtbench serve --workers N`` (shown in welcome)."""
         self.config = config
         self.limits = limits = config.limits
         timing, replay = config.timing, config.replay
@@ -87,17 +100,41 @@ class App:
         self.tasks: set[asyncio.Task[Any]] = set()  # every task of the core; stop() ends them
         self.rooms = rooms = RoomDirectory(store, replay.ring_size, encode_item)
 
-        self.connections = connections = Connections(self, auth, rooms, metrics)
-        self.fanout = fanout = Fanout(connections, rooms, metrics, limits)
-        self.presence = presence = Presence(connections, rooms, fanout, replay, timing)
+        self.rate = RateLimiter.from_config(
+            limits.rate_per_s, limits.rate_burst, limits.rate_abuse_frames
+        )  # read by every Session.on_frame; None: no rate limit
+        per_conn = ConnectionLimits(
+            limits.max_connections_per_user,
+            limits.max_connections_per_ip,
+            limits.connection_limit_exempt,
+        )
+        self.connections = connections = Connections(self, auth, rooms, metrics, per_conn)
+        self.fanout = fanout = Fanout(connections, rooms, metrics, limits, self.broker)
+        self.presence = presence = Presence(connections, rooms, fanout, replay, timing, self.broker)
         connections.on_user_gone = presence.departed
         self.commits = commits = Commits(store, rooms, fanout, self.broker, metrics, limits)
         self.access = access = Access(rooms, commits, limits)
         self.subscriptions = subs = Subscriptions(store, rooms, access, fanout, metrics, replay)
+        self.sequencer = Sequencer(
+            rooms,
+            store,
+            commits.deliver,
+            self.spawn,
+            gap_timeout_s=config.cluster.gap_repair_ms / 1000,
+            max_replay=replay.max_replay,
+            metrics=metrics,
+        )
+        commits.sequencer = self.sequencer
+        rooms.on_cached = self.sequencer.room_cached
+        self.link = Link(rooms, connections, fanout, presence, subs, self.sequencer, self.spawn)
+        self.sequencer.too_far_behind = self.link.too_far_behind
 
         self.typing = TypingNotices(access, commits, fanout, timing)
+        self.hello = HelloHandlers(config, transport, auth, connections, presence, subs, fanout)
+        if worker:
+            self.hello.server_name = self.hello.server_name[:-1] + f", worker {worker})"
         handlers = (
-            HelloHandlers(config, transport, auth, connections, presence, subs, fanout),
+            self.hello,
             Messaging(access, commits, fanout, rooms, metrics, limits),
             Membership(store, rooms, access, commits, subs, presence, connections, fanout),
             Receipts(rooms, access, commits, presence, connections, fanout),
@@ -106,6 +143,8 @@ class App:
         )
         routes = merge_routes(*(h.routes() for h in handlers))
         self.dispatcher = Dispatcher(routes, connections, fanout, metrics, limits, self.tasks)
+        security = config.security
+        guard = HttpGuard(security.allowed_origins, security.metrics_token)
         self.health = Health(metrics, store, self.broker, connections, rooms, transport)
 
         self.open_session = connections.open
@@ -113,12 +152,20 @@ class App:
         self.close = connections.close
         self.handle = self.dispatcher.handle
         self.defer = self.dispatcher.defer
-        self.http = self.health.http
+        self.http = guard.wrap(self.health.http)  # /metrics behind the token, if one is set
+        self.origin_refusal = guard.origin_refusal
+        self.rate_limited = self.dispatcher.rate_limited
 
     async def start(self) -> None:
         """Open the store (its batches come back to ``commits``) and the broker."""
         await self.store.open(self.commits.on_batch)
-        await self.broker.start(self.fanout.deliver_remote)
+        await self.broker.start(self.link)
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Run a background job of the core (gap repair, catch-up); ``stop`` cancels it."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     def expire(self, now: float) -> None:
         """Called by the sweeper: end stale typing, announce users gone past the grace."""

@@ -1,31 +1,84 @@
-"""The cross-worker fan-out seam.
+"""The cross-worker seam: what one worker must tell the others, and who is online.
 
 One process delivers a committed item to its own subscribers itself
-(``Fanout.batch_to_room``). With several worker processes (the multi-worker issue),
-each committed batch must also reach the subscribers held by the other workers:
-``Commits.on_batch`` hands every batch's framed items to ``Broker.publish``, and a
-broker that receives items from another worker hands them to ``deliver``
-(``Fanout.deliver_remote``) on this one. The single-process server uses
-``LocalBroker``, which has nobody to forward to.
+(``Commits.deliver``). With several workers (docs/SCALING.md), each committed
+batch must also reach the subscribers held by the other workers, and so must
+the frames that are never stored (typing, presence, receipts, live events),
+membership changes and ``leave``; and "online" means online on any worker.
+
+The core talks to a ``Broker``; a broker hands what other workers sent to a
+``Sink`` on this worker (``cluster.link.Link``). The single-process server uses
+``LocalBroker``: nobody to forward to, and presence decided on the spot, exactly
+as before there were workers. ``cluster.redis_broker.RedisBroker`` is the real one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 Items = list[tuple[int, bytes]]  # (seq, framed item) in seq order
-Deliver = Callable[[str, Items], None]  # room, items: fan out locally
+
+
+class BrokerError(OSError):
+    """The broker cannot be reached at start; one line for the user."""
+
+
+class Sink(Protocol):
+    """This worker's side: where envelopes from other workers are applied."""
+
+    def items(self, room: str, items: Items) -> None: ...
+
+    def room_frame(
+        self, room: str, frame: bytes, exclude_user: str | None, chatty: bool
+    ) -> None: ...
+
+    def receipt(self, room: str, user: str, seq: int, frame: bytes) -> None: ...
+
+    def presence(self, user: str, state: str) -> None:
+        """Announce online/offline to this worker's sessions (the cluster decided)."""
+
+    def members(self, room: str, added: list[str]) -> None: ...
+
+    def left(self, room: str, user: str) -> None: ...
+
+    def reconnected(self) -> None:
+        """The broker is back after an outage: catch loaded rooms up from the store."""
+
+    def held_users(self) -> list[str]:
+        """Users with a session here, or gone for less than the presence grace."""
 
 
 class Broker(Protocol):
     name: str
+    available: bool  # False: sends are refused with broker_unavailable
+    shared: bool  # other workers exist: worth framing what only they would get
 
-    async def start(self, deliver: Deliver) -> None:
-        """Begin receiving other workers' items; ``deliver`` fans them out here."""
+    async def start(self, sink: Sink) -> None:
+        """Begin exchanging with the other workers (OSError, one line, if it cannot)."""
 
     def publish(self, room: str, items: Items) -> None:
-        """Forward a room's newly durable items to the other workers (never blocks)."""
+        """A room's newly durable items, to the other workers (never blocks)."""
+
+    def share_frame(
+        self, room: str, frame: bytes, exclude_user: str | None = None, chatty: bool = False
+    ) -> None:
+        """A room frame that is not stored; ``chatty``: only where the room is small."""
+
+    def share_receipt(self, room: str, user: str, seq: int, frame: bytes) -> None: ...
+
+    def share_members(self, room: str, added: list[str]) -> None: ...
+
+    def share_left(self, room: str, user: str) -> None: ...
+
+    def hold(self, user: str) -> None:
+        """The user's first session here said hello (online, if they were nowhere)."""
+
+    def release(self, user: str) -> None:
+        """The user left this worker past the presence grace (offline, if gone everywhere)."""
+
+    async def online(self, users: Iterable[str]) -> set[str] | None:
+        """Which of ``users`` are online anywhere; None: ask this worker only."""
 
     async def close(self) -> None: ...
 
@@ -36,11 +89,41 @@ class LocalBroker:
     """One process: every subscriber is local, so there is nothing to forward."""
 
     name = "local"
+    available = True
+    shared = False
 
-    async def start(self, deliver: Deliver) -> None:
-        return None
+    def __init__(self) -> None:
+        self._sink: Sink | None = None
+
+    async def start(self, sink: Sink) -> None:
+        self._sink = sink
 
     def publish(self, room: str, items: Items) -> None:
+        return None
+
+    def share_frame(
+        self, room: str, frame: bytes, exclude_user: str | None = None, chatty: bool = False
+    ) -> None:
+        return None
+
+    def share_receipt(self, room: str, user: str, seq: int, frame: bytes) -> None:
+        return None
+
+    def share_members(self, room: str, added: list[str]) -> None:
+        return None
+
+    def share_left(self, room: str, user: str) -> None:
+        return None
+
+    def hold(self, user: str) -> None:
+        if self._sink is not None:
+            self._sink.presence(user, "online")
+
+    def release(self, user: str) -> None:
+        if self._sink is not None:
+            self._sink.presence(user, "offline")
+
+    async def online(self, users: Iterable[str]) -> set[str] | None:
         return None
 
     async def close(self) -> None:
@@ -48,3 +131,12 @@ class LocalBroker:
 
     def health(self) -> dict[str, Any]:
         return {"status": "ok", "kind": self.name}
+
+
+def make_broker(url: str, prefix: str = "rtbench", lease_ms: int = 10000) -> Broker:
+    """``""``: one process (``LocalBroker``); ``redis://...``: ``RedisBroker``."""
+    if not url:
+        return LocalBroker()
+    from reference_server.cluster.redis_broker import RedisBroker  # redis only when used
+
+    return RedisBroker(url, prefix, lease_ms)

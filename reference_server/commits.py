@@ -12,9 +12,12 @@ Idempotent sends: ``(room, sender, cid)`` is checked against a bounded map of
 recent cids, then against appends in flight (a retry waits for the original),
 then by the store inside the same transaction.
 
-Issue 7 (multi-worker): each committed room batch goes to ``Broker.publish``
-right after local fan-out, in ``on_batch``; a PostgreSQL store plugs in behind
-``Store`` with the same submit / batch-callback contract.
+Several workers (docs/SCALING.md): each committed room batch goes to
+``Broker.publish``, and then through the ``Sequencer``, which pushes items into
+the room's ring in seq order (another worker may have committed the seq before
+ours, and its item may not have arrived yet) and hands them to ``deliver``. A
+send is refused with ``broker_unavailable`` while the broker is down, before
+anything is stored.
 
 Handlers that submit their own kind of operation register what to do when it
 commits with ``on_commit`` (receipts: ``MarkRead``); ``on_delivered`` hooks run
@@ -28,6 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 from reference_server.broker import Broker
+from reference_server.cluster.sequencer import Sequencer
 from reference_server.config import LimitsConfig
 from reference_server.errors import Refuse
 from reference_server.fanout import Fanout, Item
@@ -68,6 +72,7 @@ class Commits:
             EnsureRoom: self._room_ensured
         }
         self._delivered: list[Delivered] = []
+        self.sequencer: Sequencer  # set by App: it orders items before ``deliver``
 
     def on_commit(self, kind: type[WriteOp], done: Callable[[Any], None]) -> None:
         """Call ``done(op)`` for each committed (or failed) ``kind`` op submitted unawaited."""
@@ -102,6 +107,7 @@ class Commits:
     ) -> None:
         """Store a message or event for ``s``; it is acked and fanned out once committed."""
         assert s.user is not None
+        self.require_broker()
         key = None
         if cid is not None:
             key = (room, s.user, cid)
@@ -118,6 +124,14 @@ class Commits:
         if key is not None:
             self.inflight[key] = []
 
+    def require_broker(self) -> None:
+        """Refuse a send while other workers cannot be told of it: nothing is stored."""
+        if not self.broker.available:
+            raise Refuse(
+                ErrorCode.BROKER_UNAVAILABLE,
+                f"cross-worker fan-out is down ({self.broker.name}): not stored, try again",
+            )
+
     # ------------------------------------------------------------------ batch completion
 
     def on_batch(self, batch: list[WriteOp], seconds: float) -> None:
@@ -125,7 +139,7 @@ class Commits:
         m = self.metrics
         m.commit_seconds.observe(seconds)
         m.batch_sizes.observe(len(batch))
-        fan: dict[Room, list[Item]] = {}
+        fan: dict[str, list[Item]] = {}  # room -> its new items, in seq order
         for op in batch:
             owner = op.owner
             if type(op) is AppendItem:
@@ -137,13 +151,22 @@ class Commits:
                 done = self._on_commit.get(type(op))
                 if done is not None:
                     done(op)
-        for room, items in fan.items():
-            self.fanout.batch_to_room(room, items)
-            self.broker.publish(room.name, [(seq, frame) for seq, frame, _ in items])
-            for hook in self._delivered:
-                hook(room, items)
+        accept, cached = self.sequencer.accept, self.rooms.cached
+        for name, items in fan.items():
+            self.broker.publish(name, [(seq, frame) for seq, frame, _ in items])
+            room = cached(name)
+            if room is not None:  # else evicted while the commit was in flight: nobody here
+                ready = accept(room, items)
+                if ready:
+                    self.deliver(room, ready)
 
-    def _appended(self, op: AppendItem, fan: dict[Room, list[Item]]) -> None:
+    def deliver(self, room: Room, items: list[Item]) -> None:
+        """Items in seq order, pushed into the ring: out to the room, then the hooks."""
+        self.fanout.batch_to_room(room, items)
+        for hook in self._delivered:
+            hook(room, items)
+
+    def _appended(self, op: AppendItem, fan: dict[str, list[Item]]) -> None:
         """Ack a committed append and queue its fan-out (sent per room after the batch)."""
         s, rid = op.owner
         reply = self.fanout.reply
@@ -166,17 +189,15 @@ class Commits:
             reply(
                 who, p.Ack(id=wrid, cid=op.cid, room=op.room, seq=op.seq, ts=op.ts, duplicate=True)
             )
-        if op.duplicate:
-            return
-        self.metrics.messages_stored += 1
-        room = self.rooms.cached(op.room)
-        if room is None:
-            return  # evicted while the commit was in flight: nobody is subscribed
-        if op.sender in room.members:  # the store marked it read for its sender too
-            room.members[op.sender] = max(room.members[op.sender], op.seq)
-        frame = encode_item(op.item())
-        if room.push(op.seq, frame):
-            fan.setdefault(room, []).append((op.seq, frame, s))
+        if not op.duplicate:
+            self.metrics.messages_stored += 1
+            room = self.rooms.cached(op.room)
+            if room is not None and op.sender in room.members:  # the store marked it read too
+                room.members[op.sender] = max(room.members[op.sender], op.seq)
+        # A retry the store already had is fanned out again: the worker that stored it may
+        # have died between its commit and its publish (the client's retry is the only
+        # sign). Every sequencer drops a seq it already has, so nobody gets it twice.
+        fan.setdefault(op.room, []).append((op.seq, encode_item(op.item()), s))
 
     def _room_ensured(self, op: EnsureRoom) -> None:
         """An unawaited room creation (a first DM) failed: forget the room made for it."""

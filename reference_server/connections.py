@@ -5,9 +5,10 @@ server turns it away with 1012), becomes a user's session at hello, and is
 detached here when it closes: it leaves every room's subscribers at once, and
 when a user's last session goes, presence learns of it (``on_user_gone``).
 
-Issue 9 (limits): per-user or per-address connection limits belong in ``open``
-(admission) and ``register`` (a user's sessions), the two places a connection
-becomes countable.
+Connection limits (reference_server/limits.py) are checked where a connection
+becomes countable: its source address in ``open``, its user in ``user_full``
+(asked by hello before ``register``); past either it is closed with 4429, and
+``_detach`` gives the address's count back.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from reference_server.auth import Authenticator, AuthError
+from reference_server.limits import ConnectionLimits
 from reference_server.metrics import Metrics
 from reference_server.rooms import RoomDirectory
 from reference_server.session import Session
@@ -42,10 +44,16 @@ class Connections:
     """Every session of this process, and the sessions of each user who said hello."""
 
     def __init__(
-        self, owner: App, auth: Authenticator, rooms: RoomDirectory, metrics: Metrics
+        self,
+        owner: App,
+        auth: Authenticator,
+        rooms: RoomDirectory,
+        metrics: Metrics,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         self.owner = owner  # what each Session calls back (frames, closes)
         self.auth = auth
+        self.limits = limits or ConnectionLimits(0, 0, [])
         self.rooms = rooms
         self.metrics = metrics
         self.sessions: set[Session] = set()
@@ -66,17 +74,28 @@ class Connections:
         self.sessions.add(s)
         if self.draining:
             self.close(s, CloseCode.SERVICE_RESTART, RESTART_REASON)
+            return s
+        allowed, s.ip = self.limits.open(conn.peer)
+        if not allowed:
+            limit = self.limits.per_ip
+            self.close(
+                s, CloseCode.TOO_MANY_CONNECTIONS, f"more than {limit} connections from here"
+            )
         elif token is not None:
             try:
-                s.handshake_user = self.auth.authenticate(token)  # checked once, used at hello
+                s.handshake = self.auth.identify(token)  # checked once, used at hello
             except AuthError as exc:
                 self.close(s, CloseCode.UNAUTHORIZED, str(exc))
         return s
 
+    def user_full(self, user: str) -> bool:
+        """True when ``user`` already holds as many connections as one user may."""
+        return self.limits.user_full(len(self.users.get(user, ())))
+
     def register(self, s: Session, user: str) -> bool:
         """Hello succeeded: ``s`` is now ``user``'s. True if it is their only session."""
         s.user = user
-        s.handshake_user = None
+        s.handshake = None
         s.sid = f"{self._boot}-{next(self._session_ids)}"
         self.metrics.hellos += 1
         sessions = self.users.get(user)
@@ -109,6 +128,9 @@ class Connections:
         if s not in self.sessions:
             return
         self.sessions.discard(s)
+        if s.ip is not None:
+            self.limits.close(s.ip)
+            s.ip = None
         for name in s.rooms:
             room = self.rooms.cached(name)
             if room is not None:

@@ -11,9 +11,10 @@ A ``Refuse`` from a handler becomes an ``error`` frame answering the request;
 any other exception is a bug: logged, answered with ``internal``, and the
 connection and server go on. Invalid UTF-8 closes with 1007.
 
-Issue 9 (rate limits): ``Dispatcher.handle`` is the one place every frame of a
-connection passes before its handler; a per-session rate limit goes there,
-after the hello gate.
+Rate limits: every frame passes the connection's token bucket on arrival
+(``Session.on_frame``, before it is decoded or queued); a refused frame comes
+here, to ``rate_limited``, which warns once per episode and closes persistent
+abusers with 1008 (reference_server/limits.py).
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ from reference_server.config import LimitsConfig
 from reference_server.connections import Connections
 from reference_server.errors import Refuse
 from reference_server.fanout import Fanout
+from reference_server.limits import RateLimiter, Verdict
 from reference_server.metrics import Metrics
 from reference_server.session import Session
+from reference_server.store.base import StoreError
 from rtbench.protocol import CloseCode, ErrorCode, FrameError, decode_client
 from rtbench.protocol import messages as p
 
@@ -71,6 +74,8 @@ class Dispatcher:
         self.fanout = fanout
         self.metrics = metrics
         self.max_backlog = limits.max_backlog_frames
+        rate = RateLimiter(limits.rate_per_s, limits.rate_burst, limits.rate_abuse_frames)
+        self.rate_message = rate.describe()
         self.tasks = tasks  # owned by the App, cancelled by App.stop
         self._close = connections.close
         self._error = fanout.error
@@ -109,6 +114,14 @@ class Dispatcher:
         if result is not None:
             self._spawn(s, result, msg)
 
+    def rate_limited(self, s: Session, verdict: Verdict) -> None:
+        """A frame the rate limit dropped: warn once per episode, close persistent abuse."""
+        self.metrics.rate_limited += 1
+        if verdict is Verdict.WARN:
+            self._error(s, ErrorCode.RATE_LIMITED, self.rate_message)
+        elif verdict is Verdict.CLOSE:
+            self._close(s, CloseCode.POLICY_VIOLATION, "rate limit exceeded persistently")
+
     def defer(self, s: Session, data: bytes) -> None:
         """A frame arrived while an earlier request of this connection is still running."""
         if s.backlog is None:
@@ -130,6 +143,8 @@ class Dispatcher:
             await coro
         except Refuse as exc:
             self._error(s, exc.code, exc.message, msg.id, ref)
+        except StoreError as exc:  # a read the store could not serve (PostgreSQL down)
+            self._error(s, ErrorCode.STORE_UNAVAILABLE, str(exc), msg.id, ref)
         except Exception:
             log.exception("internal error handling %s", ref)
             self._error(s, ErrorCode.INTERNAL, "internal server error", msg.id, ref)

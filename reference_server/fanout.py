@@ -8,9 +8,10 @@ is replaying a room holds that room's live frames instead (``Session.held``),
 and one already over its buffer limit is checked on every write, so a far-behind
 reader is closed 1013 at once (the sweeper handles the grace period).
 
-Issue 7 (multi-worker): items another worker made durable arrive through
-``deliver_remote`` (the broker's subscribe side, wired in ``App.start``); the
-publish side is in ``commits.Commits.on_batch``.
+Several workers (docs/SCALING.md): frames that are not stored and must reach
+the room on every worker go through ``to_cluster`` (here, then the broker);
+stored items are published by ``commits`` and arrive from other workers through
+``cluster.link`` and ``cluster.sequencer``, which end in ``batch_to_room``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from reference_server.broker import Broker
 from reference_server.config import LimitsConfig
 from reference_server.connections import Connections
 from reference_server.frames import framed
@@ -39,10 +41,12 @@ class Fanout:
         rooms: RoomDirectory,
         metrics: Metrics,
         limits: LimitsConfig,
+        broker: Broker,
     ) -> None:
         self.connections = connections
         self.rooms = rooms
         self.metrics = metrics
+        self.broker = broker
         self.hard_bytes = limits.slow_consumer_hard_bytes
         self._close = connections.close
 
@@ -146,14 +150,20 @@ class Fanout:
         self.metrics.fanout_deliveries += sent
         self.metrics.frames_out += sent
 
-    def deliver_remote(self, room_name: str, items: list[tuple[int, bytes]]) -> None:
-        """Items another worker made durable: fan out to this worker's subscribers."""
-        room = self.rooms.cached(room_name)
-        if room is None:
-            return
-        fresh: list[Item] = [(seq, frame, None) for seq, frame in items if room.push(seq, frame)]
-        if fresh:
-            self.batch_to_room(room, fresh)
+    def to_cluster(
+        self,
+        room: Room,
+        frame: bytes,
+        exclude: Session | None = None,
+        exclude_user: str | None = None,
+        chatty: bool = False,
+    ) -> None:
+        """A frame that is not stored, to the room's audience on every worker.
+
+        ``chatty`` (presence): other workers send it only where the room is small.
+        """
+        self.to_room(room, frame, exclude=exclude, exclude_user=exclude_user)
+        self.broker.share_frame(room.name, frame, exclude_user, chatty)
 
     # ------------------------------------------------------------------ slow consumers
 

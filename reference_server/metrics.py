@@ -62,6 +62,9 @@ class Metrics:
         self.resumes = 0
         self.slow_consumers = 0
         self.heartbeat_pings = 0
+        self.gap_repairs = 0  # gaps in a room's order filled from the store (several workers)
+        self.repaired_items = 0
+        self.rate_limited = 0  # frames dropped by the per-connection rate limit
         self.queue_high_water = 0  # largest outgoing buffer seen on any connection, bytes
         self.loop_lag = 0.0  # seconds, last sample
         self.loop_lag_max = 0.0
@@ -94,6 +97,9 @@ class MetricsCollector:
             ("resumes", "Rooms re-subscribed by hello.resume.", m.resumes),
             ("slow_consumers", "Connections closed 1013 as slow consumers.", m.slow_consumers),
             ("heartbeat_pings", "WebSocket pings sent to silent connections.", m.heartbeat_pings),
+            ("gap_repairs", "Gaps in a room's order filled from the store.", m.gap_repairs),
+            ("repaired_items", "Items read from the store to fill gaps.", m.repaired_items),
+            ("frames_rate_limited", "Frames dropped by the rate limit.", m.rate_limited),
         )
         for name, doc, value in counters:
             yield CounterMetricFamily(p + name, doc, value=value)

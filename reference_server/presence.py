@@ -6,15 +6,18 @@ the grace, as in a reconnect storm, was never offline: neither frame is sent).
 Rooms with more than ``presence_max_room`` subscribers get none of these frames
 (``small``): in a room of 5,000 each would cost 5,000 writes.
 
-Issue 7 (multi-worker): who is online across workers (a Redis set per user)
-plugs in at ``arrived`` / ``departed`` / ``online``.
+Several workers: whether a user is online *anywhere* is the broker's to say
+(``hold`` / ``release``; ``RedisBroker`` counts, per user, the workers holding
+them). The broker calls ``announce`` back when the cluster-wide state changes;
+with one process (``LocalBroker``) that happens at once, as it always did.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Set
+from collections.abc import Iterable, Set
 
+from reference_server.broker import Broker
 from reference_server.config import ReplayConfig, TimingConfig
 from reference_server.connections import Connections
 from reference_server.fanout import Fanout
@@ -36,7 +39,9 @@ class Presence:
         fanout: Fanout,
         replay: ReplayConfig,
         timing: TimingConfig,
+        broker: Broker,
     ) -> None:
+        self.broker = broker
         self.connections = connections
         self.rooms = rooms
         self.fanout = fanout
@@ -52,24 +57,33 @@ class Presence:
         """Users shown online: connected, or gone for less than the grace."""
         return self.connections.users.keys() | self.leaving.keys()
 
+    async def online_among(self, users: Iterable[str]) -> Set[str]:
+        """Which of ``users`` are online on any worker (``members``)."""
+        wanted = list(users)
+        here = self.online()
+        anywhere = await self.broker.online(wanted)
+        if anywhere is None:
+            return here
+        return anywhere | {user for user in wanted if user in here}
+
     def arrived(self, user: str) -> None:
-        """The user's first session said hello."""
+        """The user's first session here said hello."""
         if self.leaving.pop(user, None) is None:  # back within the grace: never went offline
-            self.announce(user, "online")
+            self.broker.hold(user)  # announced back through ``announce`` if new anywhere
 
     def departed(self, user: str) -> None:
-        """The user's last session is gone: announce it only if they stay away."""
+        """The user's last session here is gone: let go of them only if they stay away."""
         if self.grace > 0:
             self.leaving[user] = _now() + self.grace
         else:
-            self.announce(user, "offline")
+            self.broker.release(user)
 
     def expire(self, now: float) -> None:
-        """Called by the sweeper: users gone longer than the grace are announced offline."""
+        """Called by the sweeper: users gone longer than the grace are let go of."""
         gone = [user for user, deadline in self.leaving.items() if deadline <= now]
         for user in gone:
             del self.leaving[user]
-            self.announce(user, "offline")
+            self.broker.release(user)  # announced back through ``announce`` if gone everywhere
 
     def announce(self, user: str, state: str) -> None:
         """online/offline to the subscribers of the user's loaded rooms (small rooms only)."""
@@ -83,11 +97,19 @@ class Presence:
 
     def joined(self, room: Room, user: str, exclude: Session) -> None:
         """A user entered a group room (from no other session of theirs)."""
-        if room.dm is None and self.small(room):
-            frame = framed(p.Presence(room=room.name, user=user, state="joined"))
-            self.fanout.to_room(room, frame, exclude=exclude)
+        if room.dm is None:
+            self._chatter(room, p.Presence(room=room.name, user=user, state="joined"), exclude)
 
     def left(self, room: Room, user: str) -> None:
         """A user left a group room (all their sessions have been unsubscribed)."""
-        if self.small(room):
-            self.fanout.to_room(room, framed(p.Presence(room=room.name, user=user, state="left")))
+        self._chatter(room, p.Presence(room=room.name, user=user, state="left"), None)
+
+    def _chatter(self, room: Room, msg: p.Presence, exclude: Session | None) -> None:
+        """To the room here if it is small here; other workers judge their own share."""
+        here = self.small(room)
+        if not here and not self.broker.shared:
+            return
+        frame = framed(msg)
+        if here:
+            self.fanout.to_room(room, frame, exclude=exclude)
+        self.broker.share_frame(room.name, frame, None, True)

@@ -7,9 +7,9 @@ store while the room's live frames for this connection are held back
 (``Session.hold``), then sent after the replay minus any it covered: no gap, no
 duplicate. A gap past ``max_replay`` is not replayed: ``recovered=false``.
 
-Issue 7 (multi-worker): a replay reads the shared store the same way; live
-frames from other workers arrive through ``Fanout.deliver_remote`` and are held
-like local ones.
+Several workers: a replay reads the shared store the same way; live items from
+other workers reach ``Fanout.batch_to_room`` in seq order (``cluster.sequencer``)
+and are held like local ones.
 """
 
 from __future__ import annotations

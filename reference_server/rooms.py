@@ -72,12 +72,19 @@ class RoomDirectory:
         self.cache: dict[str, Room] = {}
         self.by_user: dict[str, set[str]] = {}  # user -> loaded rooms they are a member of
         self._loading: dict[str, asyncio.Future[Room | None]] = {}
+        # Called with each room that enters the cache (loaded or created): items that
+        # other workers committed meanwhile are applied there (cluster.sequencer).
+        self.on_cached: Callable[[Room], None] | None = None
 
     def __len__(self) -> int:
         return len(self.cache)
 
     def cached(self, name: str) -> Room | None:
         return self.cache.get(name)
+
+    def loading(self, name: str) -> bool:
+        """True while the room is being read from the store."""
+        return name in self._loading
 
     async def get(self, name: str) -> Room | None:
         """The room, loading it from the store on first use; None if it does not exist."""
@@ -110,6 +117,8 @@ class RoomDirectory:
         self.cache[room.name] = room
         for user in room.members:
             self.by_user.setdefault(user, set()).add(room.name)
+        if self.on_cached is not None:
+            self.on_cached(room)
         return room
 
     def create(self, name: str, private: bool, members: list[str]) -> Room:
@@ -118,6 +127,8 @@ class RoomDirectory:
         self.cache[name] = room
         for user in members:
             self.by_user.setdefault(user, set()).add(name)
+        if self.on_cached is not None:
+            self.on_cached(room)
         return room
 
     def add_member(self, room: Room, user: str) -> None:

@@ -3,6 +3,9 @@
 The listening line is an interface: scripts and test fixtures parse it for the
 real port (``--port 0``), so its shape stays
 ``rtbench reference server listening on ws://HOST:PORT/ws (transport T, store S, pid N)``.
+A worker of ``rtbench serve --workers N`` (``workers.WorkerSpec``) prints no such
+line (its supervisor does, once); it accepts on the supervisor's socket and
+publishes its numbers for the machine-wide /metrics and /healthz.
 """
 
 from __future__ import annotations
@@ -12,42 +15,71 @@ import logging
 import os
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 from reference_server.app import App
 from reference_server.auth import make_authenticator
+from reference_server.broker import BrokerError, make_broker
 from reference_server.config import ServerConfig
 from reference_server.store import make_store
 from reference_server.sweeper import sweep_forever
 from reference_server.transport import TransportOptions, make_transport
 
+if TYPE_CHECKING:
+    from reference_server.workers import WorkerSpec
+
 log = logging.getLogger("rtbench.server")
+
+
+def announce(host: str, port: int, transport: str, store: str) -> None:
+    """Print the listening line (once per server, whatever its number of workers)."""
+    shown = f"[{host}]" if ":" in host else host
+    print(
+        f"rtbench reference server listening on ws://{shown}:{port}/ws "
+        f"(transport {transport}, store {store}, pid {os.getpid()})",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 class StartupError(Exception):
     """The server cannot start (port taken, store unusable); one line for the user."""
 
 
-async def serve(config: ServerConfig, ready: asyncio.Future[int] | None = None) -> None:
+async def serve(
+    config: ServerConfig,
+    ready: asyncio.Future[int] | None = None,
+    worker: WorkerSpec | None = None,
+) -> None:
     """Run until SIGINT/SIGTERM (or cancellation), then drain and return."""
     store = make_store(config.store.url, config.store.synchronous, config.store.max_batch)
-    auth = make_authenticator(config.insecure_dev, config.jwt_secret)
+    auth = make_authenticator(
+        config.insecure_dev, config.jwt_secret, config.security.jwt_public_key or None
+    )
     listen = config.listen
-    app = App(config, store, auth, listen.transport)
+    cluster = config.cluster
+    broker = make_broker(cluster.broker, cluster.prefix, cluster.lease_ms)
+    label = f"{worker.index}/{worker.count}" if worker is not None else ""
+    app = App(config, store, auth, listen.transport, broker=broker, worker=label)
     try:
         await app.start()
+    except BrokerError as exc:
+        await store.close()
+        raise StartupError(str(exc)) from None
     except OSError as exc:
-        raise StartupError(f"cannot open store {config.store.url}: {exc}") from None
+        raise StartupError(f"cannot open store {store.url}: {exc}") from None
     options = TransportOptions(
         max_frame_bytes=config.limits.max_frame_bytes,
         read_buffer_bytes=listen.read_buffer_bytes,
         send_buffer_bytes=config.limits.send_buffer_bytes,
         backlog=listen.backlog,
+        sock=worker.sock if worker is not None else None,
     )
     transport = make_transport(listen.transport, app, options)
     try:
         port = await transport.start(listen.host, listen.port)
     except OSError as exc:
-        await store.close()
+        await app.stop()
         raise StartupError(f"cannot listen on {listen.host}:{listen.port}: {exc}") from None
     sweeper = asyncio.create_task(sweep_forever(app), name="rtbench-sweeper")
     app.tasks.add(sweeper)
@@ -55,13 +87,11 @@ async def serve(config: ServerConfig, ready: asyncio.Future[int] | None = None) 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    host = f"[{listen.host}]" if ":" in listen.host else listen.host
-    print(
-        f"rtbench reference server listening on ws://{host}:{port}/ws "
-        f"(transport {transport.name}, store {store.url}, pid {os.getpid()})",
-        file=sys.stderr,
-        flush=True,
-    )
+    if worker is not None:
+        publish_stats(app, worker)
+        worker.ready()
+    else:
+        announce(listen.host, port, transport.name, store.url)
     if ready is not None:
         ready.set_result(port)
     try:
@@ -80,7 +110,20 @@ async def serve(config: ServerConfig, ready: asyncio.Future[int] | None = None) 
     log.info("rtbench: stopped")
 
 
-def run(config: ServerConfig) -> None:
+def publish_stats(app: App, worker: WorkerSpec) -> None:
+    """Share this worker's numbers with the others; answer /metrics, /healthz for all."""
+    from reference_server.cluster.stats import SlotFile, WorkerStats
+
+    slots = SlotFile(worker.stats_path, worker.count)
+    health = app.health
+    stats = WorkerStats(slots, worker.index, app.metrics, health.gauges, health.brief)
+    health.cluster = stats
+    task = asyncio.get_running_loop().create_task(stats.publish_forever(), name="rtbench-stats")
+    app.tasks.add(task)
+    task.add_done_callback(app.tasks.discard)
+
+
+def run(config: ServerConfig, worker: WorkerSpec | None = None) -> None:
     """Blocking entry point for ``rtbench serve``: uvloop, logging, serve()."""
     import resource
 
@@ -89,7 +132,8 @@ def run(config: ServerConfig) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:  # one socket per connection: take every descriptor we are allowed
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+    prefix = f"[worker {worker.index}] " if worker is not None else ""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=prefix + "%(message)s")
     logging.getLogger("picows").setLevel(logging.WARNING)  # it logs every accept at INFO
     logging.getLogger("websockets").setLevel(logging.WARNING)
-    uvloop.run(serve(config))
+    uvloop.run(serve(config, worker=worker))

@@ -3,6 +3,12 @@
 No task, timer or queue per connection: the sweeper looks at ``last_rx`` and
 ``over_since`` for all of them, and the request backlog and replay hold buffers
 exist only while they are in use.
+
+Every frame passes the connection's rate limit in ``on_frame``, on arrival and
+before it is decoded or queued (reference_server/limits.py): a flood is dropped for
+the price of a few float operations a frame, and frames waiting in the backlog have
+already paid. The identity (user and room grants) comes from the token only, at
+hello or at the handshake (reference_server/auth.py).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from reference_server.app import App
+    from reference_server.auth import Identity, RoomGrants
     from reference_server.transport import Connection
 
 _now = time.monotonic
@@ -21,14 +28,19 @@ _now = time.monotonic
 
 class Session:
     __slots__ = (
+        "allowance",
         "app",
+        "auth_failures",
         "backlog",
         "busy",
         "closed",
         "closing_at",
         "conn",
-        "handshake_user",
+        "data_at",
+        "grants",
+        "handshake",
         "held",
+        "ip",
         "last_rx",
         "opened",
         "over_since",
@@ -36,6 +48,7 @@ class Session:
         "rooms",
         "send",
         "sid",
+        "strikes",
         "user",
     )
 
@@ -43,11 +56,17 @@ class Session:
         self.app = app
         self.conn = conn
         self.send: Callable[[bytes], None] = conn.sender()
-        self.handshake_user: str | None = None  # from a handshake token, until hello
-        self.user: str | None = None  # set by hello
+        self.handshake: Identity | None = None  # from a handshake token, until hello
+        self.user: str | None = None  # set by hello, from the token: never from a frame
+        self.grants: RoomGrants | None = None  # the token's room grants (None: no ceiling)
+        self.auth_failures = 0  # hellos refused on this connection
+        self.ip: str | None = None  # the address the per-IP limit counted it under
         self.sid = ""
         self.rooms: set[str] = set()  # subscribed rooms
-        self.opened = self.last_rx = _now()
+        self.opened = self.last_rx = self.data_at = _now()  # data_at: last data frame
+        rate = app.rate
+        self.allowance = rate.burst if rate is not None else 0.0  # rate-limit tokens: full
+        self.strikes = 0  # frames dropped in this over-limit episode
         self.pinged = False  # a heartbeat ping is outstanding
         self.over_since: float | None = None  # outgoing buffer over its limit since
         self.closing_at: float | None = None  # close sent; cut if not gone by linger
@@ -62,8 +81,14 @@ class Session:
 
     # ---- called by the transport
     def on_frame(self, data: bytes) -> None:
-        self.last_rx = _now()
+        now = self.last_rx = _now()
         self.pinged = False
+        rate = self.app.rate
+        if rate is None:
+            self.data_at = now
+        elif verdict := rate.admit(self, now):  # also moves data_at
+            self.app.rate_limited(self, verdict)
+            return
         if self.busy:
             self.app.defer(self, data)
         else:

@@ -25,6 +25,7 @@ async def sweep_forever(app: App) -> None:
     interval = timing.heartbeat_interval_ms / 1000
     dead_after = interval + timing.heartbeat_timeout_ms / 1000
     hello_timeout = timing.hello_timeout_ms / 1000
+    idle_timeout = timing.idle_timeout_ms / 1000 or float("inf")  # 0: no idle timeout
     grace = limits.slow_consumer_grace_ms / 1000
     linger = limits.close_linger_ms / 1000
     loop = asyncio.get_running_loop()
@@ -51,6 +52,9 @@ async def sweep_forever(app: App) -> None:
                     continue
                 if s.user is None and now - s.opened > hello_timeout:
                     conns.close(s, CloseCode.HELLO_TIMEOUT, "no hello within the hello timeout")
+                    continue
+                if now - s.data_at > idle_timeout:  # pongs do not count: only data frames
+                    conns.close(s, CloseCode.HELLO_TIMEOUT, "idle timeout: no frame from you")
                     continue
                 if s.over_since is not None:
                     size = s.conn.write_buffer_size()

@@ -1,9 +1,11 @@
 """hello (who this connection is, the welcome, resume) and ping.
 
 Identity comes from ``hello.token`` or the handshake's token (checked once at
-accept, by ``Connections.open``). Issue 9: richer identity (RS256, key rotation,
-grants carried in the token) stays behind ``auth.Authenticator``; what a user
-may do with a room is decided in ``access``.
+accept, by ``Connections.open``), through ``auth.Authenticator``: the user id and
+the token's room grants, which ``access`` applies. A refused hello is answered
+``unauthorized`` and the client may try again (a refreshed token), up to
+``MAX_HELLO_FAILURES``; then the connection is closed 4401. A user already holding
+``max_connections_per_user`` connections is closed 4429.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import Any
 
-from reference_server.auth import Authenticator, AuthError
+from reference_server.auth import Authenticator, AuthError, Identity
 from reference_server.config import ServerConfig
 from reference_server.connections import Connections
 from reference_server.dispatch import Routes
@@ -21,8 +23,10 @@ from reference_server.presence import Presence
 from reference_server.resume import Subscriptions
 from reference_server.session import Session
 from rtbench import __version__
-from rtbench.protocol import ErrorCode
+from rtbench.protocol import CloseCode, ErrorCode
 from rtbench.protocol import messages as p
+
+MAX_HELLO_FAILURES = 5  # refused hellos on one connection before it is closed 4401
 
 
 class HelloHandlers:
@@ -61,18 +65,14 @@ class HelloHandlers:
     def on_hello(self, s: Session, m: p.Hello) -> Coroutine[Any, Any, None] | None:
         if s.user is not None:
             raise Refuse(ErrorCode.ALREADY_HELLO, "this connection already said hello")
-        if m.token is not None:
-            try:
-                user = self.auth.authenticate(m.token)
-            except AuthError as exc:
-                raise Refuse(ErrorCode.UNAUTHORIZED, str(exc)) from None
-        elif s.handshake_user is not None:
-            user = s.handshake_user
-        else:
-            raise Refuse(
-                ErrorCode.UNAUTHORIZED,
-                "no token: send hello.token, Authorization: Bearer or ?token=",
+        identity = self._identify(s, m)
+        user = identity.user
+        if self.connections.user_full(user):
+            self.connections.close(
+                s, CloseCode.TOO_MANY_CONNECTIONS, f"too many connections for user {user}"
             )
+            return None
+        s.grants = identity.grants
         if self.connections.register(s, user):
             self.presence.arrived(user)
         self.fanout.reply(
@@ -89,6 +89,20 @@ class HelloHandlers:
         if not m.resume:
             return None
         return self.subscriptions.resume(s, m.id, m.resume)
+
+    def _identify(self, s: Session, m: p.Hello) -> Identity:
+        """The hello's identity (hello.token wins over the handshake's), or refuse."""
+        if m.token is None and s.handshake is not None:
+            return s.handshake
+        try:
+            if m.token is None:
+                raise AuthError("no token: send hello.token, Authorization: Bearer or ?token=")
+            return self.auth.identify(m.token)
+        except AuthError as exc:
+            s.auth_failures += 1
+            if s.auth_failures >= MAX_HELLO_FAILURES:
+                self.connections.close(s, CloseCode.UNAUTHORIZED, f"{exc} (too many tries)")
+            raise Refuse(ErrorCode.UNAUTHORIZED, str(exc)) from None
 
     def on_ping(self, s: Session, m: p.Ping) -> None:
         self.fanout.reply(s, p.Pong(id=m.id, ts=m.ts))

@@ -6,7 +6,7 @@ connection missed (``resume.Subscriptions``). Leaving a group room removes the
 membership durably and unsubscribes every session of that user; a DM room can
 only be unsubscribed from.
 
-Issue 9: who may join or read a room is decided in ``access`` (``check``).
+Who may join, create or read a room is decided in ``access`` (``check``).
 """
 
 from __future__ import annotations
@@ -68,9 +68,11 @@ class Membership:
                 raise Refuse(ErrorCode.UNKNOWN_ROOM, f"no direct messages in {name!r} yet")
             room = self.rooms.cached(name)
         if room is None:
+            self.access.check(s, None, name, create=True)  # within the token's grants
             members = sorted({user, *(m.members or ())}) if m.private else [user]
             room = self.rooms.create(name, m.private, members)
             await self.commits.write(EnsureRoom(None, name, m.private, members))
+            self.commits.broker.share_members(name, members)  # a worker that raced us to it
         else:
             self.access.check(s, room, name)
             if room.dm is None and user not in room.members:
@@ -91,6 +93,7 @@ class Membership:
         else:
             await self.commits.write(RemoveMember(None, name, user))
             self.rooms.remove_member(room, user)
+            self.commits.broker.share_left(name, user)  # their sessions on other workers too
             for other in list(self.connections.users.get(user, ())):
                 if name in other.rooms:
                     self.subscriptions.unsubscribe(other, room)
@@ -101,7 +104,7 @@ class Membership:
 
     async def on_members(self, s: Session, m: p.Members) -> None:
         room = await self.access.readable(s, m.room)
-        online = self.presence.online()
+        online = await self.presence.online_among(room.members)
         members = [p.Member(user=u, online=u in online) for u in sorted(room.members)]
         self.fanout.reply(s, p.MemberList(id=m.id, room=room.name, members=members))
 

@@ -92,7 +92,8 @@ class Messaging:
         if m.store:
             self.commits.append(s, m.id, m.room, m.cid, KIND_EVENT, event=m.event, data=m.data)
             return
+        self.commits.require_broker()
         ts = _ms()
         frame = framed(p.Event(room=room.name, event=m.event, data=m.data, sender=s.user, ts=ts))  # type: ignore[arg-type]
         self.fanout.reply(s, p.Ack(id=m.id, cid=m.cid, room=room.name, ts=ts))
-        self.fanout.to_room(room, frame, exclude=s)
+        self.fanout.to_cluster(room, frame, exclude=s)

@@ -67,6 +67,7 @@ class Receipts:
         if op.user in room.members:
             room.members[op.user] = read
         frame = framed(p.Receipt(room=op.room, user=op.user, seq=read))
+        self.commits.broker.share_receipt(op.room, op.user, read, frame)
         if room.dm is not None or self.presence.small(room):
             self.fanout.to_room(room, frame)
         else:  # big room: only the reader's own connections learn of it

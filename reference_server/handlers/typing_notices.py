@@ -52,7 +52,7 @@ class TypingNotices:
             if already:
                 return
             frame = framed(p.TypingNotice(room=room.name, user=user, state="start"))
-            self.fanout.to_room(room, frame, exclude_user=user)
+            self.fanout.to_cluster(room, frame, exclude_user=user)
         elif typing and user in typing:
             self.stopped(room, user)
 
@@ -60,7 +60,7 @@ class TypingNotices:
         if room.typing is not None:
             room.typing.pop(user, None)
         frame = framed(p.TypingNotice(room=room.name, user=user, state="stop"))
-        self.fanout.to_room(room, frame, exclude_user=user)
+        self.fanout.to_cluster(room, frame, exclude_user=user)
 
     def messages_sent(self, room: Room, items: list[Item]) -> None:
         """A message ends its sender's typing."""

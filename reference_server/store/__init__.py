@@ -10,7 +10,11 @@ __all__ = ["MemoryStore", "SqliteStore", "Store", "StoreError", "make_store"]
 
 
 def make_store(url: str, synchronous: str = "full", max_batch: int = 2048) -> Store:
-    """``sqlite:///relative.db``, ``sqlite:////absolute.db`` or ``memory``."""
+    """``sqlite:///relative.db``, ``sqlite:////absolute.db``, ``postgresql://...`` or ``memory``."""
+    if url.startswith(("postgresql://", "postgres://")):
+        from reference_server.store.postgres import PostgresStore  # asyncpg only when used
+
+        return PostgresStore(url, synchronous, max_batch)
     if url == "memory":
         return MemoryStore()
     if url.startswith("sqlite:///"):
@@ -18,4 +22,4 @@ def make_store(url: str, synchronous: str = "full", max_batch: int = 2048) -> St
         if not path:
             raise StoreError("sqlite store URL needs a path: sqlite:///PATH")
         return SqliteStore(path, synchronous, max_batch)
-    raise StoreError(f"unknown store {url!r}: use sqlite:///PATH or memory")
+    raise StoreError(f"unknown store {url!r}: use sqlite:///PATH, postgresql://... or memory")

@@ -42,6 +42,34 @@ class StoredItem(msgspec.Struct, array_like=True, gc=False):
     data: Any
 
 
+ITEM_COLUMNS = "room, seq, sender, ts, kind, cid, body, meta, event, data"
+"""An item's columns in the SQL stores, in ``StoredItem`` order (meta, data: JSON text)."""
+_json_encode = msgspec.json.Encoder().encode
+_json_decode = msgspec.json.Decoder().decode
+
+
+def to_json(value: Any) -> str | None:
+    """``meta`` / ``data`` as stored: JSON text, or NULL."""
+    return None if value is None else _json_encode(value).decode()
+
+
+def row_item(row: Any) -> StoredItem:
+    """A ``StoredItem`` from a row of ``ITEM_COLUMNS`` (SQLite tuple or asyncpg Record)."""
+    room, seq, sender, ts, kind, cid, body, meta, event, data = row
+    return StoredItem(
+        room,
+        seq,
+        sender,
+        ts,
+        kind,
+        cid,
+        body,
+        None if meta is None else _json_decode(meta),
+        event,
+        None if data is None else _json_decode(data),
+    )
+
+
 class RoomRecord(msgspec.Struct, gc=False):
     """What a room is on disk: enough to serve joins, presence and resumes."""
 

@@ -22,8 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
+from reference_server.store.base import ITEM_COLUMNS as _ITEM_COLUMNS
 from reference_server.store.base import (
     AppendItem,
     BatchDone,
@@ -36,6 +35,8 @@ from reference_server.store.base import (
     UserRoom,
     WriteOp,
 )
+from reference_server.store.base import row_item as _row_item
+from reference_server.store.base import to_json as _to_json
 
 log = logging.getLogger("rtbench.server.store")
 
@@ -69,30 +70,7 @@ CREATE TABLE IF NOT EXISTS items (
 CREATE UNIQUE INDEX IF NOT EXISTS items_by_cid ON items (room, sender, cid) WHERE cid IS NOT NULL;
 """
 
-_ITEM_COLUMNS = "room, seq, sender, ts, kind, cid, body, meta, event, data"
 _STOP = object()
-_json_encode = msgspec.json.Encoder().encode
-_json_decode = msgspec.json.Decoder().decode
-
-
-def _to_json(value: Any) -> str | None:
-    return None if value is None else _json_encode(value).decode()
-
-
-def _row_item(row: tuple[Any, ...]) -> StoredItem:
-    room, seq, sender, ts, kind, cid, body, meta, event, data = row
-    return StoredItem(
-        room,
-        seq,
-        sender,
-        ts,
-        kind,
-        cid,
-        body,
-        None if meta is None else _json_decode(meta),
-        event,
-        None if data is None else _json_decode(data),
-    )
 
 
 def _connect(path: str, synchronous: str) -> sqlite3.Connection:

@@ -9,10 +9,11 @@ frames; the core answers through the connection. Swapping picows for websockets
 
 from __future__ import annotations
 
+import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from rtbench.protocol import WS_PATH
@@ -64,8 +65,14 @@ class Core(Protocol):
 
     def open_session(self, conn: Connection, token: str | None) -> Session: ...
 
-    def http(self, path: str) -> tuple[int, bytes, str]:
-        """Answer a plain HTTP GET (``/healthz``, ``/metrics``): status, body, content type."""
+    def http(self, path: str, authorization: str | None) -> tuple[int, bytes, str]:
+        """Answer a plain HTTP GET (``/healthz``, ``/metrics``): status, body, content type.
+
+        ``authorization`` is the request's Authorization header (/metrics may need it).
+        """
+
+    def origin_refusal(self, origin: str | None) -> str | None:
+        """Why an upgrade from this browser Origin is refused (HTTP 403), or None."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +83,12 @@ class TransportOptions:
     read_buffer_bytes: int  # initial per-connection read buffer (picows)
     send_buffer_bytes: int  # high-water mark of the outgoing buffer: pause_writing()
     backlog: int = 4096  # listen(2) backlog
+    # A worker of ``--workers N`` accepts on the socket its supervisor made (SO_REUSEPORT).
+    sock: socket.socket | None = None
+
+    def address(self, host: str, port: int) -> dict[str, Any]:
+        """``create_server``'s address arguments: the given socket, or host and port."""
+        return {"sock": self.sock} if self.sock is not None else {"host": host, "port": port}
 
 
 class TransportServer(Protocol):

@@ -175,12 +175,21 @@ class PicowsServer:
         core = self.core
         target = request.path.decode("latin-1")
         kind, token = route(target)
+        headers_in = request.headers
         if kind == "ws":
-            header = bearer_token(request.headers.get("Authorization"))
+            refusal = core.origin_refusal(headers_in.get("Origin"))
+            if refusal is not None:  # a browser page from elsewhere: no socket for it
+                response = WSUpgradeResponse.create_error_response(
+                    HTTPStatus.FORBIDDEN, refusal.encode(), {"Content-Type": "text/plain"}
+                )
+                return WSUpgradeResponseWithListener(response, None)
+            header = bearer_token(headers_in.get("Authorization"))
             return PicowsConnection(self, header or token)
         if kind == "http":
-            status, body, content_type = core.http(target)
+            status, body, content_type = core.http(target, headers_in.get("Authorization"))
             headers = {"Content-Type": content_type, "Cache-Control": "no-store"}
+            if status == 401:
+                headers["WWW-Authenticate"] = "Bearer"
             if status == 200:
                 response = WSUpgradeResponse.create_ok_response(body, headers)
             else:
@@ -193,8 +202,7 @@ class PicowsServer:
     async def start(self, host: str, port: int) -> int:
         self._server = await ws_create_server(
             self._factory,
-            host,
-            port,
+            **self.options.address(host, port),
             max_frame_size=self.options.max_frame_bytes,
             read_buffer_init_size=self.options.read_buffer_bytes,
             websocket_handshake_timeout=10,

@@ -120,10 +120,14 @@ class WebsocketsServer:
     def _process_request(self, connection: WsConnection, request: Request) -> Response | None:
         kind, token = route(request.path)
         if kind == "ws":
+            refusal = self.core.origin_refusal(request.headers.get("Origin"))
+            if refusal is not None:  # a browser page from elsewhere: no socket for it
+                return connection.respond(HTTPStatus.FORBIDDEN, refusal)
             connection.token = bearer_token(request.headers.get("Authorization")) or token
             return None
         if kind == "http":
-            status, body, content_type = self.core.http(request.path)
+            auth = request.headers.get("Authorization")
+            status, body, content_type = self.core.http(request.path, auth)
             headers = Headers(
                 [
                     ("Content-Type", content_type),
@@ -132,6 +136,8 @@ class WebsocketsServer:
                     ("Connection", "close"),
                 ]
             )
+            if status == 401:
+                headers["WWW-Authenticate"] = "Bearer"
             return Response(status, HTTPStatus(status).phrase, headers, body)
         return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
 
@@ -155,8 +161,7 @@ class WebsocketsServer:
     async def start(self, host: str, port: int) -> int:
         self._server = await serve(
             self._handler,
-            host,
-            port,
+            **self.options.address(host, port),
             create_connection=WsConnection,
             process_request=self._process_request,  # type: ignore[arg-type]
             max_size=self.options.max_frame_bytes,
