@@ -1,0 +1,486 @@
+"""One Locust user's realtime connection: set up, send on the clock, account for every frame.
+
+Everything protocol-specific goes through the scenario's adapter
+(``loadtest.adapters``): frames out, typed events in. Delivery accounting is the
+native engine's (``RecipientLedger``: new, late or duplicate per sender stream), the
+markers are the native engine's (sender, stream, counter, scheduled time), so a
+message means the same to both engines. What a client remembers across connections
+(request ids, the outbox of unacked sends, seqs to resume and dedupe, backoff, the
+recovery records) is the shared reconnecting client, ``loadtest.client.ClientSession``,
+the same code the native engine and the monitor drive. What is Locust's own here is
+the plumbing: gevent greenlets instead of an event loop, and every measured event also
+goes into Locust's statistics under a name a person reads (``connect``, ``send→ack``,
+``delivery``, ``history fetch``, ``reconnect``), failures with their cause.
+
+Times are wall-clock nanoseconds (``time.time_ns``): a distributed Locust run spans
+machines, whose monotonic clocks do not compare (results.json says so).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import TYPE_CHECKING
+
+import gevent
+from gevent.event import AsyncResult
+
+from loadtest.adapters import Ack, Delivery, Feature, Notice, Ready, Rejected, marker
+from loadtest.adapters.base import Page, Reply
+from loadtest.client import FATAL_CLOSE_CODES, ClientSession
+from loadtest.engine.failures import describe
+from loadtest.ledger import Arrival, RecipientLedger
+from loadtest.locust.wsclient import WsConnection, classify
+from loadtest.plan import PROBE_STREAM, compose, receipt
+from loadtest.scenarios import Kind
+from loadtest.session import ITEM_KINDS, SeqOrder
+
+if TYPE_CHECKING:
+    from loadtest.locust.node import NodeRun
+
+PENDING_LIMIT = 4096
+"""Sends awaiting an ack per connection; beyond it the oldest is forgotten (``unacked``)."""
+HISTORY_PAGE = 50
+WS = "WS"  # Locust's "Type" column for every realtime entry
+
+CONNECT = "connect"
+SEND_ACK = "send→ack"
+DELIVERY = "delivery"
+HISTORY = "history fetch"
+RECONNECT = "reconnect"
+
+
+class Failure(Exception):
+    """A failed realtime operation; Locust groups failures by this text."""
+
+
+class _SetupRejected(Exception):
+    pass
+
+
+class _SetupClosed(Exception):
+    pass
+
+
+class Conn:
+    """A user's connection: the shared client session (``ClientSession``) and the ledger."""
+
+    def __init__(self, run: NodeRun, index: int) -> None:
+        self.run = run
+        self.index = index
+        self.user = run.plan.user(index)
+        self.rooms = [run.plan.room_name(r) for r in run.plan.rooms_of(index)]
+        self.ws: WsConnection | None = None
+        self.ready = False  # set up (hello, joins) at least once
+        self.in_run = False  # live at the go: its sends and receipts are accounted
+        self.stopping = False  # the run or the user is ending: no reconnect
+        seed = run.scenario.seed
+        self.rng = random.Random(None if seed is None else seed * 1_000_003 + index)
+        # seqs, resume map, request ids, backoff, recovery records and the outbox of
+        # unacked sends (req id -> (payload, (stream, scheduled ns))): the shared client
+        self.session = ClientSession(run.policy, self.rng)
+        self.ledger = RecipientLedger()
+        self.history_pending: dict[int, int] = {}  # req_id -> sent ns
+        self.counters: dict[int, int] = {}  # stream -> last counter sent
+        self.setup: AsyncResult | None = None
+        self.want_welcome = False
+        self.wait_rooms = True  # setup completes when every room answered (False: at welcome)
+        self.probe_round = 0
+        self.reconnecting: gevent.Greenlet | None = None
+
+    # -- helpers -------------------------------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        return self.ws is not None and self.ws.is_open
+
+    @property
+    def live(self) -> bool:
+        """Open and every room subscribed: sends go out now."""
+        return self.session.live and self.is_open
+
+    def req(self) -> int:
+        """A request id unique to this client for the whole run, across reconnects."""
+        return self.session.new_id()
+
+    def send(self, payload: bytes) -> bool:
+        ws = self.ws
+        if ws is None or not ws.is_open:
+            return False
+        try:
+            ws.send(payload)
+        except Exception:  # the socket died under us: the reader reports the close
+            return False
+        self.run.c["bytes_sent"] += len(payload)
+        return True
+
+    # -- opening -------------------------------------------------------------------------
+
+    def open(self) -> bool:
+        """Connect, say hello, join the rooms (and page history): True when ready."""
+        run = self.run
+        run.c["attempted"] += 1
+        started = time.perf_counter()
+        cause = self._session(started, run.scenario.connect_timeout)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        if cause is not None:
+            run.c["failed"] += 1
+            run.failures[cause] += 1
+            run.fire(CONNECT, elapsed_ms, Failure(f"{cause}: {describe(cause)}"))
+            return False
+        self.session.ready(time.time_ns())
+        self.ready = True
+        run.c["ready"] += 1
+        run.hist["setup"].record_us(int(elapsed_ms * 1000))
+        run.fire(CONNECT, elapsed_ms)
+        if run.plan.kind in (Kind.CHAT, Kind.SOAK):
+            self.fetch_history()
+        return True
+
+    def _session(
+        self, started: float, welcome_s: float, rooms_s: float | None = None
+    ) -> str | None:
+        """Open the socket, hello (resuming the rooms when reconnecting) and every room
+        back; None when ready, else a failure cause. ``welcome_s`` bounds the upgrade and
+        the welcome from ``started``; ``rooms_s`` the rooms after it, replays included
+        (None: the rooms too must be back within ``welcome_s``, the first setup's
+        ``connect_timeout``)."""
+        run = self.run
+        adapter = run.adapter
+        session = self.session
+        token = run.plan.token(self.index)
+        ws = WsConnection(run.url, self._on_payload, self._on_closed, binary=adapter.binary)
+        try:
+            with gevent.Timeout(welcome_s):
+                ws.connect(welcome_s, adapter.headers(self.user, token))
+        except gevent.Timeout:
+            return "timeout"
+        except Exception as exc:
+            return classify(exc, secure=run.url.startswith("wss:"))
+        self.ws = ws
+        run.open_now += 1
+        run.c["opened"] += 1
+        run.hist["handshake"].record_us(int((time.perf_counter() - started) * 1e6))
+        try:
+            # first the welcome; with resume, the hello names every room with the last seq
+            # seen and each comes back by itself (maybe in the same read as the welcome)
+            self.wait_rooms = False
+            self.setup = AsyncResult()
+            frames, rooms_with_hello = session.opening_frames(adapter, self.user, token)
+            self.want_welcome = adapter.expects_welcome
+            for payload in frames:
+                self.send(payload)
+            if self.want_welcome:
+                self.setup.get(timeout=max(0.0, started + welcome_s - time.perf_counter()))
+            else:
+                session.welcomed(time.time_ns())
+            rooms_deadline = (
+                started + welcome_s if rooms_s is None else time.perf_counter() + rooms_s
+            )
+            self.wait_rooms = True
+            self.setup = AsyncResult()
+            if not session.settled():
+                self.setup.get(timeout=max(0.0, rooms_deadline - time.perf_counter()))
+            if not rooms_with_hello:  # first setup, or a protocol without resume: join
+                self.setup = AsyncResult()
+                if adapter.confirms_join:
+                    session.expect_rooms(self.rooms)
+                for room in self.rooms:
+                    self.send(adapter.join(room, self.req()))
+                if not session.settled():
+                    self.setup.get(timeout=max(0.0, rooms_deadline - time.perf_counter()))
+            return None
+        except _SetupRejected as exc:
+            ws.drop(quiet=True)
+            return f"rejected_{exc.args[0]}"
+        except _SetupClosed as exc:
+            return f"closed_{exc.args[0]}"
+        except gevent.Timeout:
+            ws.drop(quiet=True)
+            return "timeout"
+        finally:
+            self.setup = None
+
+    def fetch_history(self) -> None:
+        """Page the newest history of each room, as a client opening a room does.
+
+        Runs before the go (the measured load is the native engine's); only for
+        protocols whose adapter can page history.
+        """
+        adapter = self.run.adapter
+        if Feature.HISTORY not in adapter.features:
+            return
+        for room in self.rooms:
+            req = self.req()
+            self.history_pending[req] = time.time_ns()
+            self.send(adapter.history(room, req, None, HISTORY_PAGE))
+
+    # -- receiving (the reader greenlet) ---------------------------------------------------
+
+    def _on_payload(self, payload: bytes) -> None:
+        now = time.time_ns()
+        run = self.run
+        c = run.c
+        c["bytes_received"] += len(payload)
+        event = run.adapter.parse(payload)
+        kind = type(event)
+        if kind is Delivery:
+            self._delivery(event, now)  # type: ignore[arg-type]
+        elif kind is Ack:
+            found = self.session.settle(event.req_id)  # type: ignore[union-attr]
+            if found is not None:
+                c["acked"] += 1
+                run.hist["ack"].record_us((now - found[1]) // 1000)
+                run.fire(SEND_ACK, (now - found[1]) / 1e6)
+            if event.seq is not None and event.room is not None:  # type: ignore[union-attr]
+                self.session.observe(event.room, event.seq)  # type: ignore[union-attr]  # ours
+        elif kind is Ready:
+            self._ready(event, now)  # type: ignore[arg-type]
+        elif kind is Rejected:
+            self._rejected(event)  # type: ignore[arg-type]
+        elif kind is Notice:
+            run.events[event.kind] += 1  # type: ignore[union-attr]
+            room, seq = event.room, event.seq  # type: ignore[union-attr]
+            # a receipt's seq is a read marker, not an item of the room
+            if room is not None and seq is not None and event.kind in ITEM_KINDS:  # type: ignore[union-attr]
+                self.session.observe(room, seq)
+        elif kind is Reply:
+            self.send(event.payload)  # type: ignore[union-attr]
+        elif kind is Page:
+            sent = self.history_pending.pop(event.req_id, None)  # type: ignore[union-attr]
+            if sent is not None:
+                run.hist["history"].record_us((now - sent) // 1000)
+                run.fire(HISTORY, (now - sent) / 1e6, length=len(payload))
+
+    def _delivery(self, event: Delivery, now: int) -> None:
+        run = self.run
+        c = run.c
+        if event.stream == PROBE_STREAM:
+            if event.counter == self.probe_round:
+                c["probes_answered"] += 1
+                self.probe_round = -self.probe_round
+                run.hist["heartbeat"].record_us((now - event.sched_ns) // 1000)
+            return
+        room, seq = event.room, event.seq
+        own = event.sender == self.index and run.plan.kind is not Kind.RTT
+        if seq is not None and room is not None and self.session.item(room, seq) is SeqOrder.OLD:
+            c["deduped"] += 1  # seen before by seq: dropped, but the server sent it again
+            if not own and self.ledger.seen(event.stream, event.sender, event.counter):
+                c["duplicated"] += 1  # on the wire (docs/RESULTS.md: duplicated)
+            return
+        if own:
+            # servers that broadcast to the sender too (Socket.IO's io.to(room)), and a
+            # resume replays the client's own messages: nobody's expected delivery
+            run.events["own_message"] += 1
+            return
+        if not self.in_run:
+            return  # connected after the go: no message was expected here
+        arrival = self.ledger.arrive(event.stream, event.sender, event.counter)
+        latency_ms = max(0.0, (now - event.sched_ns) / 1e6)
+        if arrival is Arrival.DUPLICATE:
+            c["duplicated"] += 1
+            c["dup_after_dedupe"] += 1
+            run.fire(DELIVERY, latency_ms, Failure("duplicate: a message arrived again"))
+            return
+        if arrival is Arrival.LATE:
+            c["out_of_order"] += 1
+        c["delivered"] += 1
+        run.second_hist.record_us(int(latency_ms * 1000))
+        if run.by_second:
+            run.delivered_by_s[(event.sched_ns - run.t0) // 1_000_000_000] += 1
+        run.fire(DELIVERY, latency_ms)
+        if run.closed_loop and event.sender == self.index:
+            self._round_trip(now)
+
+    def _ready(self, event: Ready, now: int) -> None:
+        session = self.session
+        if event.room is None:
+            self.want_welcome = False
+            session.welcomed(now)
+            settled = session.settled()
+        else:
+            settled = session.room_ready(event.room, event.seq)
+        setup = self.setup
+        if (
+            (settled or not self.wait_rooms)
+            and not self.want_welcome
+            and setup is not None
+            and not setup.ready()
+        ):
+            setup.set(None)
+
+    def _rejected(self, event: Rejected) -> None:
+        run = self.run
+        run.c["errors"] += 1
+        run.errors[event.code] += 1
+        req = event.req_id
+        found = self.session.settle(req) if req is not None else None
+        if found is not None:
+            run.c["rejected"] += 1
+            lost_to = run.recipients.get(found[0], 0)
+            run.c["expected"] -= lost_to
+            if run.by_second:
+                run.expected_by_s[(found[1] - run.t0) // 1_000_000_000] -= lost_to
+            run.fire(SEND_ACK, 0.0, Failure(f"rejected: {event.code}"))
+        elif req is not None and self.history_pending.pop(req, None) is not None:
+            run.fire(HISTORY, 0.0, Failure(f"rejected: {event.code}"))
+        elif self.setup is not None and not self.setup.ready():
+            session = self.session
+            if not session.room_refused(event.code):
+                self.setup.set_exception(_SetupRejected(event.code))
+            elif not self.want_welcome and session.settled():
+                self.setup.set(None)  # the other rooms resumed; that one is gone
+
+    def _on_closed(self, ws: WsConnection, code: int) -> None:
+        run = self.run
+        run.open_now -= 1
+        if ws is not self.ws:
+            return  # an earlier connection of this user, already given up on
+        if self.setup is not None and not self.setup.ready():
+            self.setup.set_exception(_SetupClosed(code))
+            return
+        if self.stopping or ws.closing:
+            return
+        run.c["closed"] += 1
+        run.closes[str(code)] += 1
+        if not self.ready or run.finishing:
+            return
+        cause = "dropped" if code == 1006 else f"close_{code}"  # 1006: no close frame
+        if not self.session.lost(time.time_ns(), cause):
+            return
+        if code in FATAL_CLOSE_CODES:  # reconnecting cannot help (bad frames, refused)
+            self.session.give_up()
+            run.c["gave_up"] += 1
+            return
+        if self.reconnecting is None or self.reconnecting.dead:
+            self.reconnecting = gevent.spawn(self._reconnect)
+
+    # -- reconnect -------------------------------------------------------------------------
+
+    def _reconnect(self) -> None:
+        """Back with the shared client's backoff, resuming the rooms from the last seq seen
+        when the protocol can, then the outbox of unacked sends (same request ids).
+
+        The time from the loss to every room back (re-subscribed, replay received) is the
+        ``reconnect`` entry, and each loss's record is a sample of the recovery target.
+        """
+        run = self.run
+        session = self.session
+        policy = session.policy
+        while not (self.stopping or run.finishing) and session.recovering:
+            gevent.sleep(session.retry_delay_s())
+            if self.stopping or run.finishing:
+                return
+            if not session.attempt(time.time_ns()):
+                run.c["gave_up"] += 1
+                return
+            run.c["reconnect_attempts"] += 1
+            record = session.current
+            started = time.perf_counter()
+            cause = self._session(
+                started, policy.attempt_timeout_ms / 1000, policy.resume_timeout_ms / 1000
+            )
+            now = time.time_ns()
+            lost_ns = record.lost_ns if record is not None else now
+            if cause is None:
+                backlog = session.ready(now)
+                for payload in backlog:
+                    self.send(payload)
+                run.c["retried"] += len(backlog)
+                run.c["reconnects"] += 1
+                run.hist["reconnect"].record_us((now - lost_ns) // 1000)
+                run.fire(RECONNECT, (now - lost_ns) / 1e6)
+                continue  # lost again meanwhile (its close saw this loop running): retry
+            if self.ws is not None and self.ws.is_open:
+                self.ws.drop(quiet=True)  # half set up: the next attempt starts afresh
+            session.lost(now, cause)
+            run.fire(RECONNECT, (now - lost_ns) / 1e6, Failure(f"{cause}: {describe(cause)}"))
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def send_schedule(self, start_ns: int, end_ns: int) -> None:
+        """Open loop: a Poisson process for this user, latency from the scheduled time."""
+        run = self.run
+        sc = run.scenario
+        if run.closed_loop:
+            sleep_until(start_ns)
+            self._round_trip(time.time_ns())
+            sleep_until(end_ns)
+            return
+        rate = sc.rate or 0.0
+        if rate <= 0 or not run.plan.is_sender(self.index):
+            return
+        expo = self.rng.expovariate
+        when = start_ns + int(expo(rate) * 1e9)
+        while when < end_ns and not self.stopping:
+            sleep_until(when)
+            self.send_one(when)
+            when += int(expo(rate) * 1e9)
+
+    def send_one(self, when: int) -> None:
+        """The message scheduled at ``when`` (plus typing / receipt), as the native engine."""
+        run = self.run
+        c = run.c
+        live = self.live
+        if not live and not (run.track_acks and self.session.recovering):
+            c["send_skipped"] += 1
+            return
+        req = self.req()
+        out = compose(run.plan, run.adapter, self.rng, self.index, self.counters, when, req)
+        stream, payload = out.stream, out.payload
+        if live:
+            if out.typing is not None and self.send(out.typing):
+                c["typing_sent"] += 1
+            self.send(payload)
+            run.send_lag.record_us((time.time_ns() - when) // 1000)
+        # else: the connection is being recovered; the send waits in the outbox and goes
+        # out (late, measured from ``when``) once every room has resumed
+        expect = run.recipients.get(stream, 0)
+        c["sent"] += 1
+        c["expected"] += expect
+        if run.by_second:
+            second = (when - run.t0) // 1_000_000_000
+            run.sent_by_s[second] += 1
+            run.expected_by_s[second] += expect
+        if run.track_acks and self.session.track(req, payload, (stream, when)) is not None:
+            run.evicted += 1
+        read = receipt(run.plan, run.adapter, self.rng, self.index, self.session.last_seq)
+        if read is not None and live and self.send(read):
+            c["receipts_sent"] += 1
+
+    def _round_trip(self, now: int) -> None:
+        """Closed-loop rtt: the reply to one request sends the next (until the end time)."""
+        run = self.run
+        if now >= run.end_ns or not self.is_open:
+            return
+        stream = self.index
+        counter = self.counters.get(stream, 0) + 1
+        self.counters[stream] = counter
+        text = marker(stream, stream, counter, now, run.scenario.message_bytes)
+        self.send(run.adapter.ping(text, self.req()))
+        run.c["sent"] += 1
+        run.c["expected"] += 1
+
+    def probe(self, when: int) -> None:
+        """connect: one heartbeat round trip (answered by the reader)."""
+        if self.is_open:
+            self.probe_round = abs(self.probe_round) + 1
+            text = marker(self.index, PROBE_STREAM, self.probe_round, when)
+            if self.send(self.run.adapter.ping(text, self.req())):
+                self.run.c["probes_sent"] += 1
+
+    # -- ending ----------------------------------------------------------------------------
+
+    def begin_close(self) -> None:
+        self.stopping = True
+        if self.reconnecting is not None:
+            self.reconnecting.kill(block=False)
+        if self.ws is not None:
+            self.ws.begin_close()
+
+
+def sleep_until(when_ns: int) -> None:
+    """Sleep this greenlet until a wall-clock instant (never wakes early on purpose)."""
+    delay = (when_ns - time.time_ns()) / 1e9
+    if delay > 0:
+        gevent.sleep(delay)
