@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 import msgspec
 
 from loadtest.engine.coordinator import Outcome
+from loadtest.faults.analysis import summarize as summarize_recovery
 from loadtest.scenarios import Kind
 from rtbench import slo as slo_mod
 from rtbench.exitcodes import ExitCode
@@ -128,7 +129,10 @@ def generator_health(outcome: Outcome) -> GeneratorHealth:
 
 
 def verdicts_for(
-    outcome: Outcome, slo: slo_mod.SLO, health: GeneratorHealth
+    outcome: Outcome,
+    slo: slo_mod.SLO,
+    health: GeneratorHealth,
+    recovery: slo_mod.Verdict | None = None,
 ) -> list[slo_mod.Verdict]:
     kind = outcome.plan.kind
     c = outcome.counters
@@ -147,7 +151,7 @@ def verdicts_for(
         slo_mod.judge_uptime(slo, 0, 0, slo.uptime.window),
         latency,
         slo_mod.judge_connections(slo, held, outcome.plan.connections),
-        slo_mod.judge_recovery(slo, None, 0),
+        recovery or slo_mod.judge_recovery(slo, None, 0),
     ]
     verdicts[0] = msgspec.structs.replace(
         verdicts[0], detail="uptime is measured over time by the monitor (`rtbench monitor`)"
@@ -169,6 +173,7 @@ def series_of(outcome: Outcome) -> list[SecondSample]:
                 acked=s.counters["acked"],
                 delivered=s.counters["delivered"],
                 errors=s.counters["errors"] + s.counters["failed"],
+                reconnects=s.counters["reconnects"],
                 delivery_p50=d.percentile_ms(50.0),
                 delivery_p99=d.percentile_ms(99.0),
                 delivery_max=d.max_ms(),
@@ -227,10 +232,14 @@ def totals_of(outcome: Outcome) -> Totals:
         delivered=c["delivered"],
         lost=lost_of(outcome),
         duplicated=c["duplicated"],
+        duplicated_after_dedupe=c["dup_after_dedupe"],
         out_of_order=c["out_of_order"],
         errors_by_code=dict(outcome.errors_by_code),
         bytes_sent=c["bytes_sent"],
         bytes_received=c["bytes_received"],
+        reconnects=c["reconnects"],
+        resent=c["retried"],
+        replay_duplicates=c["deduped"],
         connections_ready=outcome.ready,
         connections_held=outcome.held,
         connections_answering=outcome.answering if outcome.plan.kind is Kind.CONNECT else None,
@@ -246,13 +255,15 @@ def totals_of(outcome: Outcome) -> Totals:
 
 def build_results(outcome: Outcome, slo: slo_mod.SLO, run_id: str | None = None) -> Results:
     health = generator_health(outcome)
-    verdicts = verdicts_for(outcome, slo, health)
+    recovery = summarize_recovery(outcome, slo)  # loadtest.faults.analysis: fault runs
+    verdicts = verdicts_for(outcome, slo, health, recovery.verdict)
     sc = outcome.scenario
     latency = {
         name: LatencySummary.of(hist) for name, hist in outcome.histograms.items() if hist.count
     }
     if outcome.plan.kind is not Kind.CONNECT:
         latency.setdefault("delivery", LatencySummary())
+    latency.update(recovery.latency)
     environment = Environment.current()
     environment = msgspec.structs.replace(environment, clock=CLOCK_NOTE)
     started = outcome.started_wall
@@ -271,6 +282,7 @@ def build_results(outcome: Outcome, slo: slo_mod.SLO, run_id: str | None = None)
             engine="native",
             config=sc.describe(),
             slo=slo_mod.dump_slo(slo),
+            faults=recovery.faults,
         ),
         environment=environment,
         generator=health,

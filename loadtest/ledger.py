@@ -66,6 +66,14 @@ class RecipientLedger:
             return Arrival.LATE
         return Arrival.DUPLICATE
 
+    def seen(self, stream: int, sender: int, counter: int) -> bool:
+        """True when ``counter`` already arrived (nothing is recorded: a look only)."""
+        state = self.streams.get((stream, sender))
+        if state is None or counter > state[0]:
+            return False
+        gaps = state[1]
+        return not gaps or counter not in gaps
+
     def missing(self) -> int:
         """Counters skipped and not (yet) arrived, over every stream."""
         return sum(len(state[1]) for state in self.streams.values() if state[1])

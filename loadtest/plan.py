@@ -19,9 +19,16 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, NamedTuple
 
-from loadtest.adapters.base import Feature
+from loadtest.adapters.base import Feature, marker
 from loadtest.scenarios import Kind, Scenario
+
+if TYPE_CHECKING:
+    import random
+
+    from loadtest.adapters.base import Adapter
 
 PROBE_STREAM = -1
 """Stream id of heartbeat probes (connect scenario): not part of delivery accounting."""
@@ -156,3 +163,77 @@ def bitmap_or(into: bytearray, other: bytes) -> None:
 
 def bitmap_count(bits: bytes) -> int:
     return sum(byte.bit_count() for byte in bits)
+
+
+# -- composing a scheduled message (shared by the native engine and the Locust users) ---------
+
+
+class Outgoing(NamedTuple):
+    """One scheduled message, composed: where it goes and the frames that carry it."""
+
+    stream: int
+    payload: bytes
+    typing: bytes | None  # chat: a typing indicator to send just before the message
+
+
+def compose(
+    plan: Plan,
+    adapter: Adapter,
+    rng: random.Random,
+    index: int,
+    counters: dict[int, int],
+    when_ns: int,
+    req_id: int,
+) -> Outgoing:
+    """The message connection ``index`` sends at ``when_ns``, the same in every engine.
+
+    It picks the stream (rtt: itself; fanout: its room; chat: its room, or with
+    ``dm_share`` its DM partner), advances that stream's counter in ``counters``, writes
+    the marker and builds the frames. The ``rng`` draws come in a fixed order (DM, then
+    typing), so a seeded run sends the same messages.
+    """
+    sc = plan.scenario
+    kind = plan.kind
+    partner = None
+    if kind is Kind.RTT:
+        stream = index
+    elif kind is Kind.FANOUT:
+        stream = plan.rooms_of(index)[0]
+    else:
+        partner = plan.partner(index)
+        if partner is not None and sc.dm_share and rng.random() < sc.dm_share:
+            stream = plan.dm_stream(index)
+        else:
+            stream = plan.rooms_of(index)[0]
+            partner = None
+    counter = counters.get(stream, 0) + 1
+    counters[stream] = counter
+    text = marker(index, stream, counter, when_ns, sc.message_bytes)
+    typing = None
+    if kind is Kind.RTT:
+        payload = adapter.ping(text, req_id)
+    elif kind is Kind.FANOUT:
+        payload = adapter.publish(plan.room_name(stream), "rtbench", text, req_id)
+    elif partner is not None:
+        payload = adapter.dm(plan.user(partner), text, req_id)
+    else:
+        room = plan.room_name(stream)
+        if sc.typing_share and rng.random() < sc.typing_share:
+            typing = adapter.typing(room, True)
+        payload = adapter.send(room, text, req_id)
+    return Outgoing(stream, payload, typing)
+
+
+def receipt(
+    plan: Plan, adapter: Adapter, rng: random.Random, index: int, last_seq: Mapping[str, int]
+) -> bytes | None:
+    """chat: with ``receipt_share``, after a send, a read receipt up to the last seq seen
+    in the sender's room (None: no receipt this time, or nothing seen yet)."""
+    sc = plan.scenario
+    if not sc.receipt_share or plan.kind not in (Kind.CHAT, Kind.SOAK):
+        return None
+    if rng.random() >= sc.receipt_share:
+        return None
+    room = plan.room_name(plan.rooms_of(index)[0])
+    seq = last_seq.get(room, 0)
+    return adapter.read(room, seq) if seq > 0 else None

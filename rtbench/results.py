@@ -61,10 +61,13 @@ class Totals(Struct, omit_defaults=True, kw_only=True):
     expected_deliveries: int = 0
     delivered: int = 0  # unique deliveries (duplicates not counted here)
     lost: int = 0
-    duplicated: int = 0
+    duplicated: int = 0  # arrived again on the wire, before any client-side dedupe
+    duplicated_after_dedupe: int = 0  # ... and past the resuming client's seq dedupe
     out_of_order: int = 0
     errors_by_code: dict[str, int] = {}
     reconnects: int = 0
+    resent: int = 0  # unacked sends written again after a reconnect (same idempotency key)
+    replay_duplicates: int = 0  # replayed items a resuming client already had, dropped by it
     bytes_sent: int = 0
     bytes_received: int = 0
     # Added by the native engine (docs/RESULTS.md); readers that do not know them ignore them.

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import tempfile
+from collections.abc import Iterator
 from urllib.parse import urlparse
 
 import pytest
@@ -67,3 +69,39 @@ def chromium() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     need_service("chromium", path is not None, "install Debian's chromium package")
     return path  # type: ignore[return-value]
+
+
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+
+
+@pytest.fixture(scope="module")
+def browser(chromium: str) -> Iterator[object]:
+    """A headless Chromium (selenium), one per test module.
+
+    Its console log is read with ``get_log('browser')``.
+    """
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    driver_path = shutil.which("chromedriver")
+    need_service("chromedriver", driver_path is not None, "install Debian's chromium-driver")
+    profile = tempfile.mkdtemp(prefix="rtbench-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--window-size=1100,900"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)

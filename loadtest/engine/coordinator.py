@@ -19,13 +19,17 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from loadtest.adapters import adapter_class
+from loadtest.adapters import Feature, make_adapter
 from loadtest.engine import wire
 from loadtest.plan import Plan, bitmap_count, bitmap_or
 from loadtest.scenarios import Kind, Scenario, ScenarioError
 from loadtest.serverinfo import probe
 from rtbench.histogram import LatencyHistogram
+
+if TYPE_CHECKING:
+    from loadtest.faults.runner import FaultSession
 
 GO_LEAD_S = 0.25
 """Sends start this long after the go, so every worker has it before the first send."""
@@ -98,6 +102,10 @@ class Outcome:
     drained: bool
     interrupted: bool = False
     server: dict = field(default_factory=dict)
+    # fault runs (loadtest.faults): every connection loss and what the injections did
+    recoveries: list = field(default_factory=list)  # loadtest.client.Recovery, all workers
+    ontime_by_ds: Counter = field(default_factory=Counter)  # on-time deliveries / 100 ms
+    faults: object | None = None  # the run's loadtest.faults.FaultSession
 
 
 class _WorkerHandle:
@@ -122,21 +130,28 @@ async def run_load(
     *,
     on_progress: Callable[[Progress], None] | None = None,
     server_probe: Callable[[str], object] | None = probe,
+    faults: FaultSession | None = None,
 ) -> Outcome:
     """Run a resolved scenario against ``scenario.target``; every worker is ended on return.
 
     ``server_probe`` asks the target about itself (RSS from /healthz or /metrics) before the
-    go and at the end of the load; None skips it.
+    go and at the end of the load; None skips it. ``faults`` (a ``FaultSession`` the
+    caller has entered) puts its proxy in the clients' path and injects its faults from
+    the go.
     """
     if scenario.target is None:
         raise ScenarioError("no target: give --target ws://HOST:PORT or target in the file")
-    adapter_cls = adapter_class(scenario.protocol)
+    adapter = make_adapter(scenario.protocol, scenario.protocol_options)
     plan = Plan(scenario, secrets.token_hex(3) + "-")
-    problem = adapter_cls.check(plan.features())
+    problem = adapter.check(plan.features())
     if problem:
         raise ScenarioError(f"{problem}, which scenario {scenario.scenario} needs")
-    url = adapter_cls(None).url(scenario.target)
+    url = adapter.url(scenario.target)
+    if faults is not None:
+        url = faults.client_url(url)
     run = _Run(scenario, plan, url, on_progress, server_probe)
+    run.needs_acks = Feature.ACK in adapter.features
+    run.faults = faults
     return await run.execute()
 
 
@@ -156,6 +171,8 @@ class _Run:
         self.end_ns: int | None = None
         self.last_shown = -1
         self.server: dict = {}
+        self.needs_acks = False  # the adapter acks sends: the drain also waits for acks
+        self.faults: FaultSession | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -179,8 +196,12 @@ class _Run:
                 self.phase = "holding" if self.plan.kind is Kind.CONNECT else "running"
                 for w in self.workers:
                     w.send(wire.Go(start_ns=self.go_ns, live=bytes(live)))
+                if self.faults is not None:
+                    self.faults.begin(self.go_ns)
                 run_budget = self.scenario.duration + GO_LEAD_S + 30
                 await self._wait_all(lambda w: w.send_done is not None, run_budget)
+                if self.faults is not None:
+                    await self.faults.finished()
                 await self._probe_server("at_peak")
                 self.phase = "draining"
                 drained = await self._drain()
@@ -222,6 +243,7 @@ class _Run:
                     tag=self.plan.tag,
                     url=self.url,
                     t0_ns=self.t0,
+                    ontime_ms=self.faults.ontime_ms if self.faults is not None else None,
                 )
             )
 
@@ -273,7 +295,7 @@ class _Run:
 
     async def _drain(self) -> bool:
         """Wait until every expected delivery (and ack) is in, or the drain timeout passes."""
-        needs_acks = "ack" in adapter_class(self.scenario.protocol).features
+        needs_acks = self.needs_acks
         deadline = time.monotonic() + self.scenario.drain
         while True:
             if self.plan.kind is Kind.CONNECT:
@@ -426,6 +448,9 @@ class _Run:
             drained=drained,
             interrupted=interrupted,
             server=self.server,
+            recoveries=[r for f in finals for r in f.recoveries],
+            ontime_by_ds=sum((Counter(f.ontime_by_ds) for f in finals), Counter()),
+            faults=self.faults,
         )
 
     def _seconds(self) -> list[SecondStats]:
@@ -451,3 +476,32 @@ class _Run:
                 stats.lag_ms = max(stats.lag_ms, tick.loop_lag_ms)
             out.append(stats)
         return out
+
+
+def outcome_from(
+    scenario: Scenario,
+    plan: Plan,
+    url: str,
+    workers: list[tuple[wire.Ready | None, dict[int, wire.Tick], wire.Final | None]],
+    *,
+    t0_ns: int,
+    started_wall: float,
+    go_ns: int | None,
+    end_ns: int | None,
+    drained: bool,
+    interrupted: bool = False,
+) -> Outcome:
+    """Merge figures another driver gathered in this engine's wire format, as a native run's.
+
+    The Locust users (``loadtest.locust``) report per process the same Ready, Ticks and
+    Final as a native worker; merging them here keeps one merge and one set of verdicts
+    for both engines. ``t0_ns``, ``go_ns`` and ``end_ns`` are on the clock the ticks and
+    scheduled-send seconds were counted from.
+    """
+    run = _Run(scenario, plan, url, None, None)
+    run.t0, run.started_wall, run.go_ns, run.end_ns = t0_ns, started_wall, go_ns, end_ns
+    for index, (ready, ticks, final) in enumerate(workers):
+        handle = _WorkerHandle(index, None)  # type: ignore[arg-type]  # no process here
+        handle.ready, handle.ticks, handle.final = ready, dict(ticks), final
+        run.workers.append(handle)
+    return run._outcome(drained, interrupted)

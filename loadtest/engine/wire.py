@@ -13,6 +13,7 @@ import struct
 import msgspec
 from msgspec import Struct
 
+from loadtest.client.reconnect import Recovery
 from loadtest.scenarios import Scenario
 
 _LEN = struct.Struct("!I")
@@ -24,6 +25,7 @@ class Start(Struct, tag=True):
     tag: str
     url: str
     t0_ns: int  # run start on the machine-wide monotonic clock
+    ontime_ms: float | None = None  # fault runs: deliveries this fast count in the message flow
 
 
 class Go(Struct, tag=True):
@@ -81,6 +83,8 @@ class Final(Struct, tag=True):
     lag_samples: list[float]
     rss_max: int
     notes: list[str]
+    recoveries: list[Recovery] = []  # every connection loss and its recovery (fault runs)
+    ontime_by_ds: dict[int, int] = {}  # on-time deliveries by receive decisecond since t0
 
 
 class Fatal(Struct, tag=True):

@@ -36,16 +36,20 @@ from loadtest.adapters import (
     Notice,
     Ready,
     Rejected,
-    adapter_class,
+    Reply,
+    make_adapter,
     marker,
 )
+from loadtest.client.policy import ReconnectPolicy
+from loadtest.client.reconnect import ClientSession, Recovery
 from loadtest.engine import wire
-from loadtest.engine.clock import PreciseTimer
 from loadtest.engine.failures import classify
+from loadtest.engine.recovery import Reconnector, new_liveness
+from loadtest.engine.schedule import OpenLoop
 from loadtest.ledger import Arrival, RecipientLedger
-from loadtest.plan import PROBE_STREAM, Plan
+from loadtest.plan import PROBE_STREAM, Plan, compose, receipt
 from loadtest.scenarios import Kind
-from loadtest.session import SessionState
+from loadtest.session import ITEM_KINDS, SeqOrder
 from rtbench.histogram import LatencyHistogram
 
 COUNTERS = (
@@ -59,7 +63,8 @@ COUNTERS = (
     "rejected",
     "expected",
     "delivered",
-    "duplicated",
+    "duplicated",  # arrived again on the wire (before the client's seq dedupe)
+    "dup_after_dedupe",  # arrived again and got past the dedupe
     "out_of_order",
     "errors",
     "send_skipped",
@@ -70,6 +75,14 @@ COUNTERS = (
     "bytes_sent",
     "bytes_received",
     "unacked",
+    # recovery (loadtest.engine.recovery)
+    "reconnects",
+    "reconnect_attempts",
+    "retried",
+    "deduped",
+    "pings_sent",
+    "heartbeat_dead",
+    "gave_up",
 )
 PENDING_LIMIT = 4096
 """Sends awaiting an ack per connection; beyond it the oldest is forgotten (``unacked``)."""
@@ -93,17 +106,21 @@ class Conn(WSListener):
         self.user = worker.plan.user(index)
         self.transport = None
         self.is_open = False
-        self.ready = False
+        self.ready = False  # set up once: part of the run
+        self.live = False  # open and every room subscribed: sends go out now
         self.setup: asyncio.Future[None] | None = None
         self.want_welcome = False
-        self.pending_rooms: set[str] = set()
-        self.session = SessionState()
+        self.wait_rooms = True  # setup completes when every room answered (False: at welcome)
+        # seqs, resume map, request ids and the outbox of unacked sends (req id ->
+        # (payload, (stream, scheduled ns))): the shared client library
+        self.session = ClientSession(worker.policy, worker.rng)
         self.ledger = RecipientLedger()
-        self.pending: dict[int, tuple[int, int]] = {}  # req_id -> (stream, scheduled ns)
-        self.next_req = 0
         self.counters: dict[int, int] = {}  # stream -> last counter sent
         self.close_code: int | None = None
         self.probe_round = 0
+        self.liveness = new_liveness()
+        self.lost_cause = ""  # why we cut it ourselves (heartbeat), when we did
+        self.recovering: asyncio.Task[None] | None = None
 
     # -- picows callbacks --------------------------------------------------------------------------
 
@@ -114,7 +131,9 @@ class Conn(WSListener):
         kind = frame.msg_type
         if kind is _TEXT or kind is _BINARY:
             self.w.on_payload(self, frame.get_payload_as_bytes())
-        elif kind is _CLOSE:
+            return
+        self.liveness.last_rx_ns = time.monotonic_ns()  # a pong (or ping) says it is alive
+        if kind is _CLOSE:
             code = frame.get_close_code()
             self.close_code = int(getattr(code, "value", code))
             transport.send_close(WSCloseCode.OK)
@@ -130,8 +149,8 @@ class Conn(WSListener):
         self.w.c["bytes_sent"] += len(payload)
 
     def req(self) -> int:
-        self.next_req += 1
-        return self.next_req
+        """A request id unique to this client for the whole run, across reconnects."""
+        return self.session.new_id()
 
 
 class Worker:
@@ -141,12 +160,17 @@ class Worker:
         self.start = start
         self.scenario = start.scenario
         self.plan = Plan(start.scenario, start.tag)
-        self.adapter = adapter_class(start.scenario.protocol)()
+        self.adapter = make_adapter(start.scenario.protocol, start.scenario.protocol_options)
         self.msg_type = _BINARY if self.adapter.binary else _TEXT
         self.emit = emit
         self.t0 = start.t0_ns
         self.c: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self.rng = random.Random(
+            None if self.scenario.seed is None else self.scenario.seed * 1000 + start.worker
+        )
+        self.policy = start.scenario.reconnect or ReconnectPolicy(outbox=PENDING_LIMIT)
         self.conns: list[Conn] = [Conn(self, i) for i in self.plan.local(start.worker)]
+        self._name_dm_rooms()
         self.open_now = 0
         self.recipients: dict[int, int] = {}
         self.failures: Counter[str] = Counter()
@@ -173,16 +197,23 @@ class Worker:
         self.notes: list[str] = []
         self.tasks: set[asyncio.Task] = set()
         self.draining = False
-        self.rng = random.Random(
-            None if self.scenario.seed is None else self.scenario.seed * 1000 + start.worker
-        )
         self.url = start.url
         self.send_lag = self.hist["send_lag"]
-        self.by_second = start.scenario.scenario is Kind.SOAK  # windows need send-time tallies
+        # soak windows, and the losses around each fault, need send-time tallies
+        self.by_second = start.scenario.scenario is Kind.SOAK or bool(start.scenario.faults)
+        self.reconnector = (
+            Reconnector(self, start.scenario.reconnect) if start.scenario.reconnect else None
+        )
+        self.ontime_ns = int(start.ontime_ms * 1e6) if start.ontime_ms else 0
+        self.ontime_by_ds: Counter[int] = Counter()
         self.track_acks = (
             start.scenario.scenario is not Kind.RTT and Feature.ACK in self.adapter.features
         )
+        self.queue_while_down = self.reconnector is not None and self.track_acks
+        # chat's read receipts: skip their per-send call when the scenario has none
+        self.receipts = bool(start.scenario.receipt_share) and start.scenario.scenario in _CHATS
         self.closed_loop = start.scenario.closed_loop
+        self.own_replies = start.scenario.scenario is Kind.RTT  # rtt: the reply is the delivery
         self.end_ns = 0
         self.local_addr_for = self._source_addresses(start.url)
 
@@ -190,6 +221,7 @@ class Worker:
 
     def on_payload(self, conn: Conn, payload: bytes) -> None:
         now = time.monotonic_ns()
+        conn.liveness.last_rx_ns = now
         c = self.c
         c["bytes_received"] += len(payload)
         event = self.adapter.parse(payload)
@@ -201,6 +233,20 @@ class Worker:
                     conn.probe_round = -conn.probe_round
                     self.hist["heartbeat"].record_us((now - event.sched_ns) // 1000)
                 return
+            has_seq = event.seq is not None and event.room is not None
+            own = event.sender == conn.index and not self.own_replies
+            if has_seq and conn.session.item(event.room, event.seq) is SeqOrder.OLD:
+                # seen before by seq: the client drops it, but the server did send it
+                # again, and ``duplicated`` counts what arrived twice on the wire
+                c["deduped"] += 1
+                if not own and conn.ledger.seen(event.stream, event.sender, event.counter):
+                    c["duplicated"] += 1
+                return
+            if own:
+                # many servers (Socket.IO's io.to(room)) broadcast to the sender too, and a
+                # resume replays the client's own messages: nobody's expected delivery
+                self.events["own_message"] += 1
+                return
             # fast path of RecipientLedger.arrive: the next counter of a known stream
             state = conn.ledger.streams.get((event.stream, event.sender))
             if state is not None and event.counter == state[0] + 1:
@@ -210,50 +256,74 @@ class Worker:
                 arrival = conn.ledger.arrive(event.stream, event.sender, event.counter)
             if arrival is Arrival.DUPLICATE:
                 c["duplicated"] += 1
+                c["dup_after_dedupe"] += 1  # got past the seq dedupe: the app sees it twice
             else:
                 if arrival is Arrival.LATE:
                     c["out_of_order"] += 1
                 c["delivered"] += 1
-                self.second_hist.record_us((now - event.sched_ns) // 1000)
+                latency_ns = now - event.sched_ns
+                self.second_hist.record_us(latency_ns // 1000)
                 if self.by_second:
                     self.delivered_by_s[(event.sched_ns - self.t0) // 1_000_000_000] += 1
-            if event.seq is not None and event.room is not None:
-                conn.session.observe(event.room, event.seq)
-            elif self.closed_loop and event.sender == conn.index:
+                if self.ontime_ns and latency_ns <= self.ontime_ns:
+                    self.ontime_by_ds[(now - self.t0) // 100_000_000] += 1
+            if not has_seq and self.closed_loop and event.sender == conn.index:
                 self._next_round_trip(conn, now)
         elif kind is Ack:
-            found = conn.pending.pop(event.req_id, None)
+            found = conn.session.settle(event.req_id)
             if found is not None:
                 c["acked"] += 1
                 self.hist["ack"].record_us((now - found[1]) // 1000)
+            if event.seq is not None and event.room is not None:
+                conn.session.observe(event.room, event.seq)  # our own item: its seq is seen
         elif kind is Ready:
+            session = conn.session
             if event.room is None:
                 conn.want_welcome = False
+                session.welcomed(now)
+                settled = session.settled()
             else:
-                conn.pending_rooms.discard(event.room)
-                conn.session.joined(event.room, event.seq)
+                settled = session.room_ready(event.room, event.seq)
             setup = conn.setup
-            complete = not conn.want_welcome and not conn.pending_rooms
-            if complete and setup is not None and not setup.done():
+            if (
+                (settled or not conn.wait_rooms)
+                and not conn.want_welcome
+                and setup is not None
+                and not setup.done()
+            ):
                 setup.set_result(None)
         elif kind is Rejected:
             c["errors"] += 1
             self.errors[event.code] += 1
-            found = conn.pending.pop(event.req_id, None) if event.req_id is not None else None
+            found = conn.session.settle(event.req_id) if event.req_id is not None else None
             if found is not None:
                 c["rejected"] += 1
                 lost_to = self.recipients.get(found[0], 0)
                 c["expected"] -= lost_to
                 if self.by_second:
                     self.expected_by_s[(found[1] - self.t0) // 1_000_000_000] -= lost_to
+            elif conn.session.room_refused(event.code):
+                # one resumed room refused (the others go on); recorded even when it
+                # arrives with the welcome, before the setup waits for the rooms
+                setup = conn.setup
+                if (
+                    setup is not None
+                    and not setup.done()
+                    and not conn.want_welcome
+                    and conn.session.settled()
+                ):
+                    setup.set_result(None)
             elif conn.setup is not None and not conn.setup.done():
                 conn.setup.set_exception(_SetupRejected(event.code))
         elif kind is Notice:
             self.events[event.kind] += 1
-            if event.room is not None and event.seq is not None:
+            if event.seq is not None and event.kind in ITEM_KINDS:  # not a receipt's read marker
                 conn.session.observe(event.room, event.seq)
+        elif kind is Reply:  # e.g. an Engine.IO pong: the server drops clients that are silent
+            conn.send(event.payload)
 
     def on_closed(self, conn: Conn) -> None:
+        conn.live = False
         if conn.is_open:
             conn.is_open = False
             self.open_now -= 1
@@ -261,6 +331,34 @@ class Worker:
             self.closes[str(conn.close_code or 1006)] += 1
         if conn.setup is not None and not conn.setup.done():
             conn.setup.set_exception(_SetupClosed(conn.close_code or 1006))
+        if self.reconnector is not None and conn.ready:
+            self.reconnector.lost(conn)
+
+    def opened(self, conn: Conn) -> None:
+        """A (re)connection's upgrade succeeded."""
+        conn.is_open = True
+        self.open_now += 1
+        conn.close_code = None
+        conn.lost_cause = ""
+        conn.liveness.reset(time.monotonic_ns())
+
+    def rooms_of(self, conn: Conn) -> list[str]:
+        return [self.plan.room_name(r) for r in self.plan.rooms_of(conn.index)]
+
+    def _name_dm_rooms(self) -> None:
+        """Tell each client its DM room, if the protocol names it: a client that was away
+        when its partner's first DM created the room must still ask for its replay."""
+        if not self.scenario.dm_share:
+            return
+        for conn in self.conns:
+            partner = self.plan.partner(conn.index)
+            room = (
+                self.adapter.dm_room(conn.user, self.plan.user(partner))
+                if partner is not None
+                else None
+            )
+            if room is not None:
+                conn.session.rooms.add(room)
 
     # -- connecting --------------------------------------------------------------------------------
 
@@ -330,25 +428,28 @@ class Worker:
                 return
             finally:
                 gate.release()
-            conn.is_open = True
-            self.open_now += 1
+            self.opened(conn)
             c["opened"] += 1
             self.hist["handshake"].record_us((time.monotonic_ns() - started) // 1000)
             conn.setup = asyncio.get_running_loop().create_future()
             conn.want_welcome = self.adapter.expects_welcome
-            for payload in self.adapter.open(conn.user, token):
+            frames, _ = conn.session.opening_frames(self.adapter, conn.user, token)
+            for payload in frames:
                 conn.send(payload)
-            rooms = [self.plan.room_name(r) for r in self.plan.rooms_of(conn.index)]
+            rooms = self.rooms_of(conn)
             if conn.want_welcome:
                 await asyncio.wait_for(conn.setup, (deadline - time.monotonic_ns()) / 1e9)
                 conn.setup = asyncio.get_running_loop().create_future()
-            conn.pending_rooms = set(rooms)
+            if self.adapter.confirms_join:
+                conn.session.expect_rooms(rooms)
             for room in rooms:
                 conn.send(self.adapter.join(room, conn.req()))
-            if rooms:
+            if not conn.session.settled():
                 await asyncio.wait_for(conn.setup, (deadline - time.monotonic_ns()) / 1e9)
             conn.setup = None
+            conn.session.ready(time.monotonic_ns())
             conn.ready = True
+            conn.live = True
             c["ready"] += 1
             self.hist["setup"].record_us((time.monotonic_ns() - started) // 1000)
         except _SetupRejected as exc:
@@ -388,7 +489,8 @@ class Worker:
         if not senders or not sc.rate:
             await self._sleep_until(end_ns)
             return
-        schedule = OpenLoop(self, senders, start_ns, end_ns)
+        rate = sc.rate * len(senders)
+        schedule = OpenLoop(self.send_one, senders, rate, self.rng, start_ns, end_ns)
         try:
             await schedule.done
         finally:
@@ -397,45 +499,22 @@ class Worker:
     def send_one(self, conn: Conn, when: int) -> None:
         """Send the message scheduled at ``when`` from ``conn`` (plus typing / receipt)."""
         c = self.c
-        if not conn.is_open:
+        live = conn.live
+        if not live and not (self.queue_while_down and conn.session.recovering):
             c["send_skipped"] += 1
             return
-        plan = self.plan
-        kind = plan.kind
-        adapter = self.adapter
-        sc = self.scenario
-        rng = self.rng
-        i = conn.index
-        partner = None
-        if kind is Kind.RTT:
-            stream = i
-        elif kind is Kind.FANOUT:
-            stream = plan.rooms_of(i)[0]
-        else:
-            partner = plan.partner(i)
-            if partner is not None and sc.dm_share and rng.random() < sc.dm_share:
-                stream = plan.dm_stream(i)
-            else:
-                stream = plan.rooms_of(i)[0]
-                partner = None
-        counter = conn.counters.get(stream, 0) + 1
-        conn.counters[stream] = counter
-        text = marker(i, stream, counter, when, sc.message_bytes)
-        req = conn.req()
-        if kind is Kind.RTT:
-            payload = adapter.ping(text, req)
-        elif kind is Kind.FANOUT:
-            payload = adapter.publish(plan.room_name(stream), "rtbench", text, req)
-        elif partner is not None:
-            payload = adapter.dm(plan.user(partner), text, req)
-        else:
-            room = plan.room_name(stream)
-            if sc.typing_share and rng.random() < sc.typing_share:
-                conn.send(adapter.typing(room, True))
+        req = conn.session.new_id()  # (conn.req(), inlined: this runs per message)
+        out = compose(self.plan, self.adapter, self.rng, conn.index, conn.counters, when, req)
+        stream, payload = out.stream, out.payload
+        if live:
+            if out.typing is not None:
+                conn.send(out.typing)
                 c["typing_sent"] += 1
-            payload = adapter.send(room, text, req)
-        conn.send(payload)
-        self.send_lag.record_us((time.monotonic_ns() - when) // 1000)
+            conn.transport.send(self.msg_type, payload)  # (conn.send, inlined)
+            c["bytes_sent"] += len(payload)
+            self.send_lag.record_us((time.monotonic_ns() - when) // 1000)
+        # else: the connection is being recovered; the send waits in the outbox and goes
+        # out (late, measured from ``when``) once every room has resumed
         expect = self.recipients.get(stream, 0)
         c["sent"] += 1
         c["expected"] += expect
@@ -443,18 +522,14 @@ class Worker:
             second = (when - self.t0) // 1_000_000_000
             self.sent_by_s[second] += 1
             self.expected_by_s[second] += expect
-        if self.track_acks:
-            pending = conn.pending
-            pending[req] = (stream, when)
-            if len(pending) > PENDING_LIMIT:
-                pending.pop(next(iter(pending)))
-                self.evicted += 1
-        if sc.receipt_share and kind in _CHATS and rng.random() < sc.receipt_share:
-            room = plan.room_name(plan.rooms_of(i)[0])
-            seq = conn.session.last_seq.get(room, 0)
-            if seq > 0:
-                conn.send(adapter.read(room, seq))
-                c["receipts_sent"] += 1
+        if self.track_acks and conn.session.track(req, payload, (stream, when)) is not None:
+            self.evicted += 1
+        if not self.receipts:
+            return
+        read = receipt(self.plan, self.adapter, self.rng, conn.index, conn.session.last_seq)
+        if read is not None and live:
+            conn.send(read)
+            c["receipts_sent"] += 1
 
     def _next_round_trip(self, conn: Conn, now: int) -> None:
         """Closed-loop rtt: the reply to one request sends the next (until the end time)."""
@@ -603,7 +678,18 @@ class Worker:
             lag_samples=self.lag_samples,
             rss_max=self.rss_max,
             notes=self.notes,
+            recoveries=self.recoveries(),
+            ontime_by_ds=dict(self.ontime_by_ds),
         )
+
+    def recoveries(self) -> list[Recovery]:
+        """Every loss of the run; one still being recovered at the end never resumed."""
+        out: list[Recovery] = []
+        for conn in self.conns:
+            out.extend(conn.session.records)
+            if conn.session.current is not None:
+                out.append(conn.session.current)
+        return out
 
     # -- the run -----------------------------------------------------------------------------------
 
@@ -635,6 +721,8 @@ class Worker:
         self.lag_worst_ms = 0.0
         self.proc.cpu_percent(None)
         self.measuring = True
+        if self.reconnector is not None:
+            self.reconnector.start()
         if self.plan.kind is Kind.CONNECT:
             work = asyncio.create_task(self.hold(go.start_ns, end_ns))
         else:
@@ -655,58 +743,16 @@ class Worker:
             self.held = sum(1 for conn in self.conns if conn.is_open and conn.ready)
 
     async def _finish(self) -> None:
-        unacked = sum(len(conn.pending) for conn in self.conns) + self.evicted
+        if self.reconnector is not None:
+            await self.reconnector.stop()  # closing now: nobody comes back
+            failed = self.reconnector.failures
+            if failed:
+                causes = ", ".join(f"{n} {cause}" for cause, n in failed.most_common(4))
+                self.notes.append(f"reconnect attempts that failed (and were retried): {causes}")
+        unacked = sum(len(conn.session.outbox) for conn in self.conns) + self.evicted
         await self.close_all()
         self.c["unacked"] = unacked
         self.emit(self.final())
-
-
-class OpenLoop:
-    """The merged Poisson schedule of a worker's senders, driven by timer callbacks.
-
-    Each firing sends every message whose time has come (at most ``BATCH`` before letting
-    the loop run receive callbacks), then arms the timer for the next one. A message sent
-    late still carries its scheduled time, so the lateness counts in the latency.
-    """
-
-    BATCH = 64
-
-    def __init__(self, worker: Worker, senders: list[Conn], start_ns: int, end_ns: int) -> None:
-        self.worker = worker
-        self.senders = senders
-        self.end_ns = end_ns
-        rng = worker.rng
-        self.pick = rng.randrange
-        self.expo = rng.expovariate
-        self.rate = (worker.scenario.rate or 0.0) * len(senders)
-        self.next_ns = start_ns + int(self.expo(self.rate) * 1e9)
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.timer = PreciseTimer(self.fire)
-        self.timer.arm(self.next_ns)
-
-    def fire(self) -> None:
-        now = time.monotonic_ns()
-        budget = self.BATCH
-        send_one = self.worker.send_one
-        senders = self.senders
-        n = len(senders)
-        while self.next_ns <= now:
-            if self.next_ns >= self.end_ns:
-                break
-            send_one(senders[self.pick(n)], self.next_ns)
-            self.next_ns += int(self.expo(self.rate) * 1e9)
-            budget -= 1
-            if budget == 0:  # far behind: let replies be read, then go on at once
-                self.timer.arm(now)
-                return
-        if self.next_ns >= self.end_ns:
-            if not self.done.done():
-                self.done.set_result(None)
-            return
-        self.timer.arm(self.next_ns)
-
-    def close(self) -> None:
-        self.timer.close()
 
 
 async def _cancel(task: asyncio.Task | None) -> None:

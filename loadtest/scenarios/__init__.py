@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta, Struct
 
+from loadtest.client.policy import ReconnectPolicy
 from rtbench.tomlfile import load_toml_struct
 
 EXAMPLES_DIR = Path(__file__).parent
@@ -48,6 +49,7 @@ class Scenario(Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=T
     name: str | None = None  # free text for reports
     target: str | None = None  # ws:// or wss:// URL; --target overrides
     protocol: str = "reference"  # adapter name or path/to/adapter.py[:Class]
+    protocol_options: dict[str, Any] = {}  # the adapter's options (socketio, generic: ADAPTERS.md)
     users: Count | None = None  # connections (fanout: subscribers)
     room_size: Annotated[int, Meta(ge=2)] | None = None  # members per room (fanout: subscribers)
     publishers: Count | None = None  # fanout: publishing connections per room
@@ -70,10 +72,18 @@ class Scenario(Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=T
     max_cpu_percent: Annotated[float, Meta(gt=0, le=100)] = 95.0  # generator saturation
     max_loop_lag_ms: Positive = 50.0  # generator saturation: worst event-loop lag
     seed: int | None = None  # random seed (Poisson arrivals, DM/typing choices)
+    # recovery runs (docs/RECOVERY.md)
+    faults: list[str] = []  # fault injections, KIND[:ARG]@TIME, e.g. "restart:kill@10s"
+    server_cmd: str | None = None  # rtbench starts (and restarts) the server with this command
+    reconnect: ReconnectPolicy | None = None  # reconnect + heartbeat settings; on with faults
 
     def resolved(self) -> Scenario:
         """A copy with every ``None`` replaced by the kind's default, validated."""
-        values = {**DEFAULTS[self.scenario], **_set_fields(self)}
+        given = _set_fields(self)
+        values = {**DEFAULTS[self.scenario], **given}
+        values.update(_shares_the_protocol_lacks(values, given))
+        if values.get("faults") and values.get("reconnect") is None:
+            values["reconnect"] = ReconnectPolicy()  # a fault run's clients come back
         scenario = Scenario(**values)
         scenario.validate()
         return scenario
@@ -108,6 +118,21 @@ class Scenario(Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=T
             )
         if self.target is not None:
             check_target(self.target)
+        self._validate_recovery()
+
+    def _validate_recovery(self) -> None:
+        from loadtest.faults.schedule import FaultError, parse_faults
+
+        if self.reconnect is not None and (problem := self.reconnect.validate()):
+            raise ScenarioError(problem)
+        if not self.faults:
+            return
+        if self.closed_loop:
+            raise ScenarioError("--closed-loop stalls at a lost reply: use --rate with faults")
+        try:
+            parse_faults(self.faults, duration_s=self.duration, server_cmd=self.server_cmd)
+        except FaultError as exc:
+            raise ScenarioError(str(exc)) from None
 
     @property
     def connections(self) -> int:
@@ -123,7 +148,35 @@ class Scenario(Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=T
         out = msgspec.to_builtins(self)
         if out.get("jwt_secret"):
             out["jwt_secret"] = "***"
+        options = out.get("protocol_options") or {}
+        for secret in ("auth", "headers"):  # may hold credentials written in the file
+            if options.get(secret):
+                options[secret] = "***"
         return out
+
+
+_SHARE_FEATURES = {"dm_share": "dm", "typing_share": "typing", "receipt_share": "receipts"}
+
+
+def _shares_the_protocol_lacks(values: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """Default chat shares (DMs, typing, receipts) become 0 for a protocol without them.
+
+    The defaults suit the reference protocol; a Socket.IO or generic server that has no
+    DMs still runs ``chat`` with no flags. A share the user set is kept (and refused by
+    the feature check if the protocol lacks it). Building the adapter here also checks
+    ``protocol_options``, so a bad template is a usage error before anything starts.
+    """
+    from loadtest.adapters import AdapterError, make_adapter
+
+    try:
+        adapter = make_adapter(values.get("protocol", "reference"), values.get("protocol_options"))
+    except AdapterError as exc:
+        raise ScenarioError(str(exc)) from None
+    return {
+        share: 0.0
+        for share, feature in _SHARE_FEATURES.items()
+        if share not in given and values.get(share) and feature not in adapter.features
+    }
 
 
 def _set_fields(scenario: Scenario) -> dict[str, Any]:

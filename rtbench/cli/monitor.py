@@ -31,7 +31,7 @@ def monitor(
     protocol: str = typer.Option(
         "reference",
         "--protocol",
-        help="Adapter for --target: reference, echo, or FILE.py[:Class].",
+        help="Adapter for --target: reference, echo, socketio, generic, or FILE.py[:Class].",
     ),
     config: Path | None = typer.Option(
         None, "--config", "-c", help="Monitor TOML file (targets and settings)."
@@ -40,6 +40,12 @@ def monitor(
         None,
         "--listen",
         help="HOST:PORT of /healthz, /metrics and the status page (default 127.0.0.1:9464).",
+    ),
+    metrics_token: str | None = typer.Option(
+        None,
+        "--metrics-token",
+        envvar="RTBENCH_METRICS_TOKEN",
+        help="Require Authorization: Bearer TOKEN on the monitor's /metrics.",
     ),
     interval: str | None = typer.Option(
         None, "--interval", help="Time between probes, e.g. 5s or 500ms (default 5s)."
@@ -97,6 +103,7 @@ def monitor(
         overrides = {
             "target": [*base.target, *(parse_target_arg(t, protocol) for t in target)],
             "listen": listen,
+            "metrics_token": metrics_token,
             "interval": interval,
             "timeout": timeout,
             "db": str(db) if db else None,

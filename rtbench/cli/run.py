@@ -33,7 +33,10 @@ def run_command(
     scenario: str = typer.Argument(..., help="connect | chat | fanout | rtt | soak | FILE.toml"),
     target: str | None = typer.Option(None, "--target", "-t", help="ws:// or wss:// URL."),
     protocol: str | None = typer.Option(
-        None, "--protocol", "-p", help="reference | echo | path/to/adapter.py[:Class]."
+        None,
+        "--protocol",
+        "-p",
+        help="reference | echo | socketio | generic | path/to/adapter.py[:Class].",
     ),
     users: int | None = typer.Option(
         None, "--users", "-u", help="Connections (fanout: subscribers)."
@@ -76,6 +79,23 @@ def run_command(
         None, "--connect-timeout", help="Seconds for upgrade, hello and joins (default 10)."
     ),
     seed: int | None = typer.Option(None, "--seed", help="Random seed."),
+    fault: list[str] | None = typer.Option(
+        None,
+        "--fault",
+        help=(
+            "Inject a fault, KIND[:ARG]@TIME (repeatable): restart[:term|:kill], "
+            "cut[:SHARE], blackhole[:SECONDS], kill-worker[:N]; e.g. restart:kill@10s. "
+            "docs/RECOVERY.md."
+        ),
+    ),
+    server_cmd: str | None = typer.Option(
+        None,
+        "--server-cmd",
+        help=(
+            "Start the server with this command (and restart it for restart faults); "
+            "{port} becomes a free port the target then points at."
+        ),
+    ),
     slo: Path | None = typer.Option(None, "--slo", help="SLO file (TOML); defaults otherwise."),
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Write results.json (+ report) here."
@@ -84,10 +104,14 @@ def run_command(
     summary_md: Path | None = typer.Option(None, "--summary-md", help="Write a Markdown summary."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No live panel."),
 ) -> int:
+    from loadtest.faults.server import ServerError, prepare
     from loadtest.scenarios import ScenarioError, scenario_from
 
     try:
         base = scenario_from(scenario)
+        server_cmd = server_cmd or base.server_cmd
+        if server_cmd:
+            server_cmd, target = prepare(server_cmd, target or base.target)
         resolved = base.with_overrides(
             target=target,
             protocol=protocol,
@@ -110,8 +134,10 @@ def run_command(
             jwt_secret=jwt_secret,
             connect_timeout=connect_timeout,
             seed=seed,
+            faults=fault or None,
+            server_cmd=server_cmd,
         ).resolved()
-    except ScenarioError as exc:
+    except (ScenarioError, ServerError) as exc:
         raise UserError(str(exc)) from None
     if resolved.target is None:
         raise UserError("no target: give --target ws://HOST:PORT (or target = ... in the file)")
@@ -131,7 +157,8 @@ def execute(
     """Run a resolved scenario, print and write its results; return the exit code."""
     from loadtest.adapters import AdapterError
     from loadtest.console import ProgressView, print_summary
-    from loadtest.engine.coordinator import EngineError, run_load
+    from loadtest.engine.coordinator import EngineError
+    from loadtest.faults.runner import FaultRunError, run_scenario
     from loadtest.judge import build_results
     from loadtest.scenarios import ScenarioError
     from rtbench.slo import SLOFileError, load_slo
@@ -144,8 +171,15 @@ def execute(
     view = ProgressView(console, enabled=not quiet)
     try:
         with view:
-            outcome = _run_loop(run_load(scenario, on_progress=view))
-    except (ScenarioError, AdapterError) as exc:
+            outcome = _run_loop(
+                run_scenario(
+                    scenario,
+                    on_progress=view,
+                    ontime_ms=slo.delivery_latency.threshold_ms,
+                    log_dir=out,
+                )
+            )
+    except (ScenarioError, AdapterError, FaultRunError) as exc:
         raise UserError(str(exc)) from None
     except EngineError as exc:
         raise UserError(f"load generator failed: {exc}", code=ExitCode.INCONCLUSIVE) from None
@@ -157,6 +191,10 @@ def execute(
         _print_paths(console, paths)
         raise UserError(unreachable_line(results), code=ExitCode.UNREACHABLE)
     print_summary(console, results)
+    if results.run.faults:
+        from loadtest.faults.report import print_faults
+
+        print_faults(console, results)
     for line in warning_lines(results):
         typer.echo(f"rtbench: warning: {line}", err=True)
     paths = write_all(results, out, junit, summary_md)

@@ -72,10 +72,14 @@ def test_session_tracks_last_seq_for_resume() -> None:
     session.joined("r", 10)
     assert session.observe("r", 11) is SeqOrder.NEXT
     assert session.observe("r", 13) is SeqOrder.GAP
+    assert session.resume() == {"r": 11}  # resume before the hole: 12 must come back
+    # dedupe is exact: the missing 12 arriving late is new, a repeat of it is not
+    assert session.observe("r", 12) is SeqOrder.FILL
     assert session.observe("r", 12) is SeqOrder.OLD
+    assert session.observe("r", 9) is SeqOrder.OLD  # from before the join
     assert session.observe("s", 1) is SeqOrder.NEXT
     assert session.resume() == {"r": 13, "s": 1}
-    assert (session.gaps, session.old) == (1, 1)
+    assert (session.gaps, session.old) == (1, 2)
 
 
 def test_chat_plan_membership_and_expected_recipients() -> None:
@@ -213,7 +217,7 @@ def test_user_adapter_from_one_file(tmp_path: Path) -> None:
     with pytest.raises(AdapterError, match="found 0"):
         adapter_class(str(empty))
     with pytest.raises(AdapterError, match="unknown protocol"):
-        adapter_class("socketio")
+        adapter_class("nosuchprotocol")
 
 
 def test_precise_timer_never_fires_early() -> None:

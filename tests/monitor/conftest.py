@@ -22,7 +22,6 @@ import pytest
 from monitor.config import MonitorConfig, Settings, TargetConfig, settle
 from monitor.httpclient import http_get
 from monitor.service import Monitor
-from tests.report.conftest import browser  # noqa: F401  (one headless Chromium fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
 ECHO_TARGET = Path(__file__).with_name("echo_target.py")

@@ -1,0 +1,263 @@
+"""From every client's recovery records to the recovery figures and verdict of a run.
+
+Each worker ships one record per connection loss (``loadtest.client.Recovery``: when it
+was lost, back, resumed; attempts; replayed; complete), stamped on the machine-wide
+monotonic clock the fault injections are stamped on too. From them:
+
+- ``reconnect`` (loss -> the session is back) and ``recovery`` (loss -> every room resumed
+  with every missed item received) latencies, p50/p90/p99/p99.9/max over clients;
+- per fault: how many clients it cost a connection, how many came back, their
+  percentiles, the time until the message flow was back to its rate, and the messages
+  lost among those scheduled from the fault to the next one;
+- the recovery verdict (``rtbench.slo``): the percentile over every loss, a client that
+  never came back counting as slower than any threshold.
+
+**Blackholes.** No client can be back while the network passes nothing, and a
+blackhole's length is the test's choice, not the service's performance: for a loss
+noticed while a blackhole was on, both clocks start when the blackhole lifts. How long
+clients took to notice the dead connection (blackhole start -> loss noticed) is
+reported as ``detect``.
+
+**Message flow.** Workers count on-time deliveries (faster than the delivery target)
+per 100 ms of receive time. The rate before the first fault is the baseline; after a
+fault, the flow is back at the first 1-second window that carries 90 % of that rate
+again, once it has dropped below it (``flow_back_s``, from the fault's start; 0: it
+never dropped).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from loadtest.faults.schedule import FaultKind
+from rtbench import slo as slo_mod
+from rtbench.histogram import LatencyHistogram
+from rtbench.results import LatencySummary
+
+if TYPE_CHECKING:
+    from loadtest.engine.coordinator import Outcome
+
+DS_NS = 100_000_000
+FLOW_SHARE = 0.9
+FLOW_WINDOW_DS = 10
+
+
+@dataclass
+class _Bucket:
+    """The losses attributed to one fault (or to none: before any fault)."""
+
+    losses: int = 0
+    unrecovered: int = 0
+    incomplete: int = 0
+    attempts: int = 0
+    causes: Counter = field(default_factory=Counter)
+    reconnect: LatencyHistogram = field(default_factory=LatencyHistogram)
+    recovery: LatencyHistogram = field(default_factory=LatencyHistogram)
+    detect: LatencyHistogram = field(default_factory=LatencyHistogram)
+
+
+@dataclass
+class RecoveryFigures:
+    """What a run's faults did, ready for results.json."""
+
+    latency: dict[str, LatencySummary]
+    faults: list[dict[str, Any]]
+    verdict: slo_mod.Verdict
+    losses: int = 0
+    unrecovered: int = 0
+
+
+def _brief(hist: LatencyHistogram) -> dict[str, float]:
+    if not hist.count:
+        return {}
+    return {
+        "p50": round(hist.percentile_ms(50) or 0.0, 1),
+        "p99": round(hist.percentile_ms(99) or 0.0, 1),
+        "max": round(hist.max_ms() or 0.0, 1),
+    }
+
+
+def recovery_verdict(slo: slo_mod.SLO, hist: LatencyHistogram, unrecovered: int) -> slo_mod.Verdict:
+    """The recovery percentile over every loss; one that never recovered is the slowest."""
+    target = slo.recovery
+    recovered = hist.count
+    total = recovered + unrecovered
+    if total == 0:
+        return slo_mod.judge_recovery(slo, None, 0)
+    rank = math.ceil(target.percentile / 100.0 * total)
+    if rank > recovered:
+        verdict = slo_mod.judge_recovery(slo, hist.max_ms() if recovered else None, total)
+        return msgspec.structs.replace(
+            verdict,
+            status=slo_mod.Status.FAIL,
+            measured=None,
+            detail=(
+                f"{unrecovered:,} of {total:,} lost connections never recovered: more than "
+                f"the {100 - target.percentile:g} % a p{target.percentile:g} target allows"
+            ),
+        )
+    measured = hist.percentile_ms(min(100.0, 100.0 * rank / recovered))
+    verdict = slo_mod.judge_recovery(slo, measured, total)
+    if unrecovered:
+        verdict = msgspec.structs.replace(
+            verdict, detail=f"{verdict.detail}, {unrecovered:,} never recovered (counted slowest)"
+        )
+    return verdict
+
+
+def summarize(outcome: Outcome, slo: slo_mod.SLO) -> RecoveryFigures:
+    """Recovery figures of a run (empty, and a not-measured verdict, without losses)."""
+    session = outcome.faults
+    injections = [i for i in getattr(session, "injections", []) if i.started_ns]
+    starts = [i.started_ns for i in injections]
+    blackholes = [
+        (i.started_ns, i.ended_ns) for i in injections if i.fault.kind is FaultKind.BLACKHOLE
+    ]
+    buckets = [_Bucket() for _ in range(len(injections) + 1)]  # [0]: before any fault
+    reconnect, recovery, detect = LatencyHistogram(), LatencyHistogram(), LatencyHistogram()
+    unrecovered = 0
+    for record in outcome.recoveries:
+        which = sum(1 for s in starts if s <= record.lost_ns)
+        bucket = buckets[which]
+        bucket.losses += 1
+        bucket.attempts += record.attempts
+        bucket.causes[record.cause] += 1
+        start = record.lost_ns
+        for began, ended in blackholes:
+            if began <= record.lost_ns <= ended:
+                start = ended  # nobody can be back before the network is
+                bucket.detect.record_ns(record.lost_ns - began)
+                detect.record_ns(record.lost_ns - began)
+        if record.reconnected_ns:
+            value = max(0, record.reconnected_ns - start)
+            bucket.reconnect.record_ns(value)
+            reconnect.record_ns(value)
+        if record.resumed_ns:
+            value = max(0, record.resumed_ns - start)
+            bucket.recovery.record_ns(value)
+            recovery.record_ns(value)
+            if not record.complete:
+                bucket.incomplete += 1
+        else:
+            bucket.unrecovered += 1
+            unrecovered += 1
+    latency = {
+        name: LatencySummary.of(hist)
+        for name, hist in (("recovery", recovery), ("reconnect", reconnect), ("detect", detect))
+        if hist.count
+    }
+    verdict = recovery_verdict(slo, recovery, unrecovered)
+    entries = _fault_entries(outcome, session, injections, buckets)
+    return RecoveryFigures(
+        latency=latency,
+        faults=entries,
+        verdict=verdict,
+        losses=len(outcome.recoveries),
+        unrecovered=unrecovered,
+    )
+
+
+def _fault_entries(
+    outcome: Outcome, session: Any, injections: list[Any], buckets: list[_Bucket]
+) -> list[dict[str, Any]]:
+    if session is None:
+        if buckets[0].losses:  # reconnects without faults (a server that closed connections)
+            return [{"kind": "none", **_bucket_figures(buckets[0])}]
+        return []
+    entries = session.log()
+    done = iter(range(1, len(buckets)))
+    flow = _Flow(outcome)
+    for k, entry in enumerate(entries):
+        injection = session.injections[k]
+        if not injection.started_ns:
+            continue
+        index = next(done)
+        entry.update(_bucket_figures(buckets[index]))
+        following = [i.started_ns for i in session.injections[k + 1 :] if i.started_ns]
+        until = following[0] if following else outcome.send_end_ns or injection.ended_ns
+        back = flow.back_after(injection.started_ns, until)
+        if back is not None:
+            entry["flow_back_s"] = back
+        entry["lost"] = _lost_between(outcome, injection.started_ns, until)
+    if buckets[0].losses:
+        entries.insert(0, {"kind": "before any fault", **_bucket_figures(buckets[0])})
+    return entries
+
+
+def _bucket_figures(bucket: _Bucket) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "connections_lost": bucket.losses,
+        "recovered": bucket.recovery.count,
+    }
+    if bucket.unrecovered:
+        out["unrecovered"] = bucket.unrecovered
+    if bucket.incomplete:
+        out["incomplete"] = bucket.incomplete  # resumed past a gap the server could not replay
+    if bucket.losses:
+        out["attempts_per_loss"] = round(bucket.attempts / bucket.losses, 2)
+        out["causes"] = dict(bucket.causes.most_common())
+    for name in ("reconnect", "recovery", "detect"):
+        figures = _brief(getattr(bucket, name))
+        if figures:
+            out[f"{name}_ms"] = figures
+    return out
+
+
+def _lost_between(outcome: Outcome, start_ns: int, end_ns: int) -> int:
+    """Deliveries lost among the messages scheduled in [start, end) (whole seconds)."""
+    first = (start_ns - outcome.t0_ns) // 1_000_000_000
+    last = (end_ns - outcome.t0_ns) // 1_000_000_000
+    lost = 0
+    for second in range(first, last + 1):
+        expected = outcome.expected_by_second.get(second, 0)
+        delivered = outcome.delivered_by_second.get(second, 0)
+        lost += max(0, expected - delivered)
+    return lost
+
+
+class _Flow:
+    """On-time deliveries per 100 ms, and the pre-fault rate they are compared with."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        self.counts = outcome.ontime_by_ds
+        self.t0 = outcome.t0_ns
+        session = outcome.faults
+        first_fault = min(
+            (i.started_ns for i in getattr(session, "injections", []) if i.started_ns),
+            default=None,
+        )
+        self.baseline: float | None = None  # on-time deliveries per 100 ms before any fault
+        if outcome.go_ns is None or first_fault is None or not self.counts:
+            return
+        begin = self._ds(outcome.go_ns) + FLOW_WINDOW_DS  # the first second warms up
+        end = self._ds(first_fault)
+        if end - begin >= FLOW_WINDOW_DS:
+            self.baseline = sum(self.counts.get(d, 0) for d in range(begin, end)) / (end - begin)
+
+    def _ds(self, ns: int) -> int:
+        return (ns - self.t0) // DS_NS
+
+    def _window(self, d: int) -> int:
+        return sum(self.counts.get(k, 0) for k in range(d, d + FLOW_WINDOW_DS))
+
+    def back_after(self, start_ns: int, end_ns: int) -> float | None:
+        """Seconds from ``start_ns`` until the flow was back at rate (None: unknown)."""
+        if not self.baseline:
+            return None
+        need = FLOW_SHARE * self.baseline * FLOW_WINDOW_DS
+        d, last = self._ds(start_ns), self._ds(end_ns) - FLOW_WINDOW_DS
+        first = d
+        while d <= last and self._window(d) >= need:
+            d += 1
+        if d > last:
+            return 0.0  # it never dropped
+        while d <= last and self._window(d) < need:
+            d += 1
+        if d > last:
+            return None  # not back before the next fault or the end of the load
+        return round((d - first) * DS_NS / 1e9, 1)

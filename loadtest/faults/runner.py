@@ -1,0 +1,231 @@
+"""A fault run's machinery around the load: the server, the proxy, and the injections.
+
+``FaultSession`` is what ``rtbench run --fault`` adds to a run. Entered before the
+workers start, it starts the server (``--server-cmd``) and the proxy fleet (for
+``cut``/``blackhole``) and tells the engine which URL the clients must use; at the go
+it injects each fault at its time and records when it really began and ended, on the
+same monotonic clock the workers stamp their recoveries with; on exit it ends
+everything it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse, urlunparse
+
+from loadtest.faults.fleet import ProxyFleet
+from loadtest.faults.schedule import NEEDS_PROXY, Fault, FaultKind, FaultRunError, parse_faults
+from loadtest.faults.server import ServerError, ServerProcess, address_of
+
+if TYPE_CHECKING:
+    from loadtest.engine.coordinator import Outcome, Progress
+    from loadtest.scenarios import Scenario
+
+__all__ = ["FaultRunError", "FaultSession", "Injection", "run_scenario"]
+
+
+async def run_scenario(
+    scenario: Scenario,
+    *,
+    on_progress: Callable[[Progress], None] | None = None,
+    ontime_ms: float = 100.0,
+    log_dir: Path | None = None,
+    observe: Callable[[FaultSession], Coroutine[Any, Any, None]] | None = None,
+) -> Outcome:
+    """Run a resolved scenario; with faults or a server command, inside a ``FaultSession``.
+
+    ``ontime_ms`` (the delivery target) decides which deliveries count in the message
+    flow; the server's output goes to ``log_dir/server.log`` (a temporary folder when
+    None). ``observe(session)`` runs beside the load (a benchmark sampling the server's
+    CPU) and is cancelled when it ends.
+    """
+    from loadtest.engine.coordinator import run_load
+
+    if not scenario.faults and not scenario.server_cmd:
+        return await run_load(scenario, on_progress=on_progress)
+    assert scenario.target is not None
+    faults = parse_faults(
+        scenario.faults, duration_s=scenario.duration, server_cmd=scenario.server_cmd
+    )
+    session = FaultSession(
+        faults,
+        target=scenario.target,
+        connections=scenario.connections,
+        server_cmd=scenario.server_cmd,
+        log_dir=log_dir or Path(tempfile.mkdtemp(prefix="rtbench-faults-")),
+        seed=scenario.seed,
+        ontime_ms=ontime_ms,
+    )
+    async with session:
+        watcher = asyncio.get_running_loop().create_task(observe(session)) if observe else None
+        try:
+            return await run_load(scenario, on_progress=on_progress, faults=session)
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+
+
+@dataclass
+class Injection:
+    """A fault as it happened (ns on CLOCK_MONOTONIC)."""
+
+    fault: Fault
+    started_ns: int = 0
+    ended_ns: int = 0
+    details: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+
+
+class FaultSession:
+    """Server, proxy and fault injections for one run (an async context manager)."""
+
+    def __init__(
+        self,
+        faults: list[Fault],
+        *,
+        target: str,
+        connections: int,
+        server_cmd: str | None = None,
+        log_dir: Path | None = None,
+        seed: int | None = None,
+        ontime_ms: float = 100.0,
+    ) -> None:
+        self.faults = faults
+        self.target = target
+        self.connections = connections
+        self.server_cmd = server_cmd
+        self.log_dir = log_dir or Path(".")
+        self.seed = seed
+        self.ontime_ms = ontime_ms  # deliveries faster than this count in the message flow
+        self.server: ServerProcess | None = None
+        self.proxy: ProxyFleet | None = None
+        self.injections = [Injection(f) for f in faults]
+        self.task: asyncio.Task[None] | None = None
+        self.go_ns = 0
+        self.proxy_stats: dict[str, Any] = {}
+
+    async def __aenter__(self) -> FaultSession:
+        try:
+            if self.server_cmd:
+                self.server = ServerProcess(
+                    self.server_cmd, self.target, self.log_dir / "server.log"
+                )
+                await self.server.start()
+                kills = any(f.kind is FaultKind.KILL_WORKER for f in self.faults)
+                if kills and not await self.server.wait_workers(5.0):
+                    raise ServerError(
+                        "kill-worker: the server started by --server-cmd has no worker "
+                        "processes (e.g. rtbench serve --workers 2)"
+                    )
+            if any(f.kind in NEEDS_PROXY for f in self.faults):
+                self.proxy = ProxyFleet(
+                    address_of(self.target),
+                    ProxyFleet.shards_for(self.connections),
+                    seed=self.seed,
+                )
+                await self.proxy.start()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def client_url(self, url: str) -> str:
+        """The URL clients connect to: through the proxy when there is one."""
+        if self.proxy is None:
+            return url
+        parts = urlparse(url)
+        return urlunparse(parts._replace(netloc=f"127.0.0.1:{self.proxy.port}"))
+
+    def begin(self, go_ns: int) -> None:
+        """Schedule every fault relative to the go (the first scheduled send)."""
+        self.go_ns = go_ns
+        self.task = asyncio.get_running_loop().create_task(self._inject_all())
+
+    async def _inject_all(self) -> None:
+        for injection in self.injections:
+            fault = injection.fault
+            delay = (self.go_ns + int(fault.at_s * 1e9) - time.monotonic_ns()) / 1e9
+            if delay > 0:
+                await asyncio.sleep(delay)
+            injection.started_ns = time.monotonic_ns()
+            try:
+                await self._inject(injection)
+            except (ServerError, OSError, RuntimeError) as exc:
+                injection.error = str(exc)
+            injection.ended_ns = time.monotonic_ns()
+
+    async def _inject(self, injection: Injection) -> None:
+        fault = injection.fault
+        details = injection.details
+        if fault.kind is FaultKind.RESTART:
+            assert self.server is not None
+            details["signal"] = fault.signal
+            details.update(await self.server.restart(fault.signal))
+            details["pid"] = self.server.pid
+        elif fault.kind is FaultKind.KILL_WORKER:
+            assert self.server is not None
+            details["killed_pids"] = self.server.kill_workers(fault.count)
+        elif fault.kind is FaultKind.CUT:
+            assert self.proxy is not None
+            details["share"] = fault.share
+            details["connections_reset"] = await self.proxy.cut(fault.share)
+        elif fault.kind is FaultKind.BLACKHOLE:
+            assert self.proxy is not None
+            details["connections_held"] = await self.proxy.blackhole(True)
+            try:
+                await asyncio.sleep(fault.duration_s)
+            finally:
+                await self.proxy.blackhole(False)
+            details["duration_s"] = fault.duration_s
+
+    async def finished(self) -> None:
+        """Wait for an injection still in progress (a restart near the end of the load)."""
+        if self.task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+    async def close(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.task
+        if self.proxy is not None:
+            with contextlib.suppress(Exception):
+                self.proxy_stats = await self.proxy.stats()
+            await self.proxy.close()
+            self.proxy = None
+        if self.server is not None:
+            await self.server.close()
+            self.server = None
+
+    def log(self) -> list[dict[str, Any]]:
+        """The faults as they happened, seconds from the go (``run.faults``)."""
+        out = []
+        for injection in self.injections:
+            entry: dict[str, Any] = {
+                "spec": injection.fault.spec,
+                "kind": injection.fault.kind.value,
+                "at_s": injection.fault.at_s,
+            }
+            if injection.started_ns:
+                entry["started_s"] = round((injection.started_ns - self.go_ns) / 1e9, 3)
+                entry["ended_s"] = round((injection.ended_ns - self.go_ns) / 1e9, 3)
+            else:
+                entry["error"] = "not injected: the load ended first"
+            entry.update(injection.details)
+            if injection.error:
+                entry["error"] = injection.error
+            out.append(entry)
+        return out
