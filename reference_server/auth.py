@@ -14,6 +14,10 @@ Three authenticators sit behind the seam:
 
 Each verifier accepts exactly one algorithm, so a token signed with another one (the
 ``none`` algorithm, or HS256 with the RSA public key as its secret) is refused.
+
+PyJWT and cryptography are imported when a JWT key is configured, not with this
+module: they are a large share of the server's start time, and a restarted server that
+listens sooner is a shorter outage for every client (docs/RECOVERY.md).
 """
 
 from __future__ import annotations
@@ -24,12 +28,12 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import jwt
 import msgspec
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import rsa
 
 USER_ID = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 MAX_GRANTS = 256  # patterns in one token's `rooms` claim
@@ -132,6 +136,9 @@ class JwtAuthenticator:
     """Verifies JWTs with one algorithm and one key; ``sub`` and ``exp`` are required."""
 
     def __init__(self, key: Any, algorithm: str) -> None:
+        import jwt  # only a server that checks JWTs pays for the import
+
+        self._jwt = jwt
         self._key = key  # a prepared key object for RS256, so no PEM is parsed per token
         self._algorithms = [algorithm]
         self.name = f"jwt-{algorithm.lower()}"
@@ -139,6 +146,7 @@ class JwtAuthenticator:
     def identify(self, token: str | None) -> Identity:
         if not token:
             raise _missing()
+        jwt = self._jwt
         try:
             claims = jwt.decode(
                 token,
@@ -176,6 +184,9 @@ class InsecureDevAuthenticator:
 
 def load_public_key(path: str | Path) -> rsa.RSAPublicKey:
     """Read an RS256 verification key (PEM), refusing anything that is not one."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
     path = Path(path)
     try:
         data = path.read_bytes()

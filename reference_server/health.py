@@ -13,19 +13,20 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import psutil
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from reference_server.broker import Broker
-from reference_server.cluster.stats import WorkerStats
 from reference_server.connections import Connections
 from reference_server.metrics import Metrics, MetricsCollector, render
 from reference_server.rooms import RoomDirectory
 from reference_server.store.base import Store
 from rtbench.protocol import encode
+
+if TYPE_CHECKING:
+    from reference_server.cluster.stats import WorkerStats
 
 LOOP_LAG_UNHEALTHY = 1.0  # seconds; past this /healthz answers 503
 
@@ -58,6 +59,8 @@ class Health:
         self.metrics.handshakes += 1
         path = urlsplit(target).path
         if path == "/metrics":
+            from prometheus_client import CONTENT_TYPE_LATEST  # at the first scrape, not at start
+
             collector = self.collector if self.cluster is None else self.cluster.collector()
             return 200, render(collector), CONTENT_TYPE_LATEST  # type: ignore[arg-type]
         body, healthy = self.report()

@@ -4,6 +4,10 @@ Incrementing a prometheus-client Counter costs a lock and a method call; doing
 that per fan-out delivery would cost more than the delivery. So the core bumps
 plain attributes (in bulk where it can), and a custom collector turns them into
 metric families only when /metrics is scraped.
+
+prometheus-client itself is imported at the first scrape, not at start: it is ~23 ms
+of the server's start time, and a restarted server that listens sooner is a shorter
+outage for every client (docs/RECOVERY.md).
 """
 
 from __future__ import annotations
@@ -11,14 +15,10 @@ from __future__ import annotations
 import bisect
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
+if TYPE_CHECKING:
+    from prometheus_client.core import HistogramMetricFamily, Metric
 
 COMMIT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
@@ -39,6 +39,8 @@ class Histogram:
         self.total += value
 
     def family(self, name: str, doc: str) -> HistogramMetricFamily:
+        from prometheus_client.core import HistogramMetricFamily
+
         buckets, running = [], 0
         for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
             running += count
@@ -82,6 +84,8 @@ class MetricsCollector:
         self.gauges = gauges  # connections, rooms, rss... computed on demand
 
     def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         m = self.m
         p = "rtbench_server_"
         counters = (
@@ -136,6 +140,8 @@ class MetricsCollector:
 
 def render(collector: MetricsCollector) -> bytes:
     """The Prometheus text exposition of the server's metrics."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)  # type: ignore[arg-type]
     return generate_latest(registry)

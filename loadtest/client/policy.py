@@ -8,10 +8,16 @@ resumed), so each default is argued in docs/RECOVERY.md; in short:
   millisecond. Pacing beyond that is the driver's job (the native engine bounds the
   handshakes in flight per process), not a sleep: a client that waits a fixed second
   before its first try has spent half the target doing nothing.
-- **Later attempts back off exponentially with jitter** (``base_ms`` x ``factor`` ^ n,
-  capped at ``max_ms``, each delay drawn from [``1 - jitter``, 1] of its value), so a
-  server that is still down is not hammered, and the cap keeps the wait after it comes
-  back short.
+- **A refused connect does not climb the ladder.** "Connection refused" means nothing
+  listens yet (the server is restarting): the driver waits until the port listens
+  again (the native engine probes it once per ``refused_probe_ms`` for the whole
+  process, not once per client) and then goes within ``first_spread_ms``. Climbing
+  the exponential ladder while the server restarts is what made clients sleep through
+  its comeback (backoff waste p99 ~370 ms at 1,000 clients, docs/RECOVERY.md).
+- **Other failures back off exponentially with full jitter** (``base_ms`` x ``factor``
+  ^ n, capped at ``max_ms``, each delay drawn from [``1 - jitter``, 1] of its value;
+  ``jitter`` 1 is "full jitter"), so a server that accepts but cannot answer is not
+  hammered, and the cap keeps the wait after it recovers short.
 - **A silent connection is pinged, and given up when the pong does not come**
   (``ping_after_ms`` of silence, then ``ping_timeout_ms``): over a blackholed network
   nothing arrives, not even a close, and only the client's own heartbeat can tell.
@@ -40,7 +46,8 @@ class ReconnectPolicy(Struct, forbid_unknown_fields=True, kw_only=True, omit_def
     base_ms: PositiveMs = 100.0  # second attempt waits about this long ...
     factor: Annotated[float, Meta(ge=1)] = 2.0  # ... and each later one this many times more
     max_ms: PositiveMs = 1000.0  # longest wait between attempts
-    jitter: Annotated[float, Meta(ge=0, le=1)] = 0.5  # a delay d is drawn from [(1-j) d, d]
+    jitter: Annotated[float, Meta(ge=0, le=1)] = 1.0  # a delay d is drawn from [(1-j) d, d]
+    refused_probe_ms: PositiveMs = 25.0  # after a refused connect: poll the port this often
     attempt_timeout_ms: PositiveMs = 3000.0  # one attempt: connect, upgrade, welcome
     resume_timeout_ms: PositiveMs = 10000.0  # then every room back (the server is working)
     give_up_s: Annotated[float, Meta(gt=0)] | None = None  # stop trying after this (None: never)
@@ -67,6 +74,10 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
+
+    def spread_s(self) -> float:
+        """A delay in [0, ``first_spread_ms``]: going again once the port listens."""
+        return self.rng.uniform(0.0, self.policy.first_spread_ms) / 1000.0
 
     def next_delay_s(self) -> float:
         """Seconds to wait before the next attempt (the first one: almost none)."""

@@ -23,15 +23,14 @@ import random
 import resource
 import sys
 import time
-from collections import Counter
 from urllib.parse import urlparse
 
-import psutil
 from picows import WSCloseCode, WSListener, WSMsgType, ws_connect
 
 from loadtest.adapters import (
     Ack,
     Delivery,
+    EchoAdapter,
     Feature,
     Notice,
     Ready,
@@ -40,50 +39,21 @@ from loadtest.adapters import (
     make_adapter,
     marker,
 )
+from loadtest.adapters.base import MARKER_PREFIX
 from loadtest.client.policy import ReconnectPolicy
-from loadtest.client.reconnect import ClientSession, Recovery
+from loadtest.client.reconnect import ClientSession
 from loadtest.engine import wire
 from loadtest.engine.failures import classify
 from loadtest.engine.recovery import Reconnector, new_liveness
 from loadtest.engine.schedule import OpenLoop
-from loadtest.ledger import Arrival, RecipientLedger
+from loadtest.ledger import RecipientLedger
 from loadtest.plan import PROBE_STREAM, Plan, compose, receipt
 from loadtest.scenarios import Kind
-from loadtest.session import ITEM_KINDS, SeqOrder
-from rtbench.histogram import LatencyHistogram
+from loadtest.session import ITEM_KINDS
+from loadtest.tally import COUNTERS, Tally
 
-COUNTERS = (
-    "attempted",
-    "opened",
-    "failed",
-    "ready",
-    "closed",
-    "sent",
-    "acked",
-    "rejected",
-    "expected",
-    "delivered",
-    "duplicated",  # arrived again on the wire (before the client's seq dedupe)
-    "dup_after_dedupe",  # arrived again and got past the dedupe
-    "out_of_order",
-    "errors",
-    "send_skipped",
-    "typing_sent",
-    "receipts_sent",
-    "probes_sent",
-    "probes_answered",
-    "bytes_sent",
-    "bytes_received",
-    "unacked",
-    # recovery (loadtest.engine.recovery)
-    "reconnects",
-    "reconnect_attempts",
-    "retried",
-    "deduped",
-    "pings_sent",
-    "heartbeat_dead",
-    "gave_up",
-)
+__all__ = ["COUNTERS", "Worker"]  # COUNTERS: still importable from here
+
 PENDING_LIMIT = 4096
 """Sends awaiting an ack per connection; beyond it the oldest is forgotten (``unacked``)."""
 SOURCE_ADDRESS_SPAN = 25_000
@@ -95,10 +65,13 @@ _TEXT = WSMsgType.TEXT
 _BINARY = WSMsgType.BINARY
 _CLOSE = WSMsgType.CLOSE
 _CHATS = (Kind.CHAT, Kind.SOAK)
+_MARKER_B = MARKER_PREFIX.encode()
 
 
 class Conn(WSListener):
     """One client connection: picows listener plus its sans-IO state."""
+
+    in_run = True  # every delivery counts here (the coordinator knows who was live)
 
     def __init__(self, worker: Worker, index: int) -> None:
         self.w = worker
@@ -152,8 +125,19 @@ class Conn(WSListener):
         """A request id unique to this client for the whole run, across reconnects."""
         return self.session.new_id()
 
+    # -- the setup wait, for the shared tally (loadtest.tally.Peer) --------------------------------
 
-class Worker:
+    def setup_pending(self) -> bool:
+        return self.setup is not None and not self.setup.done()
+
+    def setup_ok(self) -> None:
+        self.setup.set_result(None)
+
+    def setup_fail(self, code: str) -> None:
+        self.setup.set_exception(_SetupRejected(code))
+
+
+class Worker(Tally):
     """Everything one process does in a run; driven by the coordinator's messages."""
 
     def __init__(self, start: wire.Start, emit: callable) -> None:
@@ -163,8 +147,14 @@ class Worker:
         self.adapter = make_adapter(start.scenario.protocol, start.scenario.protocol_options)
         self.msg_type = _BINARY if self.adapter.binary else _TEXT
         self.emit = emit
-        self.t0 = start.t0_ns
-        self.c: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        Tally.__init__(
+            self,
+            start.t0_ns,
+            # soak windows, and the losses around each fault, need send-time tallies
+            by_second=start.scenario.scenario is Kind.SOAK or bool(start.scenario.faults),
+            own_replies=start.scenario.scenario is Kind.RTT,  # rtt: the reply is the delivery
+            ontime_ns=int(start.ontime_ms * 1e6) if start.ontime_ms else 0,
+        )
         self.rng = random.Random(
             None if self.scenario.seed is None else self.scenario.seed * 1000 + start.worker
         )
@@ -172,40 +162,15 @@ class Worker:
         self.conns: list[Conn] = [Conn(self, i) for i in self.plan.local(start.worker)]
         self._name_dm_rooms()
         self.open_now = 0
-        self.recipients: dict[int, int] = {}
-        self.failures: Counter[str] = Counter()
-        self.closes: Counter[str] = Counter()
-        self.errors: Counter[str] = Counter()
-        self.events: Counter[str] = Counter()
-        self.sent_by_s: Counter[int] = Counter()
-        self.expected_by_s: Counter[int] = Counter()
-        self.delivered_by_s: Counter[int] = Counter()
-        self.hist = {
-            name: LatencyHistogram()
-            for name in ("delivery", "ack", "handshake", "send_lag", "heartbeat", "setup")
-        }
-        self.second_hist = LatencyHistogram()
-        self.measuring = False
-        self.cpu_samples: list[float] = []
-        self.lag_samples: list[float] = []
-        self.rss_max = 0
-        self.lag_worst_ms = 0.0
         self.held = 0
-        self.evicted = 0
         self.last_tick = 0
-        self.proc = psutil.Process()
-        self.notes: list[str] = []
         self.tasks: set[asyncio.Task] = set()
         self.draining = False
         self.url = start.url
         self.send_lag = self.hist["send_lag"]
-        # soak windows, and the losses around each fault, need send-time tallies
-        self.by_second = start.scenario.scenario is Kind.SOAK or bool(start.scenario.faults)
         self.reconnector = (
             Reconnector(self, start.scenario.reconnect) if start.scenario.reconnect else None
         )
-        self.ontime_ns = int(start.ontime_ms * 1e6) if start.ontime_ms else 0
-        self.ontime_by_ds: Counter[int] = Counter()
         self.track_acks = (
             start.scenario.scenario is not Kind.RTT and Feature.ACK in self.adapter.features
         )
@@ -213,7 +178,8 @@ class Worker:
         # chat's read receipts: skip their per-send call when the scenario has none
         self.receipts = bool(start.scenario.receipt_share) and start.scenario.scenario in _CHATS
         self.closed_loop = start.scenario.closed_loop
-        self.own_replies = start.scenario.scenario is Kind.RTT  # rtt: the reply is the delivery
+        # echo: every frame is a bare marker, parsed in place (``on_payload``'s fast path)
+        self.raw_markers = type(self.adapter) is EchoAdapter
         self.end_ns = 0
         self.local_addr_for = self._source_addresses(start.url)
 
@@ -224,97 +190,48 @@ class Worker:
         conn.liveness.last_rx_ns = now
         c = self.c
         c["bytes_received"] += len(payload)
-        event = self.adapter.parse(payload)
+        if self.raw_markers and payload.startswith(_MARKER_B):
+            # Fast path (echo: the frame is the marker itself). One parse instead of the
+            # adapter's event plus a type dispatch; the common case, the next counter of a
+            # known stream that is not a probe nor one's own, is counted right here.
+            end = payload.find(b" ", 5)
+            try:
+                sender_b, stream_b, counter_b, sched_b = (
+                    payload[5:end] if end > 0 else payload[5:]
+                ).split(b".")
+                sender, stream, counter = int(sender_b), int(stream_b), int(counter_b)
+                sched = int(sched_b)
+            except ValueError:
+                event = Notice("unmarked")  # what EchoAdapter.parse makes of it
+            else:
+                if stream != PROBE_STREAM and (self.own_replies or sender != conn.index):
+                    state = conn.ledger.streams.get((stream, sender))
+                    if state is not None and counter == state[0] + 1:
+                        state[0] = counter
+                        self.delivered(sched, now)
+                        if self.closed_loop and sender == conn.index:
+                            self._next_round_trip(conn, now)
+                        return
+                event = Delivery(sender, stream, counter, sched)
+        else:
+            event = self.adapter.parse(payload)
         kind = type(event)
         if kind is Delivery:
-            if event.stream == PROBE_STREAM:
-                if event.counter == conn.probe_round:
-                    c["probes_answered"] += 1
-                    conn.probe_round = -conn.probe_round
-                    self.hist["heartbeat"].record_us((now - event.sched_ns) // 1000)
+            if self.delivery(conn, event, now) is None:
                 return
-            has_seq = event.seq is not None and event.room is not None
-            own = event.sender == conn.index and not self.own_replies
-            if has_seq and conn.session.item(event.room, event.seq) is SeqOrder.OLD:
-                # seen before by seq: the client drops it, but the server did send it
-                # again, and ``duplicated`` counts what arrived twice on the wire
-                c["deduped"] += 1
-                if not own and conn.ledger.seen(event.stream, event.sender, event.counter):
-                    c["duplicated"] += 1
-                return
-            if own:
-                # many servers (Socket.IO's io.to(room)) broadcast to the sender too, and a
-                # resume replays the client's own messages: nobody's expected delivery
-                self.events["own_message"] += 1
-                return
-            # fast path of RecipientLedger.arrive: the next counter of a known stream
-            state = conn.ledger.streams.get((event.stream, event.sender))
-            if state is not None and event.counter == state[0] + 1:
-                state[0] = event.counter
-                arrival = Arrival.NEW
-            else:
-                arrival = conn.ledger.arrive(event.stream, event.sender, event.counter)
-            if arrival is Arrival.DUPLICATE:
-                c["duplicated"] += 1
-                c["dup_after_dedupe"] += 1  # got past the seq dedupe: the app sees it twice
-            else:
-                if arrival is Arrival.LATE:
-                    c["out_of_order"] += 1
-                c["delivered"] += 1
-                latency_ns = now - event.sched_ns
-                self.second_hist.record_us(latency_ns // 1000)
-                if self.by_second:
-                    self.delivered_by_s[(event.sched_ns - self.t0) // 1_000_000_000] += 1
-                if self.ontime_ns and latency_ns <= self.ontime_ns:
-                    self.ontime_by_ds[(now - self.t0) // 100_000_000] += 1
-            if not has_seq and self.closed_loop and event.sender == conn.index:
+            if (
+                (event.seq is None or event.room is None)
+                and self.closed_loop
+                and event.sender == conn.index
+            ):
                 self._next_round_trip(conn, now)
         elif kind is Ack:
-            found = conn.session.settle(event.req_id)
-            if found is not None:
-                c["acked"] += 1
-                self.hist["ack"].record_us((now - found[1]) // 1000)
-            if event.seq is not None and event.room is not None:
-                conn.session.observe(event.room, event.seq)  # our own item: its seq is seen
+            self.ack(conn, event, now)
         elif kind is Ready:
-            session = conn.session
-            if event.room is None:
-                conn.want_welcome = False
-                session.welcomed(now)
-                settled = session.settled()
-            else:
-                settled = session.room_ready(event.room, event.seq)
-            setup = conn.setup
-            if (
-                (settled or not conn.wait_rooms)
-                and not conn.want_welcome
-                and setup is not None
-                and not setup.done()
-            ):
-                setup.set_result(None)
+            self.ready(conn, event, now)
         elif kind is Rejected:
-            c["errors"] += 1
-            self.errors[event.code] += 1
-            found = conn.session.settle(event.req_id) if event.req_id is not None else None
-            if found is not None:
-                c["rejected"] += 1
-                lost_to = self.recipients.get(found[0], 0)
-                c["expected"] -= lost_to
-                if self.by_second:
-                    self.expected_by_s[(found[1] - self.t0) // 1_000_000_000] -= lost_to
-            elif conn.session.room_refused(event.code):
-                # one resumed room refused (the others go on); recorded even when it
-                # arrives with the welcome, before the setup waits for the rooms
-                setup = conn.setup
-                if (
-                    setup is not None
-                    and not setup.done()
-                    and not conn.want_welcome
-                    and conn.session.settled()
-                ):
-                    setup.set_result(None)
-            elif conn.setup is not None and not conn.setup.done():
-                conn.setup.set_exception(_SetupRejected(event.code))
+            if not self.rejected(conn, event):
+                self.refused_setup(conn, event.code)
         elif kind is Notice:
             self.events[event.kind] += 1
             if event.seq is not None and event.kind in ITEM_KINDS:  # not a receipt's read marker
@@ -515,15 +432,7 @@ class Worker:
             self.send_lag.record_us((time.monotonic_ns() - when) // 1000)
         # else: the connection is being recovered; the send waits in the outbox and goes
         # out (late, measured from ``when``) once every room has resumed
-        expect = self.recipients.get(stream, 0)
-        c["sent"] += 1
-        c["expected"] += expect
-        if self.by_second:
-            second = (when - self.t0) // 1_000_000_000
-            self.sent_by_s[second] += 1
-            self.expected_by_s[second] += expect
-        if self.track_acks and conn.session.track(req, payload, (stream, when)) is not None:
-            self.evicted += 1
+        self.sent(conn.session, req, payload, stream, when)
         if not self.receipts:
             return
         read = receipt(self.plan, self.adapter, self.rng, conn.index, conn.session.last_seq)
@@ -589,7 +498,7 @@ class Worker:
 
     async def watch(self) -> None:
         """Per second: a Tick with counters, the second's latency histogram, CPU and loop lag."""
-        self.proc.cpu_percent(None)
+        self.cpu.reset()
         lag_task = asyncio.create_task(self._measure_lag())
         try:
             second = max(0, (time.monotonic_ns() - self.t0) // 1_000_000_000) + 1
@@ -605,27 +514,7 @@ class Worker:
     def tick(self, second: int) -> None:
         """Report one second (the last one may be partial: the run ended inside it)."""
         self.last_tick = second
-        cpu = self.proc.cpu_percent(None)
-        rss = self.proc.memory_info().rss
-        self.rss_max = max(self.rss_max, rss)
-        lag_ms, self.lag_worst_ms = self.lag_worst_ms, 0.0
-        if self.measuring:
-            self.cpu_samples.append(cpu)
-            self.lag_samples.append(lag_ms)
-        hist = self.second_hist
-        self.second_hist = LatencyHistogram()
-        self.hist["delivery"].merge(hist)
-        self.emit(
-            wire.Tick(
-                second=second,
-                counters=self.counters(),
-                open_now=self.open_now,
-                delivery_hdr=hist.encode() if hist.count else None,
-                cpu_percent=cpu,
-                loop_lag_ms=lag_ms,
-                rss_bytes=rss,
-            )
-        )
+        self.emit(self.second_tick(second, self.open_now))
 
     async def _measure_lag(self) -> None:
         while True:
@@ -656,40 +545,8 @@ class Worker:
                 await asyncio.wait_for(asyncio.gather(*waits, return_exceptions=True), 3.0)
 
     def final(self) -> wire.Final:
-        self.hist["delivery"].merge(self.second_hist)
-        self.second_hist = LatencyHistogram()
-        overflow = sum(conn.ledger.gap_overflow for conn in self.conns)
-        if overflow:
-            self.notes.append(f"{overflow} gaps forgotten past the per-stream limit")
         answering = sum(1 for conn in self.conns if conn.probe_round < 0 and conn.ready)
-        return wire.Final(
-            counters=self.counters(),
-            histograms={k: h.encode() for k, h in self.hist.items() if h.count},
-            failures_by_cause=dict(self.failures),
-            closes_by_code=dict(self.closes),
-            errors_by_code=dict(self.errors),
-            events_by_type=dict(self.events),
-            sent_by_second=dict(self.sent_by_s),
-            expected_by_second=dict(self.expected_by_s),
-            delivered_by_second=dict(self.delivered_by_s),
-            held=self.held,
-            answering=answering,
-            cpu_samples=self.cpu_samples,
-            lag_samples=self.lag_samples,
-            rss_max=self.rss_max,
-            notes=self.notes,
-            recoveries=self.recoveries(),
-            ontime_by_ds=dict(self.ontime_by_ds),
-        )
-
-    def recoveries(self) -> list[Recovery]:
-        """Every loss of the run; one still being recovered at the end never resumed."""
-        out: list[Recovery] = []
-        for conn in self.conns:
-            out.extend(conn.session.records)
-            if conn.session.current is not None:
-                out.append(conn.session.current)
-        return out
+        return Tally.final(self, self.conns, held=self.held, answering=answering)
 
     # -- the run -----------------------------------------------------------------------------------
 
@@ -719,7 +576,7 @@ class Worker:
         end_ns = go.start_ns + int(self.scenario.duration * 1e9)
         # the measured phase starts now: what the ramp cost is not the generator's health
         self.lag_worst_ms = 0.0
-        self.proc.cpu_percent(None)
+        self.cpu.reset()
         self.measuring = True
         if self.reconnector is not None:
             self.reconnector.start()

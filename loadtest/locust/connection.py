@@ -33,7 +33,7 @@ from loadtest.ledger import Arrival, RecipientLedger
 from loadtest.locust.wsclient import WsConnection, classify
 from loadtest.plan import PROBE_STREAM, compose, receipt
 from loadtest.scenarios import Kind
-from loadtest.session import ITEM_KINDS, SeqOrder
+from loadtest.session import ITEM_KINDS
 
 if TYPE_CHECKING:
     from loadtest.locust.node import NodeRun
@@ -102,6 +102,17 @@ class Conn:
     def req(self) -> int:
         """A request id unique to this client for the whole run, across reconnects."""
         return self.session.new_id()
+
+    # -- the setup wait, for the shared tally (loadtest.tally.Peer) ------------------------
+
+    def setup_pending(self) -> bool:
+        return self.setup is not None and not self.setup.ready()
+
+    def setup_ok(self) -> None:
+        self.setup.set(None)
+
+    def setup_fail(self, code: str) -> None:
+        self.setup.set_exception(_SetupRejected(code))
 
     def send(self, payload: bytes) -> bool:
         ws = self.ws
@@ -220,22 +231,26 @@ class Conn:
     def _on_payload(self, payload: bytes) -> None:
         now = time.time_ns()
         run = self.run
-        c = run.c
-        c["bytes_received"] += len(payload)
+        run.c["bytes_received"] += len(payload)
         event = run.adapter.parse(payload)
         kind = type(event)
         if kind is Delivery:
-            self._delivery(event, now)  # type: ignore[arg-type]
+            arrival = run.delivery(self, event, now)  # type: ignore[arg-type]
+            if arrival is None:
+                return
+            latency_ms = max(0.0, (now - event.sched_ns) / 1e6)  # type: ignore[union-attr]
+            if arrival is Arrival.DUPLICATE:
+                run.fire(DELIVERY, latency_ms, Failure("duplicate: a message arrived again"))
+                return
+            run.fire(DELIVERY, latency_ms)
+            if run.closed_loop and event.sender == self.index:  # type: ignore[union-attr]
+                self._round_trip(now)
         elif kind is Ack:
-            found = self.session.settle(event.req_id)  # type: ignore[union-attr]
-            if found is not None:
-                c["acked"] += 1
-                run.hist["ack"].record_us((now - found[1]) // 1000)
-                run.fire(SEND_ACK, (now - found[1]) / 1e6)
-            if event.seq is not None and event.room is not None:  # type: ignore[union-attr]
-                self.session.observe(event.room, event.seq)  # type: ignore[union-attr]  # ours
+            latency = run.ack(self, event, now)  # type: ignore[arg-type]
+            if latency is not None:
+                run.fire(SEND_ACK, latency / 1e6)
         elif kind is Ready:
-            self._ready(event, now)  # type: ignore[arg-type]
+            run.ready(self, event, now)  # type: ignore[arg-type]
         elif kind is Rejected:
             self._rejected(event)  # type: ignore[arg-type]
         elif kind is Notice:
@@ -252,84 +267,15 @@ class Conn:
                 run.hist["history"].record_us((now - sent) // 1000)
                 run.fire(HISTORY, (now - sent) / 1e6, length=len(payload))
 
-    def _delivery(self, event: Delivery, now: int) -> None:
-        run = self.run
-        c = run.c
-        if event.stream == PROBE_STREAM:
-            if event.counter == self.probe_round:
-                c["probes_answered"] += 1
-                self.probe_round = -self.probe_round
-                run.hist["heartbeat"].record_us((now - event.sched_ns) // 1000)
-            return
-        room, seq = event.room, event.seq
-        own = event.sender == self.index and run.plan.kind is not Kind.RTT
-        if seq is not None and room is not None and self.session.item(room, seq) is SeqOrder.OLD:
-            c["deduped"] += 1  # seen before by seq: dropped, but the server sent it again
-            if not own and self.ledger.seen(event.stream, event.sender, event.counter):
-                c["duplicated"] += 1  # on the wire (docs/RESULTS.md: duplicated)
-            return
-        if own:
-            # servers that broadcast to the sender too (Socket.IO's io.to(room)), and a
-            # resume replays the client's own messages: nobody's expected delivery
-            run.events["own_message"] += 1
-            return
-        if not self.in_run:
-            return  # connected after the go: no message was expected here
-        arrival = self.ledger.arrive(event.stream, event.sender, event.counter)
-        latency_ms = max(0.0, (now - event.sched_ns) / 1e6)
-        if arrival is Arrival.DUPLICATE:
-            c["duplicated"] += 1
-            c["dup_after_dedupe"] += 1
-            run.fire(DELIVERY, latency_ms, Failure("duplicate: a message arrived again"))
-            return
-        if arrival is Arrival.LATE:
-            c["out_of_order"] += 1
-        c["delivered"] += 1
-        run.second_hist.record_us(int(latency_ms * 1000))
-        if run.by_second:
-            run.delivered_by_s[(event.sched_ns - run.t0) // 1_000_000_000] += 1
-        run.fire(DELIVERY, latency_ms)
-        if run.closed_loop and event.sender == self.index:
-            self._round_trip(now)
-
-    def _ready(self, event: Ready, now: int) -> None:
-        session = self.session
-        if event.room is None:
-            self.want_welcome = False
-            session.welcomed(now)
-            settled = session.settled()
-        else:
-            settled = session.room_ready(event.room, event.seq)
-        setup = self.setup
-        if (
-            (settled or not self.wait_rooms)
-            and not self.want_welcome
-            and setup is not None
-            and not setup.ready()
-        ):
-            setup.set(None)
-
     def _rejected(self, event: Rejected) -> None:
         run = self.run
-        run.c["errors"] += 1
-        run.errors[event.code] += 1
         req = event.req_id
-        found = self.session.settle(req) if req is not None else None
-        if found is not None:
-            run.c["rejected"] += 1
-            lost_to = run.recipients.get(found[0], 0)
-            run.c["expected"] -= lost_to
-            if run.by_second:
-                run.expected_by_s[(found[1] - run.t0) // 1_000_000_000] -= lost_to
+        if run.rejected(self, event):
             run.fire(SEND_ACK, 0.0, Failure(f"rejected: {event.code}"))
         elif req is not None and self.history_pending.pop(req, None) is not None:
             run.fire(HISTORY, 0.0, Failure(f"rejected: {event.code}"))
-        elif self.setup is not None and not self.setup.ready():
-            session = self.session
-            if not session.room_refused(event.code):
-                self.setup.set_exception(_SetupRejected(event.code))
-            elif not self.want_welcome and session.settled():
-                self.setup.set(None)  # the other rooms resumed; that one is gone
+        else:
+            run.refused_setup(self, event.code)
 
     def _on_closed(self, ws: WsConnection, code: int) -> None:
         run = self.run
@@ -435,15 +381,7 @@ class Conn:
             run.send_lag.record_us((time.time_ns() - when) // 1000)
         # else: the connection is being recovered; the send waits in the outbox and goes
         # out (late, measured from ``when``) once every room has resumed
-        expect = run.recipients.get(stream, 0)
-        c["sent"] += 1
-        c["expected"] += expect
-        if run.by_second:
-            second = (when - run.t0) // 1_000_000_000
-            run.sent_by_s[second] += 1
-            run.expected_by_s[second] += expect
-        if run.track_acks and self.session.track(req, payload, (stream, when)) is not None:
-            run.evicted += 1
+        run.sent(self.session, req, payload, stream, when)
         read = receipt(run.plan, run.adapter, self.rng, self.index, self.session.last_seq)
         if read is not None and live and self.send(read):
             c["receipts_sent"] += 1

@@ -16,41 +16,28 @@ from collections import Counter, defaultdict, deque
 from typing import Any
 
 import gevent
-import psutil
 from gevent.event import AsyncResult, Event
 
 from loadtest.adapters import Feature, make_adapter
-from loadtest.client import ReconnectPolicy, Recovery
+from loadtest.client import ReconnectPolicy
 from loadtest.engine import wire
-from loadtest.engine.worker import COUNTERS
 from loadtest.locust import messages
 from loadtest.locust.connection import PENDING_LIMIT, Conn, sleep_until
 from loadtest.plan import Plan
 from loadtest.scenarios import Kind
-from rtbench.histogram import LatencyHistogram
+from loadtest.tally import HISTOGRAMS, Tally
 
 CLAIM_BATCH_S = 0.02
 """Claims made within this long go to the master in one message."""
 READY_BATCH_S = 0.05
 COUNTS_PERIOD_S = 0.2
 LAG_PERIOD_S = 0.05
-CPU_MIN_SPAN_S = 0.5
-"""A CPU sample over less time than this is noise (see ``tick``), not a measured second."""
 PROBE_TICK_NS = 10_000_000
 CLOSE_WAIT_S = 3.0
 DONE_GRACE_S = 10.0
 """After the send window, how long senders may still be finishing before the node reports
 done anyway (a sender killed by Locust never says so)."""
-HISTOGRAMS = (
-    "delivery",
-    "ack",
-    "handshake",
-    "send_lag",
-    "heartbeat",
-    "setup",
-    "history",
-    "reconnect",
-)
+LOCUST_HISTOGRAMS = (*HISTOGRAMS, "history", "reconnect")
 
 
 class Node:
@@ -125,8 +112,9 @@ class Node:
             self.run.abandon()
 
 
-class NodeRun:
-    """This process's connections in one run and everything they measured."""
+class NodeRun(Tally):
+    """This process's connections in one run and everything they measured (the counting
+    itself is the native engine's: ``loadtest.tally``)."""
 
     def __init__(self, node: Node, spec: messages.RunSpec) -> None:
         self.node = node
@@ -138,29 +126,22 @@ class NodeRun:
             spec.scenario.protocol, getattr(spec.scenario, "protocol_options", None)
         )
         self.url = spec.url
-        self.t0 = spec.t0_ns
         kind = self.plan.kind
-        self.c: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        Tally.__init__(
+            self,
+            spec.t0_ns,
+            by_second=kind is Kind.SOAK,
+            own_replies=kind is Kind.RTT,
+            histograms=LOCUST_HISTOGRAMS,
+        )
         # Locust users always come back after a loss (a Locust run has no fault switch
         # to turn reconnects on); the scenario's [reconnect] table tunes how
         self.policy = spec.scenario.reconnect or ReconnectPolicy(outbox=PENDING_LIMIT)
-        self.hist = {name: LatencyHistogram() for name in HISTOGRAMS}
-        self.second_hist = LatencyHistogram()
         self.send_lag = self.hist["send_lag"]
-        self.failures: Counter[str] = Counter()
-        self.closes: Counter[str] = Counter()
-        self.errors: Counter[str] = Counter()
-        self.events: Counter[str] = Counter()
-        self.sent_by_s: Counter[int] = Counter()
-        self.expected_by_s: Counter[int] = Counter()
-        self.delivered_by_s: Counter[int] = Counter()
-        self.by_second = kind is Kind.SOAK
         self.track_acks = kind is not Kind.RTT and Feature.ACK in self.adapter.features
         self.closed_loop = self.scenario.closed_loop
         self.conns: dict[int, Conn] = {}
         self.open_now = 0
-        self.evicted = 0
-        self.recipients: dict[int, int] = {}
         self.go = Event()
         self.ended = Event()
         self.start_ns = 0
@@ -170,14 +151,6 @@ class NodeRun:
         self.held: int | None = None
         self.ready_batch: list[int] = []
         self.failed_batch: list[int] = []
-        self.proc = psutil.Process()
-        self.cpu_since = time.monotonic()
-        self.measuring = False
-        self.cpu_samples: list[float] = []
-        self.lag_samples: list[float] = []
-        self.lag_worst_ms = 0.0
-        self.rss_max = 0
-        self.notes: list[str] = []
         self.last_second = 0
         self.finish_greenlet: gevent.Greenlet | None = None
         self.greenlets = [gevent.spawn(self._ticker), gevent.spawn(self._lag_meter)]
@@ -235,7 +208,7 @@ class NodeRun:
             conn.in_run = conn.ready and bool(live[index >> 3] & (1 << (index & 7)))
         self.active_senders = sum(1 for c in self.conns.values() if c.in_run and self._sends(c))
         self.lag_worst_ms = 0.0
-        self._cpu_percent()  # the first measured second starts now
+        self.cpu.reset()  # the first measured second starts now
         self.measuring = True
         self.go.set()
         if self.plan.kind is Kind.CONNECT:
@@ -289,7 +262,7 @@ class NodeRun:
 
     def _ticker(self) -> None:
         """Each second of the run: counters, the second's deliveries, CPU, loop lag."""
-        self._cpu_percent()
+        self.cpu.reset()
         second = max(0, (time.time_ns() - self.t0) // 1_000_000_000) + 1
         while True:
             sleep_until(self.t0 + second * 1_000_000_000)
@@ -298,35 +271,8 @@ class NodeRun:
 
     def tick(self, second: int) -> None:
         self.last_second = second
-        span_s = time.monotonic() - self.cpu_since
-        cpu = self._cpu_percent()
-        rss = self.proc.memory_info().rss
-        self.rss_max = max(self.rss_max, rss)
-        lag_ms, self.lag_worst_ms = self.lag_worst_ms, 0.0
-        if self.measuring:
-            # CPU time comes in clock ticks (10 ms): over a sliver of a second (the go
-            # just before a tick, the partial last second) one tick reads as 200 %, and
-            # a short run's saturation share would count it
-            if span_s >= CPU_MIN_SPAN_S:
-                self.cpu_samples.append(cpu)
-            self.lag_samples.append(lag_ms)
-        hist, self.second_hist = self.second_hist, LatencyHistogram()
-        self.hist["delivery"].merge(hist)
-        tick = wire.Tick(
-            second=second,
-            counters=dict(self.c),
-            open_now=self.open_now,
-            delivery_hdr=hist.encode() if hist.count else None,
-            cpu_percent=cpu,
-            loop_lag_ms=lag_ms,
-            rss_bytes=rss,
-        )
+        tick = self.second_tick(second, self.open_now)
         self.node.send(messages.TICK, {"tag": self.tag, "tick": messages.encode(tick)})
-
-    def _cpu_percent(self) -> float:
-        """This process's CPU since the previous call (psutil), and when that was."""
-        self.cpu_since = time.monotonic()
-        return self.proc.cpu_percent(None)
 
     def _lag_meter(self) -> None:
         """How late the gevent hub wakes a sleeper: the Locust process's own loop lag."""
@@ -378,39 +324,9 @@ class NodeRun:
         self.node.send(messages.FINAL, {"tag": self.tag, "final": messages.encode(self.final())})
 
     def final(self) -> wire.Final:
-        self.hist["delivery"].merge(self.second_hist)
-        self.second_hist = LatencyHistogram()
-        overflow = sum(conn.ledger.gap_overflow for conn in self.conns.values())
-        if overflow:
-            self.notes.append(f"{overflow} gaps forgotten past the per-stream limit")
-        answering = sum(1 for c in self.conns.values() if c.probe_round < 0 and c.in_run)
-        return wire.Final(
-            counters=dict(self.c),
-            histograms={k: h.encode() for k, h in self.hist.items() if h.count},
-            failures_by_cause=dict(self.failures),
-            closes_by_code=dict(self.closes),
-            errors_by_code=dict(self.errors),
-            events_by_type=dict(self.events),
-            sent_by_second=dict(self.sent_by_s),
-            expected_by_second=dict(self.expected_by_s),
-            delivered_by_second=dict(self.delivered_by_s),
-            held=self.held or 0,
-            answering=answering,
-            cpu_samples=self.cpu_samples,
-            lag_samples=self.lag_samples,
-            rss_max=self.rss_max,
-            notes=self.notes,
-            recoveries=self.recoveries(),
-        )
-
-    def recoveries(self) -> list[Recovery]:
-        """Every loss of the run; one still being recovered at the end never resumed."""
-        out: list[Recovery] = []
-        for conn in self.conns.values():
-            out.extend(conn.session.records)
-            if conn.session.current is not None:
-                out.append(conn.session.current)
-        return out
+        conns = self.conns.values()
+        answering = sum(1 for c in conns if c.probe_round < 0 and c.in_run)
+        return Tally.final(self, conns, held=self.held or 0, answering=answering)
 
     def abandon(self) -> None:
         """A newer run replaced this one (or the process ends): stop its greenlets, close."""

@@ -27,12 +27,14 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from reference_server.metrics import Metrics, MetricsCollector
+
+if TYPE_CHECKING:  # prometheus-client is imported at the first scrape (metrics.py)
+    from prometheus_client.core import Metric
 
 SLOT_BYTES = 32768
 HEADER = struct.Struct("<QI")  # sequence (odd while being written), payload length
@@ -324,6 +326,8 @@ class ClusterCollector:
         self.stats = stats
 
     def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         everyone = self.stats.everyone()
         now = time.time()
         fresh = [s for _, s in everyone if s is not None and now - s.at <= STALE_S]

@@ -1,0 +1,318 @@
+"""One process's delivery bookkeeping, shared by the native engine and the Locust users.
+
+The native engine's worker (asyncio, picows) and a Locust process (gevent) count the
+same fates with the same names: deliveries new, late or duplicate per sender stream,
+acks and their latency, refusals by code, setup answers. Keeping that in one place
+means a message is counted the same way by both engines (their results merge and are
+judged by the same code), and a fix to the accounting lands in both at once.
+
+What differs between the two stays at the edges: each engine's connection says whether
+its setup is still waited on and how to end that wait (an asyncio future or a gevent
+``AsyncResult``) through three tiny methods (``setup_pending``, ``setup_ok``,
+``setup_fail``), and each engine adds its own side effects (Locust statistics, the
+closed-loop next request) from what these handlers return.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from typing import Protocol
+
+import psutil
+
+from loadtest.adapters import Ack, Delivery, Ready, Rejected
+from loadtest.client.reconnect import ClientSession, Recovery
+from loadtest.cpumeter import CpuMeter
+from loadtest.engine import wire
+from loadtest.ledger import Arrival, RecipientLedger
+from loadtest.plan import PROBE_STREAM
+from loadtest.session import SeqOrder
+from rtbench.histogram import LatencyHistogram
+
+COUNTERS = (
+    "attempted",
+    "opened",
+    "failed",
+    "ready",
+    "closed",
+    "sent",
+    "acked",
+    "rejected",
+    "expected",
+    "delivered",
+    "duplicated",  # arrived again on the wire (before the client's seq dedupe)
+    "dup_after_dedupe",  # arrived again and got past the dedupe
+    "out_of_order",
+    "errors",
+    "send_skipped",
+    "typing_sent",
+    "receipts_sent",
+    "probes_sent",
+    "probes_answered",
+    "bytes_sent",
+    "bytes_received",
+    "unacked",
+    # recovery (loadtest.engine.recovery, the Locust user's reconnect)
+    "reconnects",
+    "reconnect_attempts",
+    "retried",
+    "deduped",
+    "pings_sent",
+    "heartbeat_dead",
+    "gave_up",
+)
+HISTOGRAMS = ("delivery", "ack", "handshake", "send_lag", "heartbeat", "setup")
+_NEW = Arrival.NEW
+_LATE = Arrival.LATE
+_DUPLICATE = Arrival.DUPLICATE
+_OLD = SeqOrder.OLD
+
+
+class Peer(Protocol):
+    """What the handlers need of a connection (both engines' ``Conn`` have it)."""
+
+    index: int
+    session: ClientSession
+    ledger: RecipientLedger
+    probe_round: int
+    want_welcome: bool
+    wait_rooms: bool
+
+    @property
+    def in_run(self) -> bool:
+        """Deliveries to it are counted (Locust: it was live at the go)."""
+
+    def setup_pending(self) -> bool:
+        """Its hello or joins are being waited on."""
+
+    def setup_ok(self) -> None:
+        """End that wait: set up."""
+
+    def setup_fail(self, code: str) -> None:
+        """End that wait: the hello or a join was refused with error ``code``."""
+
+
+class Tally:
+    """Counters, latency histograms and per-second tallies of one process's connections."""
+
+    def __init__(
+        self,
+        t0: int,
+        *,
+        by_second: bool,
+        own_replies: bool,
+        histograms: Iterable[str] = HISTOGRAMS,
+        ontime_ns: int = 0,
+    ) -> None:
+        self.t0 = t0
+        self.c: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self.hist = {name: LatencyHistogram() for name in histograms}
+        self.second_hist = LatencyHistogram()  # deliveries of the current second
+        self.failures: Counter[str] = Counter()
+        self.closes: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        self.events: Counter[str] = Counter()
+        self.sent_by_s: Counter[int] = Counter()
+        self.expected_by_s: Counter[int] = Counter()
+        self.delivered_by_s: Counter[int] = Counter()
+        # soak windows, and the losses around each fault, need send-time tallies
+        self.by_second = by_second
+        self.own_replies = own_replies  # rtt: the reply to one's own message is the delivery
+        self.ontime_ns = ontime_ns
+        self.ontime_by_ds: Counter[int] = Counter()
+        self.recipients: dict[int, int] = {}  # stream -> expected recipients (at the go)
+        self.notes: list[str] = []
+        self.cpu_samples: list[float] = []
+        self.lag_samples: list[float] = []
+        self.rss_max = 0
+        self.proc = psutil.Process()
+        self.cpu = CpuMeter(self.proc)
+        self.measuring = False  # the measured phase (after the go): samples count
+        self.lag_worst_ms = 0.0  # worst loop lag since the last tick (the engine measures it)
+        self.evicted = 0  # unacked sends forgotten past the outbox limit
+        self.track_acks = False  # sends wait for an ack (set by the engine for its protocol)
+
+    # -- events ------------------------------------------------------------------------
+
+    def delivery(self, conn: Peer, event: Delivery, now: int) -> Arrival | None:
+        """Account one delivery; its arrival when it reached the ledger, else None (a
+        probe answer, a seq duplicate, one's own message, or not part of the run)."""
+        c = self.c
+        if event.stream == PROBE_STREAM:
+            if event.counter == conn.probe_round:
+                c["probes_answered"] += 1
+                conn.probe_round = -conn.probe_round
+                self.hist["heartbeat"].record_us((now - event.sched_ns) // 1000)
+            return None
+        room, seq = event.room, event.seq
+        own = event.sender == conn.index and not self.own_replies
+        if seq is not None and room is not None and conn.session.item(room, seq) is _OLD:
+            # seen before by seq: the client drops it, but the server did send it again,
+            # and ``duplicated`` counts what arrived twice on the wire
+            c["deduped"] += 1
+            if not own and conn.ledger.seen(event.stream, event.sender, event.counter):
+                c["duplicated"] += 1
+            return None
+        if own:
+            # many servers (Socket.IO's io.to(room)) broadcast to the sender too, and a
+            # resume replays the client's own messages: nobody's expected delivery
+            self.events["own_message"] += 1
+            return None
+        if not conn.in_run:
+            return None  # connected after the go: no message was expected here
+        # fast path of RecipientLedger.arrive: the next counter of a known stream
+        state = conn.ledger.streams.get((event.stream, event.sender))
+        if state is not None and event.counter == state[0] + 1:
+            state[0] = event.counter
+            arrival = _NEW
+        else:
+            arrival = conn.ledger.arrive(event.stream, event.sender, event.counter)
+        if arrival is _DUPLICATE:
+            c["duplicated"] += 1
+            c["dup_after_dedupe"] += 1  # got past the seq dedupe: the app sees it twice
+            return arrival
+        if arrival is _LATE:
+            c["out_of_order"] += 1
+        self.delivered(event.sched_ns, now)
+        return arrival
+
+    def delivered(self, sched_ns: int, now: int) -> None:
+        """One unique delivery, latency from its scheduled send time."""
+        self.c["delivered"] += 1
+        latency_ns = now - sched_ns
+        self.second_hist.record_us(latency_ns // 1000)
+        if self.by_second:
+            self.delivered_by_s[(sched_ns - self.t0) // 1_000_000_000] += 1
+        if self.ontime_ns and latency_ns <= self.ontime_ns:
+            self.ontime_by_ds[(now - self.t0) // 100_000_000] += 1
+
+    def sent(
+        self, session: ClientSession, req: int, payload: bytes, stream: int, when: int
+    ) -> None:
+        """One send scheduled at ``when``: its expected recipients (known since the go),
+        and, when acks are tracked, its place in the outbox until acked."""
+        expect = self.recipients.get(stream, 0)
+        c = self.c
+        c["sent"] += 1
+        c["expected"] += expect
+        if self.by_second:
+            second = (when - self.t0) // 1_000_000_000
+            self.sent_by_s[second] += 1
+            self.expected_by_s[second] += expect
+        if self.track_acks and session.track(req, payload, (stream, when)) is not None:
+            self.evicted += 1
+
+    def ack(self, conn: Peer, event: Ack, now: int) -> int | None:
+        """Settle an acked send: its send→ack latency in ns, or None for an unknown id."""
+        found = conn.session.settle(event.req_id)
+        latency = None
+        if found is not None:
+            self.c["acked"] += 1
+            latency = now - found[1]
+            self.hist["ack"].record_us(latency // 1000)
+        if event.seq is not None and event.room is not None:
+            conn.session.observe(event.room, event.seq)  # our own item: its seq is seen
+        return latency
+
+    def ready(self, conn: Peer, event: Ready, now: int) -> None:
+        """The welcome (room None) or a room's join/resume answer."""
+        session = conn.session
+        if event.room is None:
+            conn.want_welcome = False
+            session.welcomed(now)
+            settled = session.settled()
+        else:
+            settled = session.room_ready(event.room, event.seq)
+        if (settled or not conn.wait_rooms) and not conn.want_welcome and conn.setup_pending():
+            conn.setup_ok()
+
+    def rejected(self, conn: Peer, event: Rejected) -> bool:
+        """An error frame: True when it refused one of our sends (which then expects no
+        recipients); otherwise the caller decides what it answered (``refused_setup``)."""
+        c = self.c
+        c["errors"] += 1
+        self.errors[event.code] += 1
+        found = conn.session.settle(event.req_id) if event.req_id is not None else None
+        if found is None:
+            return False
+        c["rejected"] += 1
+        lost_to = self.recipients.get(found[0], 0)
+        c["expected"] -= lost_to
+        if self.by_second:
+            self.expected_by_s[(found[1] - self.t0) // 1_000_000_000] -= lost_to
+        return True
+
+    @staticmethod
+    def refused_setup(conn: Peer, code: str) -> None:
+        """An error that answered no send: a resumed room refused (the others go on;
+        recorded even when it arrives with the welcome, before the setup waits for the
+        rooms), or the hello or a join refused."""
+        if conn.session.room_refused(code):
+            if conn.setup_pending() and not conn.want_welcome and conn.session.settled():
+                conn.setup_ok()
+        elif conn.setup_pending():
+            conn.setup_fail(code)
+
+    def second_tick(self, second: int, open_now: int) -> wire.Tick:
+        """One second's report (the last may be partial): counters, the second's deliveries
+        (folded into the run's; the next second starts empty), CPU, loop lag and RSS."""
+        cpu, judged = self.cpu.read()
+        rss = self.proc.memory_info().rss
+        self.rss_max = max(self.rss_max, rss)
+        lag_ms, self.lag_worst_ms = self.lag_worst_ms, 0.0
+        if self.measuring:
+            if judged:
+                self.cpu_samples.append(cpu)
+            self.lag_samples.append(lag_ms)
+        hist, self.second_hist = self.second_hist, LatencyHistogram()
+        self.hist["delivery"].merge(hist)
+        return wire.Tick(
+            second=second,
+            counters=dict(self.c),
+            open_now=open_now,
+            delivery_hdr=hist.encode() if hist.count else None,
+            cpu_percent=cpu,
+            loop_lag_ms=lag_ms,
+            rss_bytes=rss,
+        )
+
+    # -- the end -----------------------------------------------------------------------
+
+    def final(self, conns: Iterable[Peer], *, held: int, answering: int) -> wire.Final:
+        """The process's whole run (the last second's deliveries included)."""
+        conns = list(conns)
+        self.hist["delivery"].merge(self.second_hist)
+        self.second_hist = LatencyHistogram()
+        overflow = sum(conn.ledger.gap_overflow for conn in conns)
+        if overflow:
+            self.notes.append(f"{overflow} gaps forgotten past the per-stream limit")
+        return wire.Final(
+            counters=dict(self.c),
+            histograms={k: h.encode() for k, h in self.hist.items() if h.count},
+            failures_by_cause=dict(self.failures),
+            closes_by_code=dict(self.closes),
+            errors_by_code=dict(self.errors),
+            events_by_type=dict(self.events),
+            sent_by_second=dict(self.sent_by_s),
+            expected_by_second=dict(self.expected_by_s),
+            delivered_by_second=dict(self.delivered_by_s),
+            held=held,
+            answering=answering,
+            cpu_samples=self.cpu_samples,
+            lag_samples=self.lag_samples,
+            rss_max=self.rss_max,
+            notes=self.notes,
+            recoveries=recoveries(conns),
+            ontime_by_ds=dict(self.ontime_by_ds),
+        )
+
+
+def recoveries(conns: Iterable[Peer]) -> list[Recovery]:
+    """Every loss of the run; one still being recovered at the end never resumed."""
+    out: list[Recovery] = []
+    for conn in conns:
+        out.extend(conn.session.records)
+        if conn.session.current is not None:
+            out.append(conn.session.current)
+    return out
