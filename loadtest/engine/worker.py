@@ -23,6 +23,7 @@ import random
 import resource
 import sys
 import time
+from array import array
 from urllib.parse import urlparse
 
 from picows import WSCloseCode, WSListener, WSMsgType, ws_connect
@@ -137,6 +138,37 @@ class Conn(WSListener):
         self.setup.set_exception(_SetupRejected(code))
 
 
+class EchoConn(Conn):
+    """A connection of an open-loop rtt run against a plain echo server (the fast path).
+
+    The echo of a send is its payload byte for byte, and an echo server answers in order:
+    so a frame equal to the oldest send still awaiting its echo (``expect``) *is* that
+    message (sender, stream, counter and stamp all match) and needs no parsing. Anything
+    else (out of order, a duplicate, a second send in flight, junk) takes the full path.
+    """
+
+    expect: bytes | None = None  # the oldest send still awaiting its echo, byte for byte
+    expect_n = 0  # its counter
+    expect_sched = 0  # its stamp (what its latency is counted from)
+    # set at the go by ``Worker.prepare_echo``: the marker's head, the last counter sent,
+    # the expected recipients per send, and the ledger's state of its own stream
+    head = ""
+    sent_n = 0
+    fan = 0
+    own: list | None = None
+
+    def on_ws_frame(self, transport, frame) -> None:  # type: ignore[no-untyped-def]
+        kind = frame.msg_type
+        if kind is _TEXT or kind is _BINARY:
+            payload = frame.get_payload_as_bytes()
+            if payload == self.expect:
+                self.w.on_echo(self, payload)
+            else:
+                self.w.on_payload(self, payload)
+            return
+        Conn.on_ws_frame(self, transport, frame)
+
+
 class Worker(Tally):
     """Everything one process does in a run; driven by the coordinator's messages."""
 
@@ -159,7 +191,18 @@ class Worker(Tally):
             None if self.scenario.seed is None else self.scenario.seed * 1000 + start.worker
         )
         self.policy = start.scenario.reconnect or ReconnectPolicy(outbox=PENDING_LIMIT)
-        self.conns: list[Conn] = [Conn(self, i) for i in self.plan.local(start.worker)]
+        # echo, open-loop rtt, nothing that stamps per second or recovers: sends and
+        # their echoes take the fast path (``send_echo``, ``EchoConn``, ``on_echo``)
+        self.echo_rtt = (
+            type(self.adapter) is EchoAdapter
+            and start.scenario.scenario is Kind.RTT
+            and not start.scenario.closed_loop
+            and not start.scenario.reconnect
+            and not self.by_second
+            and not self.ontime_ns
+        )
+        conn_type = EchoConn if self.echo_rtt else Conn
+        self.conns: list[Conn] = [conn_type(self, i) for i in self.plan.local(start.worker)]
         self._name_dm_rooms()
         self.open_now = 0
         self.held = 0
@@ -168,6 +211,11 @@ class Worker(Tally):
         self.draining = False
         self.url = start.url
         self.send_lag = self.hist["send_lag"]
+        # the fast path's latencies (us), appended raw and folded into the HDR histograms
+        # once a second (``_fold``): one C call per value instead of a Python one
+        self.rtt_us: array[int] = array("q")
+        self.lag_us: array[int] = array("q")
+        self.message_bytes = start.scenario.message_bytes
         self.reconnector = (
             Reconnector(self, start.scenario.reconnect) if start.scenario.reconnect else None
         )
@@ -238,6 +286,30 @@ class Worker(Tally):
                 conn.session.observe(event.room, event.seq)
         elif kind is Reply:  # e.g. an Engine.IO pong: the server drops clients that are silent
             conn.send(event.payload)
+
+    def on_echo(self, conn: Conn, payload: bytes) -> None:
+        """The echo of ``conn.expect``, the oldest send awaiting one (``EchoConn``)."""
+        now = time.monotonic_ns()
+        conn.expect = None
+        state = conn.own
+        counter = conn.expect_n
+        if state[0] != counter - 1:  # not the next of its stream: the full accounting
+            self.on_payload(conn, payload)
+            return
+        state[0] = counter
+        self.rtt_us.append((now - conn.expect_sched) // 1000)
+        c = self.c
+        c["delivered"] += 1
+        c["bytes_received"] += len(payload)
+
+    def _fold(self) -> None:
+        """Move the fast path's raw latencies into their HDR histograms."""
+        if self.rtt_us:
+            self.second_hist.record_many_us(self.rtt_us)
+            del self.rtt_us[:]
+        if self.lag_us:
+            self.send_lag.record_many_us(self.lag_us)
+            del self.lag_us[:]
 
     def on_closed(self, conn: Conn) -> None:
         conn.live = False
@@ -407,7 +479,11 @@ class Worker(Tally):
             await self._sleep_until(end_ns)
             return
         rate = sc.rate * len(senders)
-        schedule = OpenLoop(self.send_one, senders, rate, self.rng, start_ns, end_ns)
+        send = self.send_one
+        if self.echo_rtt:
+            send = self.send_echo
+            self.prepare_echo(senders)
+        schedule = OpenLoop(send, senders, rate, self.rng, start_ns, end_ns)
         try:
             await schedule.done
         finally:
@@ -439,6 +515,39 @@ class Worker(Tally):
         if read is not None and live:
             conn.send(read)
             c["receipts_sent"] += 1
+
+    def prepare_echo(self, senders: list[Conn]) -> None:
+        """The fast path's per-connection state (once, at the go: recipients are known)."""
+        for conn in senders:
+            i = conn.index
+            conn.head = f"{MARKER_PREFIX}{i}.{i}."  # sender.stream: itself
+            conn.sent_n = conn.counters.get(i, 0)
+            conn.fan = self.recipients.get(i, 0)
+            # its own stream's ledger state, as ``RecipientLedger.arrive`` creates it:
+            # [highest counter, gaps]
+            conn.own = conn.ledger.streams.setdefault((i, i), [0, None])
+
+    def send_echo(self, conn: Conn, when: int) -> None:
+        """``send_one`` for open-loop rtt on a plain echo server: the same marker, counted
+        the same way (sent, expected, bytes, send lag), built and sent in one step."""
+        if not conn.live:
+            self.c["send_skipped"] += 1
+            return
+        counter = conn.sent_n + 1
+        conn.sent_n = counter
+        # (marker(i, i, counter, when, size).encode(): the head is "rtb1.{i}.{i}.")
+        payload = f"{conn.head}{counter}.{when} ".encode().ljust(self.message_bytes, b"x")
+        conn.transport.send(self.msg_type, payload)
+        self.lag_us.append((time.monotonic_ns() - when) // 1000)
+        if conn.expect is None or conn.expect_n <= conn.own[0]:
+            # (the slot also moves on once its message was accounted some other way)
+            conn.expect = payload
+            conn.expect_n = counter
+            conn.expect_sched = when
+        c = self.c
+        c["sent"] += 1
+        c["expected"] += conn.fan
+        c["bytes_sent"] += len(payload)
 
     def _next_round_trip(self, conn: Conn, now: int) -> None:
         """Closed-loop rtt: the reply to one request sends the next (until the end time)."""
@@ -514,6 +623,7 @@ class Worker(Tally):
     def tick(self, second: int) -> None:
         """Report one second (the last one may be partial: the run ended inside it)."""
         self.last_tick = second
+        self._fold()
         self.emit(self.second_tick(second, self.open_now))
 
     async def _measure_lag(self) -> None:
@@ -546,6 +656,7 @@ class Worker(Tally):
 
     def final(self) -> wire.Final:
         answering = sum(1 for conn in self.conns if conn.probe_round < 0 and conn.ready)
+        self._fold()
         return Tally.final(self, self.conns, held=self.held, answering=answering)
 
     # -- the run -----------------------------------------------------------------------------------

@@ -56,7 +56,7 @@ def _feed(worker: Worker) -> dict:
 
 def test_echo_fast_path_counts_exactly_as_the_general_path() -> None:
     fast, general = _feed(_worker(True)), _feed(_worker(False))
-    assert fast == general
+    assert fast == general  # (fast_hits: 1, 2 and 8 were counted by the fast path)
     c = fast["counters"]
     assert (c["delivered"], c["out_of_order"], c["duplicated"]) == (8, 1, 1)
     assert c["probes_answered"] == 1 and fast["probe_round"] == -1
@@ -94,3 +94,114 @@ def test_setup_ends_through_the_peer_callbacks() -> None:
     worker.refused_setup(refused, "unauthorized")
     assert refused.outcome == "refused unauthorized"
     assert worker.c["errors"] == 1 and worker.errors == {"unauthorized": 1}
+
+
+class _Sent:
+    """A picows transport that keeps what was sent."""
+
+    def __init__(self) -> None:
+        self.payloads: list[bytes] = []
+
+    def send(self, msg_type: object, payload: bytes) -> None:
+        self.payloads.append(payload)
+
+
+class _Recorder:
+    """An array('q') whose append goes through ``append`` (to count the fast path's hits)."""
+
+    def __init__(self, values: object, append: object) -> None:
+        self.values, self.append = values, append
+
+    def __bool__(self) -> bool:
+        return bool(self.values)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.values)
+
+    def __delitem__(self, key: slice) -> None:
+        del self.values[key]
+
+
+class _Frame:
+    def __init__(self, payload: bytes) -> None:
+        from picows import WSMsgType
+
+        self.msg_type = WSMsgType.TEXT
+        self.payload = payload
+
+    def get_payload_as_bytes(self) -> bytes:
+        return self.payload
+
+
+def _echo_run(fast: bool, t: int) -> tuple[dict, list[bytes]]:
+    """Sends and echoes of one connection: in order, two in flight, reordered, a duplicate,
+    a lost one, junk; through the fast path (``send_echo`` and ``EchoConn``) or the
+    general one (``send_one`` and ``on_payload``)."""
+    worker = _worker(True)
+    assert worker.echo_rtt
+    transport = _Sent()
+    for conn in worker.conns:
+        conn.transport, conn.is_open, conn.ready, conn.live = transport, True, True, True
+    worker.recipients = worker.plan.recipients(b"\x03")
+    conn = worker.conns[0]
+    if fast:
+        worker.prepare_echo(worker.conns)
+        send = worker.send_echo
+        fast_hits = [0]
+        counted = worker.rtt_us.append
+
+        def count_fast(value: int) -> None:
+            fast_hits[0] += 1
+            counted(value)
+
+        worker.rtt_us = _Recorder(worker.rtt_us, count_fast)
+
+        def echo(n: int) -> None:
+            conn.on_ws_frame(None, _Frame(transport.payloads[n - 1]))
+    else:
+        send = worker.send_one
+
+        def echo(n: int) -> None:
+            worker.on_payload(conn, transport.payloads[n - 1])
+
+    plan: list[tuple[str, int]] = [
+        ("send", 1), ("echo", 1),  # in order
+        ("send", 2), ("send", 3), ("echo", 2), ("echo", 3),  # two in flight
+        ("send", 4), ("send", 5), ("echo", 5), ("echo", 4),  # reordered: 4 is late
+        ("echo", 4),  # a duplicate
+        ("send", 6), ("send", 7), ("echo", 7),  # 6 is lost
+        ("send", 8), ("echo", 8), ("echo", 1),  # in order again, an old duplicate
+    ]  # fmt: skip
+    for step, n in plan:
+        if step == "send":
+            send(conn, t + n * 1_000_000)
+        else:
+            echo(n)
+    conn.on_ws_frame(None, _Frame(b"hello"))
+    final = worker.final()
+    figures = {
+        "fast_hits": fast_hits[0] if fast else 3,
+        "counters": final.counters,
+        "events": final.events_by_type,
+        "hist": {name: worker.hist[name].count for name in worker.hist},
+        "missing": conn.ledger.missing(),
+    }
+    return figures, transport.payloads
+
+
+def test_echo_rtt_fast_path_sends_and_counts_as_the_general_path() -> None:
+    t = time.monotonic_ns() - 50_000_000
+    fast, fast_sent = _echo_run(True, t)
+    general, general_sent = _echo_run(False, t)
+    assert fast_sent == general_sent  # byte for byte the same markers
+    assert fast_sent[0] == marker(0, 0, 1, t + 1_000_000, 100).encode()
+    assert fast == general  # (fast_hits: 1, 2 and 8 were counted by the fast path)
+    c = fast["counters"]
+    assert (c["sent"], c["expected"], c["bytes_sent"]) == (8, 8, 800)
+    assert (c["delivered"], c["out_of_order"], c["duplicated"]) == (7, 1, 2)
+    assert fast["missing"] == 1  # 6, lost
+    assert fast["hist"]["delivery"] == 7 and fast["hist"]["send_lag"] == 8
+    assert fast["events"] == {"unmarked": 1}
