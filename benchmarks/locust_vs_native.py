@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 REPORT = ROOT / "reports" / "locust-vs-native.md"
 CORES = Cores.detect()
 CLIENT = CORES.client_prefix()
-RTBENCH = [sys.executable, "-c", "from rtbench.cli import run; run()"]
+RTBENCH = [sys.executable, "-c", "from rtbench.entry import run; run()"]
 ENGINES = ("native", "locust")
 QUIET_CPU_PERCENT = 40.0
 """Other processes may use this much of the machine (percent of all cores) before a run

@@ -33,7 +33,7 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_DIR = ROOT / "benchmarks" / "peers" / "node"
-RTBENCH = [sys.executable, "-c", "from rtbench.cli import run; run()"]
+RTBENCH = [sys.executable, "-c", "from rtbench.entry import run; run()"]
 START_TIMEOUT_S = 20.0
 _LISTEN_RE = re.compile(r"ws://127\.0\.0\.1:(\d+)/ws")
 

@@ -126,7 +126,7 @@ class CpuTrace:
 
 def _scenario(case: Case, cores: Cores, workdir: Path) -> Scenario:
     pin = f"taskset -c {cores.server} " if cores.server is not None and case.pinned else ""
-    serve = f"{shlex.quote(sys.executable)} -c 'from rtbench.cli import run; run()' serve"
+    serve = f"{shlex.quote(sys.executable)} -c 'from rtbench.entry import run; run()' serve"
     if case.workers > 1:
         store = shlex.quote(os.environ.get("RTBENCH_TEST_POSTGRES_DSN", PG_DSN))
         broker = shlex.quote(os.environ.get("RTBENCH_TEST_REDIS_URL", REDIS_URL))

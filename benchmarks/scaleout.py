@@ -124,7 +124,7 @@ def started(
         if sections:
             (tmp / "bench.toml").write_text(_toml(sections))
             command += ["--config", str(tmp / "bench.toml")]
-        rtbench = [sys.executable, "-c", "from rtbench.cli import run; run()"]
+        rtbench = [sys.executable, "-c", "from rtbench.entry import run; run()"]
         server = ClusterServer([*rtbench, *command], tmp)
         try:
             yield server

@@ -87,7 +87,7 @@ def _start_server(
     else:
         cfg = workdir / f"{transport}.toml"
         cfg.write_text(config)
-        cmd = [sys.executable, "-c", "from rtbench.cli import run; run()", "serve", "--port", "0"]
+        cmd = [sys.executable, "-c", "from rtbench.entry import run; run()", "serve", "--port", "0"]
         cmd += ["--store", "memory", "--insecure-dev", "--transport", transport]
         cmd += ["--config", str(cfg)]
     proc = subprocess.Popen(

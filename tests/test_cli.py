@@ -17,7 +17,7 @@ from rtbench.cli import COMMAND_MODULES
 
 def rtbench(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", "from rtbench.cli import run; run()", *argv],
+        [sys.executable, "-c", "from rtbench.entry import run; run()", *argv],
         capture_output=True,
         text=True,
         timeout=60,

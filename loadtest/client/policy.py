@@ -47,7 +47,7 @@ class ReconnectPolicy(Struct, forbid_unknown_fields=True, kw_only=True, omit_def
     factor: Annotated[float, Meta(ge=1)] = 2.0  # ... and each later one this many times more
     max_ms: PositiveMs = 1000.0  # longest wait between attempts
     jitter: Annotated[float, Meta(ge=0, le=1)] = 1.0  # a delay d is drawn from [(1-j) d, d]
-    refused_probe_ms: PositiveMs = 25.0  # after a refused connect: poll the port this often
+    refused_probe_ms: PositiveMs = 10.0  # after a refused connect: poll the port this often
     attempt_timeout_ms: PositiveMs = 3000.0  # one attempt: connect, upgrade, welcome
     resume_timeout_ms: PositiveMs = 10000.0  # then every room back (the server is working)
     give_up_s: Annotated[float, Meta(gt=0)] | None = None  # stop trying after this (None: never)

@@ -15,7 +15,7 @@ for all connections.
   connect means the server is restarting; the client then waits on the worker's
   ``ListenWatch``, which tries a bare TCP connect every ``refused_probe_ms`` and lets
   every waiting client go (each within ``first_spread_ms``) the moment the port
-  listens. Clients come back as soon as they would if each retried every 25 ms, while
+  listens. Clients come back as soon as they would if each retried every 10 ms, while
   10,000 refused clients cost the generator one connect per probe interval instead of
   10,000 (the handshake gate then paces the stampede). A client still tries by
   itself at least every ``max_ms``, so ``give_up_s`` and a probe that cannot see the
@@ -36,8 +36,6 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
-
-from picows import ws_connect
 
 from loadtest.client.policy import FATAL_CLOSE_CODES, Liveness, Pulse, ReconnectPolicy
 from loadtest.engine.failures import classify
@@ -174,25 +172,13 @@ class Reconnector:
         timeout = self.policy.attempt_timeout_ms / 1000.0
         resume_timeout = self.policy.resume_timeout_ms / 1000.0
         loop = asyncio.get_running_loop()
-        kwargs = {}
-        local = w.local_addr_for(conn.index)
-        if local is not None:
-            kwargs["local_addr"] = local
         w.c["reconnect_attempts"] += 1
         try:
             # A slot of the gate is held from the SYN to the welcome: the handshakes in
             # flight stay bounded by what the server actually completes. The wait for a
             # slot is the client's own queue, so the attempt's clock starts after it.
             async with self.gate, asyncio.timeout(timeout):
-                await ws_connect(
-                    lambda: conn,
-                    w.url,
-                    websocket_handshake_timeout=timeout,
-                    extra_headers=adapter.headers(conn.user, token),
-                    max_redirects=0,
-                    enable_auto_pong=True,
-                    **kwargs,
-                )
+                await w.dial(conn, timeout)
                 w.opened(conn)
                 conn.setup = loop.create_future()
                 conn.wait_rooms = False  # first the welcome

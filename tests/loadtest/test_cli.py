@@ -11,7 +11,7 @@ from pathlib import Path
 from rtbench.exitcodes import ExitCode
 from rtbench.results import read_results
 
-RTBENCH = [sys.executable, "-c", "from rtbench.cli import run; run()"]
+RTBENCH = [sys.executable, "-c", "from rtbench.entry import run; run()"]
 SHORT = ["--ramp", "0.3", "--drain", "3", "--quiet"]
 
 

@@ -39,7 +39,13 @@ def test_rtbench_locust_headless_run_passes_generous_targets(
     scenario = scenario_file(tmp_path / "chat.toml", CHAT)
     slo = slo_file(tmp_path / "slo.toml", delivery_ms=5000)
     out, stats = tmp_path / "out", tmp_path / "stats"
-    command = [sys.executable, "-c", "from rtbench.cli import run; run()", "locust", str(scenario)]
+    command = [
+        sys.executable,
+        "-c",
+        "from rtbench.entry import run; run()",
+        "locust",
+        str(scenario),
+    ]
     command += ["--headless", "-t", reference_server.url, "--slo", str(slo), "--out", str(out)]
     command += ["--junit", str(tmp_path / "junit.xml"), "--", "--csv", str(stats)]
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)

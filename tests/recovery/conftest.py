@@ -25,7 +25,7 @@ from rtbench.slo import SLO
 from tests.scaleout.conftest import pg_dsn, redis_prefix  # noqa: F401
 from tests.support.fixtures import reference_server, start_server  # noqa: F401
 
-SERVE = f"{shlex.quote(sys.executable)} -c 'from rtbench.cli import run; run()' serve"
+SERVE = f"{shlex.quote(sys.executable)} -c 'from rtbench.entry import run; run()' serve"
 
 
 def serve_cmd(*args: str) -> str:

@@ -13,7 +13,7 @@ from rtbench.results import read_results
 from rtbench.slo import Status, Target
 from tests.recovery.conftest import serve_cmd
 
-RTBENCH = [sys.executable, "-c", "from rtbench.cli import run; run()"]
+RTBENCH = [sys.executable, "-c", "from rtbench.entry import run; run()"]
 
 
 def rtbench(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

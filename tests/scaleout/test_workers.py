@@ -18,7 +18,7 @@ from tests.support import Client
 from tests.support.server import LISTENING
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]
-RTBENCH = [sys.executable, "-c", "from rtbench.cli import run; run()", "serve", "--port", "0"]
+RTBENCH = [sys.executable, "-c", "from rtbench.entry import run; run()", "serve", "--port", "0"]
 
 
 def serve(*args: str) -> subprocess.CompletedProcess[str]:

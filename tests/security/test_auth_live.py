@@ -26,8 +26,8 @@ from tests.support import Client
 CLEAN_ENV = {
     k: v for k, v in os.environ.items() if not k.startswith(("RTBENCH_JWT", "RTBENCH_MET"))
 }
-SERVE = [sys.executable, "-c", "from rtbench.cli import run; run()", "serve", "--port", "0"]
-TOKEN = [sys.executable, "-c", "from rtbench.cli import run; run()", "token"]
+SERVE = [sys.executable, "-c", "from rtbench.entry import run; run()", "serve", "--port", "0"]
+TOKEN = [sys.executable, "-c", "from rtbench.entry import run; run()", "token"]
 
 
 def _close_reason(c: Client) -> str:

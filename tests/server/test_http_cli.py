@@ -13,7 +13,7 @@ import pytest
 
 from tests.support import Client, ServerProcess
 
-SERVE = [sys.executable, "-c", "from rtbench.cli import run; run()", "serve"]
+SERVE = [sys.executable, "-c", "from rtbench.entry import run; run()", "serve"]
 
 
 async def test_healthz_reports_state(shared_server: ServerProcess) -> None:
@@ -82,6 +82,9 @@ def _serve(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         (("--insecure-dev",), "[limits]\nmax_rooms = 'many'\n", "limits.max_rooms"),
         (("--insecure-dev",), "not toml [", "not valid TOML"),
         (("--insecure-dev", "--config", "/nonexistent/rt.toml"), None, "cannot read config"),
+        (("--insecure-dev", "--no-such-flag"), None, "--no-such-flag"),
+        (("--insecure-dev", "--workers", "0"), None, "--workers"),
+        (("--insecure-dev", "--port", "70000"), None, "70000"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(
@@ -96,6 +99,26 @@ def test_usage_errors_exit_2_with_one_line(
     assert len(lines) == 1 and needle in lines[0], result.stderr
     if config is not None and "toml" not in needle.lower():
         assert "bad.toml" in lines[0]
+
+
+def test_python_m_reference_server_is_rtbench_serve(tmp_path: Path) -> None:
+    """The lean entry (no typer import: the server's start is on the recovery clock)."""
+    module = [sys.executable, "-m", "reference_server"]
+    shown = subprocess.run([*module, "--help"], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and shown.stdout.startswith("Usage: rtbench serve")
+    assert "--store" in shown.stdout and "--insecure-dev" in shown.stdout
+    bad = subprocess.run([*module, "--port", "x"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    # `rtbench serve` reaches the server's own parser without loading typer (~115 ms)
+    probe = (
+        "import sys, reference_server.launch as launch\n"
+        "launch.serve = lambda args: print('typer' in sys.modules) or 0\n"
+        "sys.argv = ['rtbench', 'serve', '--insecure-dev']\n"
+        "from rtbench.entry import run\n"
+        "run()\n"
+    )
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert loaded.returncode == 0 and loaded.stdout.strip() == "False", loaded.stderr
 
 
 def test_port_in_use_exits_2(tmp_path: Path) -> None:

@@ -90,7 +90,7 @@ class ServerProcess:
         return self.proc.pid
 
     def command(self, port: int) -> list[str]:
-        cmd = [sys.executable, "-c", "from rtbench.cli import run; run()", "serve"]
+        cmd = [sys.executable, "-c", "from rtbench.entry import run; run()", "serve"]
         cmd += ["--host", self.host, "--port", str(port), "--store", self.store]
         cmd += ["--transport", self.transport, *self.auth, *self.extra_args]
         if self.config_path is not None:

@@ -126,7 +126,7 @@ def test_bad_template_in_a_scenario_file_exits_2_with_one_line(tmp_path: Path) -
         'delivery = { match = { event = "message" }, marker = "text" }\n'
     )
     done = subprocess.run(
-        [sys.executable, "-c", "from rtbench.cli import run; run()", "run", str(path), "--quiet"],
+        [sys.executable, "-c", "from rtbench.entry import run; run()", "run", str(path), "--quiet"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -23,7 +23,7 @@ FIELDS = dict(
 
 
 def _locust(scenario: Path, url: str, out: Path) -> None:
-    command = [sys.executable, "-c", "from rtbench.cli import run; run()", "locust"]
+    command = [sys.executable, "-c", "from rtbench.entry import run; run()", "locust"]
     command += [str(scenario), "--headless", "-t", url, "--out", str(out)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=150, check=False)
     # 1: the drops fail the latency target, as they should

@@ -88,7 +88,7 @@ def test_monitor_config_with_a_bad_template_exits_2(tmp_path: Path) -> None:
         'join = { action = "subscribe", channel = "{rom}" }\n'
     )
     done = subprocess.run(
-        [sys.executable, "-c", "from rtbench.cli import run; run()", "monitor", "--config",
+        [sys.executable, "-c", "from rtbench.entry import run; run()", "monitor", "--config",
          str(config), "--db", str(tmp_path / "m.db"), "--listen", "127.0.0.1:0"],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
