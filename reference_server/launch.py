@@ -17,6 +17,8 @@ one line on stderr and exit code 2, like every other rtbench command.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -195,6 +197,23 @@ def serve(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # a second Ctrl-C during the drain
         return 130
     return 0
+
+
+def leave(code: int) -> NoReturn:
+    """End the server process now that it has drained: no interpreter teardown.
+
+    By the time ``run`` returns, every client has had its 1012, the store has committed
+    and closed, and the log is written; what CPython's finalization would still do
+    (tearing down every module, a last garbage collection over everything the
+    connections left) only keeps the port closed for longer during a restart. Used by
+    the process entry points (``rtbench serve``, ``python -m reference_server``), never
+    by code that calls ``main`` in-process.
+    """
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

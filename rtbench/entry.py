@@ -13,9 +13,9 @@ import sys
 
 def run() -> None:
     if sys.argv[1:2] == ["serve"]:
-        from reference_server.launch import main
+        from reference_server.launch import leave, main
 
-        sys.exit(main(sys.argv[2:]))
+        leave(main(sys.argv[2:]))
     from rtbench.cli import run as cli
 
     cli()

@@ -804,8 +804,6 @@ async def _main(channel_out: int) -> None:
 def main() -> None:
     """Worker process: messages on fd 0 and a private fd; stray prints go to stderr."""
     _raise_fd_limit()
-    if os.environ.get("RTB_AB_GC") == "1":
-        gc.set_threshold(20_000, 20, 20)
     # Failed handshakes are counted by cause in the results; asyncio's own log lines about
     # them (one per connection, with uvloop's broken tracebacks) would only bury the summary.
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
