@@ -369,11 +369,12 @@ WHERE_THE_CPU_GOES = [
     "9.4 % of a core; system time not cut (5.2 -> 6.4: the same system calls per "
     "message).",
     "",
-    "Measured and not taken: picows on uvloop's own TCP transport (`use_aiofastnet=False`"
-    " for ws:// URLs) instead of aiofastnet: seven alternating pairs, six in its favour, "
-    "median about -1 point (15.7 vs 17.0 % over four pairs), within this machine's "
-    "spread; it would change the transport of every run and differ from the recovery "
-    "reconnects' (aiofastnet), so it is left as an option. Earlier cuts (still in): the "
+    "Every connection of the engine (the ramp and every reconnect: `Worker.dial`) runs on "
+    "uvloop's own TCP transport instead of aiofastnet (picows' default when installed): "
+    "a connect costs 86 instead of 143 us of generator CPU (`python -m "
+    "benchmarks.connect_cost`), a held connection 24.5 instead of 29.6 KB (this table "
+    "against the previous one), and at 10,000 x 1 msg/s seven alternating pairs put it "
+    "about 1 point of a core lower (six in its favour). Earlier cuts (still in): the "
     "open-loop scheduler (`loadtest/engine/schedule.py`) sends every message due within "
     "the next 1 ms per `timerfd` wake-up, early ones stamped with their actual send time "
     "so nothing is under-reported (41-50 % -> 32-34 % of a core when it landed; a 2 ms "
@@ -383,18 +384,20 @@ WHERE_THE_CPU_GOES = [
     "",
     "Reading the figures: the machine's two cores are shared with other work (test suites"
     " and another engineer's benchmarks run between these runs), and the absolute figures"
-    " move with it from session to session (the engine without the fast path measured "
-    "37.4 % in the previous report, 25.6 % early in this session and 16.6-17.4 % later; "
-    "Locust 83.7 % then, saturated, and 56-66 % in this report's runs): only the columns "
-    "of one run, measured back to back, compare. Per run the native engine used 0.25x / "
-    "0.33x / 0.23x Locust's CPU (15.6 / 62.2, 18.7 / 56.4, 15.3 / 65.9): the median meets"
-    " the goal with room, the second run only just (18.7 % against a line of 18.8 %). "
+    " move with it from machine to machine and session to session (the engine without the "
+    "fast path measured 37.4 % on the AMD EPYC machine of the earlier report and "
+    "16.6-25.6 % on the Intel Xeon of this one; Locust 83.7 % then, saturated, and "
+    "57-66 % in this report's runs): only the columns of one run, measured back to back, "
+    "compare. Per run the native engine used 0.25x / 0.24x / 0.33x Locust's CPU (14.2 / "
+    "57.0, 15.6 / 65.5, 20.3 / 60.9): the median meets the goal with room, the third run "
+    "only just (20.3 % against a line of 20.3 %; an earlier full set gave 0.25x / 0.33x / "
+    "0.23x). "
     "Locust's CPU at 10,000 x 1 msg/s is a floor of what it would need whenever it "
     "saturates its core (then it falls behind its schedule: see its send lag in the "
     "notes). The bare picows client is no longer a floor for the CPU figure: it times "
     "each send with its own `asyncio.sleep` (a timer and a task wake-up per message), "
     "which the engine's batched `timerfd` schedule does not pay, hence 0.9x; its "
-    "closed-loop ceiling (no timers) still is one (the engine reaches 70 % of it).",
+    "closed-loop ceiling (no timers) still is one (the engine reaches 70-80 % of it).",
     "",
 ]
 """Profiling facts for the report (measured by hand with py-spy; see the text)."""
