@@ -21,7 +21,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from rtbench.exitcodes import ExitCode
@@ -49,24 +49,20 @@ class _Formatter(argparse.HelpFormatter):
         super().add_usage(usage, actions, groups, "Usage: " if prefix is None else prefix)
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{value} is not in 0..65535")
-    return value
+def _whole(low: int, high: int | None, what: str) -> Callable[[str], int]:
+    """An argparse type: a whole number in [low, high] (no upper bound if None)."""
 
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if value < low or (high is not None and value > high):
+            span = f"is not in {low}..{high}" if high is not None else f"is below {low}"
+            raise argparse.ArgumentTypeError(f"{value} {span}")
+        return value
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is below 1")
-    return value
+    return parse
 
 
 SECRET_FLAGS = (
@@ -93,7 +89,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-h", "--help", action="help", help="Show this message and exit.")
     p.add_argument("--host", metavar="HOST", help="Address to listen on (default 127.0.0.1).")
     p.add_argument(
-        "--port", type=_port, metavar="PORT", help="Port; 0 picks a free one (default 8765)."
+        "--port",
+        type=_whole(0, 65535, "a port number"),
+        metavar="PORT",
+        help="Port; 0 picks a free one (default 8765).",
     )
     p.add_argument(
         "--store",
@@ -130,7 +129,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--workers",
-        type=_positive,
+        type=_whole(1, None, "a whole number"),
         metavar="N",
         help="Worker processes on one port (SO_REUSEPORT); >1 needs --broker.",
     )
@@ -175,8 +174,7 @@ def serve(args: argparse.Namespace) -> int:
     except KeyFileError as exc:
         raise UsageError(str(exc)) from None
     cfg = msgspec.structs.replace(cfg, insecure_dev=dev, jwt_secret=secret)
-    cluster = cfg.cluster.workers > 1 or bool(cfg.cluster.broker)
-    if cluster:  # the supervisor's module only when it is needed (~8 ms of the start)
+    if cfg.cluster.workers > 1 or cfg.cluster.broker:  # the supervisor's module: ~8 ms
         from reference_server.workers import cluster_problem
 
         problem = cluster_problem(cfg)

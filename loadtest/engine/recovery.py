@@ -178,7 +178,7 @@ class Reconnector:
             # flight stay bounded by what the server actually completes. The wait for a
             # slot is the client's own queue, so the attempt's clock starts after it.
             async with self.gate, asyncio.timeout(timeout):
-                await w.dial(conn, timeout)
+                await w.dial(conn, token, timeout)
                 w.opened(conn)
                 conn.setup = loop.create_future()
                 conn.wait_rooms = False  # first the welcome

@@ -389,7 +389,7 @@ class Worker(Tally):
         if opening:
             await asyncio.gather(*opening)
 
-    def dial(self, conn: Conn, timeout: float) -> Coroutine[Any, Any, object]:
+    def dial(self, conn: Conn, token: str, timeout: float) -> Coroutine[Any, Any, object]:
         """TCP connect and WebSocket upgrade for ``conn`` (the ramp and every reconnect).
 
         On uvloop's own TCP transport, not aiofastnet (picows' default when installed):
@@ -405,7 +405,7 @@ class Worker(Tally):
             lambda: conn,
             self.url,
             websocket_handshake_timeout=timeout,
-            extra_headers=self.adapter.headers(conn.user, self.plan.token(conn.index)),
+            extra_headers=self.adapter.headers(conn.user, token),
             max_redirects=0,
             enable_auto_pong=True,
             use_aiofastnet=False,
@@ -418,9 +418,12 @@ class Worker(Tally):
         c["attempted"] += 1
         started = time.monotonic_ns()
         deadline = started + int(sc.connect_timeout * 1e9)
+        token = self.plan.token(conn.index)
         try:
             try:
-                await asyncio.wait_for(self.dial(conn, sc.connect_timeout), sc.connect_timeout)
+                await asyncio.wait_for(
+                    self.dial(conn, token, sc.connect_timeout), sc.connect_timeout
+                )
             except Exception as exc:  # every failure is counted by cause, none is fatal
                 self._fail(conn, classify(exc, secure=self.url.startswith("wss:")))
                 return
@@ -431,9 +434,7 @@ class Worker(Tally):
             self.hist["handshake"].record_us((time.monotonic_ns() - started) // 1000)
             conn.setup = asyncio.get_running_loop().create_future()
             conn.want_welcome = self.adapter.expects_welcome
-            frames, _ = conn.session.opening_frames(
-                self.adapter, conn.user, self.plan.token(conn.index)
-            )
+            frames, _ = conn.session.opening_frames(self.adapter, conn.user, token)
             for payload in frames:
                 conn.send(payload)
             rooms = self.rooms_of(conn)

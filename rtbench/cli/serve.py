@@ -2,16 +2,17 @@
 
 The flags are parsed by ``reference_server.launch`` (argparse), not by typer: the
 server's start time is part of every recovery figure, and typer's import costs ~115 ms
-of it (reference_server/launch.py says how it was measured). ``rtbench.cli.run`` sends
-``rtbench serve ...`` there before typer is imported; this command only lists ``serve``
-in ``rtbench --help`` and forwards when the typer app is called in-process.
+of it (reference_server/launch.py says how it was measured). The console script
+(``rtbench.entry``) sends ``rtbench serve ...`` there before typer is imported; this
+command only lists ``serve`` in ``rtbench --help`` and forwards when the typer app is
+called in-process.
 """
 
 from __future__ import annotations
 
 import typer
 
-from reference_server.launch import DESCRIPTION, SUMMARY
+from reference_server.launch import DESCRIPTION, SUMMARY, main
 
 
 def register(app: typer.Typer) -> None:
@@ -25,6 +26,4 @@ def register(app: typer.Typer) -> None:
 
 
 def serve(ctx: typer.Context) -> None:
-    from reference_server.launch import main
-
     raise typer.Exit(main(ctx.args))
