@@ -15,6 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from msgspec import Meta, Struct
 
+from loadtest.adapters import AdapterError, adapter_class
 from rtbench.slo import SLO, SLOFileError, load_slo
 from rtbench.tomlfile import load_toml_struct
 
@@ -169,9 +170,12 @@ def settle(config: MonitorConfig) -> Settings:
         )
     names: set[str] = set()
     for target in config.target:
-        parts = urlsplit(target.url)
-        if parts.scheme not in ("ws", "wss") or not parts.hostname:
-            raise ConfigError(f"target {target.url!r}: expected a ws:// or wss:// URL with a host")
+        try:
+            problem = adapter_class(target.protocol).target_problem(target.url)
+        except AdapterError as exc:
+            raise ConfigError(str(exc)) from None
+        if problem is not None:
+            raise ConfigError(problem)
         name = target.resolved_name()
         if not _NAME_RE.match(name):
             raise ConfigError(

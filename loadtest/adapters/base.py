@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from msgspec import Struct
 
@@ -181,15 +182,38 @@ class Adapter:
     join frame is sent (no ``Ready(room)`` will come). An adapter configured from options
     may set this, ``features`` and ``expects_welcome`` per instance in ``__init__``."""
 
+    schemes: ClassVar[Mapping[str, str]] = {"ws": "ws", "wss": "wss"}
+    """The URL schemes a target may be given in, each mapped to the WebSocket scheme that
+    is dialled. Socket.IO users name their server ``http(s)://`` everywhere (every
+    Socket.IO client maps it to ``ws(s)://``), so that adapter adds both."""
+
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         self.options = dict(options or {})
 
+    @classmethod
+    def target_problem(cls, target: str) -> str | None:
+        """None when ``target`` is a URL this protocol can dial, else a one-line reason
+        that lists the schemes that work (the one check ``run``, ``locust``, ``check``
+        and ``monitor`` make)."""
+        parts = urlsplit(target)
+        if parts.scheme.lower() in cls.schemes and parts.hostname:
+            return None
+        names = [f"{scheme}://" for scheme in cls.schemes]
+        listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+        return f"target {target!r} must be a {listed} URL with a host (protocol {cls.name})"
+
+    def ws_scheme(self, target: str) -> str:
+        """``target`` with its scheme mapped to the WebSocket one (``http`` -> ``ws``)."""
+        scheme, sep, rest = target.partition("://")
+        mapped = self.schemes.get(scheme.lower())
+        return f"{mapped}://{rest}" if sep and mapped else target
+
     def url(self, target: str) -> str:
         """The WebSocket URL to connect to for a user-supplied target."""
-        scheme, sep, rest = target.partition("://")
+        scheme, sep, rest = self.ws_scheme(target).partition("://")
         if sep and "/" not in rest and self.default_path:
             return f"{scheme}://{rest}{self.default_path}"
-        return target
+        return f"{scheme}{sep}{rest}"
 
     def headers(self, user: str, token: str | None) -> dict[str, str] | None:
         """Extra HTTP headers for the upgrade request (authentication, usually)."""

@@ -154,6 +154,7 @@ class SocketIOAdapter(Adapter):
     features = frozenset({Feature.ROOMS, Feature.PUBLISH})  # more with options, per instance
     default_path = "/socket.io/"
     expects_welcome = True  # the namespace CONNECT answer
+    schemes = {"ws": "ws", "wss": "wss", "http": "ws", "https": "wss"}  # as io("http://...")
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(options)
@@ -217,8 +218,9 @@ class SocketIOAdapter(Adapter):
     # -- frames out -------------------------------------------------------------------------
 
     def url(self, target: str) -> str:
-        """``ws://host:port`` -> ``ws://host:port/socket.io/?EIO=4&transport=websocket``."""
-        parts = urlsplit(target)
+        """``ws://host:port`` (or ``http://host:port``, as Socket.IO users write it) ->
+        ``ws://host:port/socket.io/?EIO=4&transport=websocket``."""
+        parts = urlsplit(self.ws_scheme(target))
         path = parts.path if parts.path not in ("", "/") else self.default_path
         query = parts.query
         if "EIO=" not in query:

@@ -65,9 +65,9 @@ def prepare(server_cmd: str, target: str | None) -> tuple[str, str]:
 
 
 def address_of(target: str) -> tuple[str, int]:
-    """(host, port) of a ws:// or wss:// URL."""
+    """(host, port) of a ws(s):// URL (or http(s)://, as Socket.IO targets are named)."""
     url = urlparse(target)
-    port = url.port or (443 if url.scheme == "wss" else 80)
+    port = url.port or (443 if url.scheme in ("wss", "https") else 80)
     return url.hostname or "127.0.0.1", port
 
 

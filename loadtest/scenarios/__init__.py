@@ -117,7 +117,7 @@ class Scenario(Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=T
                 f"(at most {FD_PER_PROCESS:,} sockets per process here)"
             )
         if self.target is not None:
-            check_target(self.target)
+            check_target(self.target, self.protocol)
         self._validate_recovery()
 
     def _validate_recovery(self) -> None:
@@ -215,9 +215,16 @@ DEFAULTS: dict[Kind, dict[str, Any]] = {
 """Defaults of each kind; ``rtbench run KIND --help`` and docs/LOADTEST.md show them."""
 
 
-def check_target(target: str) -> None:
-    if not target.startswith(("ws://", "wss://")):
-        raise ScenarioError(f"target {target!r} must be a ws:// or wss:// URL")
+def check_target(target: str, protocol: str = "reference") -> None:
+    """A target the protocol can dial (its adapter says which URL schemes work)."""
+    from loadtest.adapters import AdapterError, adapter_class
+
+    try:
+        problem = adapter_class(protocol).target_problem(target)
+    except AdapterError as exc:
+        raise ScenarioError(str(exc)) from None
+    if problem is not None:
+        raise ScenarioError(problem)
 
 
 def load_scenario_file(path: str | Path) -> Scenario:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from rtbench.protocol import WS_PATH
+from rtbench.protocol import WS_PATHS
 
 
 class Connection(Protocol):
@@ -129,7 +129,7 @@ def frame_payload(frame: bytes) -> memoryview:
 def route(target: str) -> tuple[str, str | None]:
     """Split a request target into ("ws" | "http" | "missing", token from ``?token=``)."""
     parts = urlsplit(target)
-    if parts.path == WS_PATH:
+    if parts.path in WS_PATHS:
         tokens = parse_qs(parts.query).get("token")
         return "ws", tokens[0] if tokens else None
     if parts.path in ("/healthz", "/metrics"):

@@ -31,7 +31,9 @@ def register(app: typer.Typer) -> None:
 
 def run_command(
     scenario: str = typer.Argument(..., help="connect | chat | fanout | rtt | soak | FILE.toml"),
-    target: str | None = typer.Option(None, "--target", "-t", help="ws:// or wss:// URL."),
+    target: str | None = typer.Option(
+        None, "--target", "-t", help="ws:// or wss:// URL (http(s):// for --protocol socketio)."
+    ),
     protocol: str | None = typer.Option(
         None,
         "--protocol",

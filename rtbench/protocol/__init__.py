@@ -10,8 +10,13 @@ from rtbench.protocol.messages import dm_room
 WS_PATH = "/ws"
 """Path of the WebSocket endpoint on the reference server; /healthz and /metrics share the port."""
 
+WS_PATHS = frozenset({WS_PATH, "/"})
+"""Every path the server upgrades on: ``/ws``, and ``/`` so that a target typed with a
+trailing slash (``ws://host:port/``) is the same endpoint, never a 404."""
+
 __all__ = [
     "WS_PATH",
+    "WS_PATHS",
     "CloseCode",
     "ErrorCode",
     "FrameError",

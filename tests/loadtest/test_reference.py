@@ -26,8 +26,12 @@ def test_fanout_rtt_and_connect(reference_server) -> None:  # type: ignore[no-un
         scenario("fanout", reference_server.url, users=40, room_size=20, rate=4, duration=1.5)
     )
     assert fanout.totals.expected_deliveries == fanout.totals.delivered == fanout.totals.sent * 20
-    _, rtt = run(scenario("rtt", reference_server.url, users=4, rate=10, duration=1.5))
+    # the target as people type it, with a trailing slash: the same endpoint, not a 404
+    root = reference_server.url.removesuffix("ws")
+    assert root.endswith(f":{reference_server.port}/")
+    _, rtt = run(scenario("rtt", root, users=4, rate=10, duration=1.5))
     assert rtt.totals.delivered == rtt.totals.sent > 0  # ping -> pong
+    assert rtt.totals.connections_ready == 4
     _, held = run(scenario("connect", reference_server.url, users=200, duration=1.5))
     assert held.totals.connections_answering == 200
     assert held.server.get("before", {}).get("rss_bytes")  # the server tells its memory

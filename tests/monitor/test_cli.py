@@ -24,7 +24,7 @@ def _run(capsys, *argv: str) -> tuple[int, str, str]:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--target", "http://127.0.0.1:1/"], "expected a ws:// or wss:// URL"),
+        (["--target", "http://127.0.0.1:1/"], "must be a ws:// or wss:// URL with a host"),
         (["--target", "ws://127.0.0.1:1/ws", "--interval", "0"], "interval: must be more"),
         (["--target", "ws://127.0.0.1:1/ws", "--interval", "soon"], "is not a duration"),
         (

@@ -133,7 +133,10 @@ def test_config_and_saturation_differences_warn(tmp_path, capsys):
         (None, "cannot read results file"),
         ("{not json", "is not JSON"),
         (json.dumps({"hello": 1}), "not an rtbench results file"),
-        (json.dumps({"schema": "rtbench.results/9"}), "this rtbench reads rtbench.results/1"),
+        (
+            json.dumps({"schema": "rtbench.results/9"}),
+            "this rtbench reads rtbench.results/1 and rtbench.results/2",
+        ),
         (json.dumps({"schema": "rtbench.results/1", "run": 3}), "does not match"),
     ],
 )

@@ -141,3 +141,21 @@ def test_listening_line_and_default_store_in_current_dir(tmp_path: Path) -> None
         assert json.loads(server.get("/healthz")[1])["status"] == "ok"
     finally:
         assert server.stop("term") == 0
+
+
+@pytest.mark.parametrize("transport", ["picows", "websockets"])
+async def test_the_root_path_upgrades_like_ws(start_server, transport: str) -> None:  # type: ignore[no-untyped-def]
+    """``ws://host:port/`` (a target typed with a trailing slash) is the same endpoint as
+    ``/ws`` on both transports (docs/PROTOCOL.md, Transport)."""
+    server = start_server(transport=transport, store="memory")
+    root = f"ws://{server.host}:{server.port}/"
+    async with (
+        await Client.connect(root, "rooted") as c,
+        await Client.connect(server.url, "walled") as d,
+    ):
+        await c.join("slash")
+        await d.join("slash")
+        sent = await d.send_message("slash", "through /ws", "s1")
+        got = await c.wait(lambda f: f.get("type") == "message" and f.get("seq") == sent["seq"])
+        assert got["body"] == "through /ws"
+    assert server.get("/nope")[0] == 404  # other paths are still refused

@@ -12,10 +12,12 @@ from loadtest.adapters import (
     Ack,
     AdapterError,
     Delivery,
+    EchoAdapter,
     Feature,
     GenericAdapter,
     Notice,
     Ready,
+    ReferenceAdapter,
     Rejected,
     Reply,
     SocketIOAdapter,
@@ -69,6 +71,9 @@ def test_socketio_defaults_follow_the_chat_example() -> None:
     assert a.expects_welcome and not a.confirms_join
     assert a.url("ws://h:3000") == "ws://h:3000/socket.io/?EIO=4&transport=websocket"
     assert a.url("wss://h/app/sio/?x=1") == "wss://h/app/sio/?x=1&EIO=4&transport=websocket"
+    # Socket.IO users name servers with http(s)://, mapped as io("http://...") maps them
+    assert a.url("http://h:3000") == "ws://h:3000/socket.io/?EIO=4&transport=websocket"
+    assert a.url("HTTPS://h/") == "wss://h/socket.io/?EIO=4&transport=websocket"
     assert a.open("alice", None) == [b"40"]
     assert a.join("r1", 3) == b'42["join","r1"]'
     frame = a.send("r1", marker(4, 1, 9, 77, 80), 5)
@@ -299,3 +304,20 @@ def test_scenario_file_with_protocol_options_and_secrets_masked(tmp_path: Path) 
     described = sc.describe()
     assert described["protocol_options"]["auth"] == "***"
     assert sc.protocol_options["auth"] == {"token": "s3cret"}  # the run itself keeps it
+
+
+def test_each_protocol_says_which_target_schemes_work() -> None:
+    """One check for run, locust, check and monitor: the adapter lists its schemes."""
+    assert SocketIOAdapter.target_problem("http://127.0.0.1:3000") is None
+    assert SocketIOAdapter.target_problem("wss://chat.example/socket.io/") is None
+    assert SocketIOAdapter.target_problem("ftp://h:1") == (
+        "target 'ftp://h:1' must be a ws://, wss://, http:// or https:// URL with a host "
+        "(protocol socketio)"
+    )
+    for cls in (ReferenceAdapter, EchoAdapter, GenericAdapter):
+        assert cls.target_problem("ws://127.0.0.1:8765/") is None
+        assert cls.target_problem("http://127.0.0.1:8765") == (
+            f"target 'http://127.0.0.1:8765' must be a ws:// or wss:// URL with a host "
+            f"(protocol {cls.name})"
+        )
+        assert "with a host" in (cls.target_problem("ws:///ws") or "")

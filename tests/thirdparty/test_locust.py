@@ -37,7 +37,8 @@ def test_socketio_under_locust_counts_faults_exactly(sio_server, tmp_path: Path)
     )  # fmt: skip
     options = {"ack": True, "join_ack": True}
     scenario = scenario_toml(tmp_path / "sio.toml", options, protocol="socketio", **FIELDS)
-    _locust(scenario, server.url, tmp_path / "out")
+    # named as Socket.IO users name their server: http://, dialled as ws://
+    _locust(scenario, server.url.replace("ws://", "http://", 1), tmp_path / "out")
     results = read_results(tmp_path / "out" / "results.json")
     truth = server.stats()
     assert results.run.engine == "locust"

@@ -37,7 +37,8 @@ async def _good_probes(monitor, at_least: int) -> dict:  # type: ignore[no-untyp
 async def test_socketio_target_up_then_losing_messages_then_up(sio_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     # Engine.IO pings every 0.3 s: the held connection lives only if the monitor pongs
     server = sio_server("--ping-interval", "0.3", "--ping-timeout", "1.0")
-    settings = monitor_config(_target(server.url, "socketio"), tmp_path / "m.db")
+    http_url = server.url.replace("ws://", "http://", 1)  # as Socket.IO users write it
+    settings = monitor_config(_target(http_url, "socketio"), tmp_path / "m.db")
     async with running(settings) as monitor:
         t = await _good_probes(monitor, 3)
         kinds = {p["kind"]: p for p in t["probes"]}
