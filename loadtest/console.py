@@ -148,8 +148,10 @@ def verdict_table(results: Results) -> Table:
     return table
 
 
-def print_summary(console: Console, results: Results) -> None:
-    console.print(figures_table(results))
-    console.print(verdict_table(results))
+def print_summary(console: Console, results: Results, verdicts_first: bool = False) -> None:
+    """The figures and the verdicts (``rtbench check`` leads with its four verdicts)."""
+    tables = [figures_table(results), verdict_table(results)]
+    for table in reversed(tables) if verdicts_first else tables:
+        console.print(table)
     for note in results.generator.notes:
         console.print(f"[yellow]generator:[/] {note}")

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import msgspec
@@ -26,10 +26,10 @@ from monitor.held import HeldConnection
 from monitor.httpserver import HttpServer, Response
 from monitor.incidents import IncidentTracker
 from monitor.metrics import CONTENT_TYPE, MonitorMetrics
+from monitor.prober import probe_every
 from monitor.probes import TargetProbes
 from monitor.status_page import render_status
 from monitor.store import AsyncStore, CloseIncident, OpenIncident, ProbeResult, Recovery
-from monitor.transport import failure_text
 
 log = logging.getLogger("rtbench.monitor")
 
@@ -116,8 +116,15 @@ class Monitor:
         spawn = asyncio.get_running_loop().create_task
         for t in self.targets:
             for kind in t.kinds:
-                probe = getattr(t.probes, kind)
-                self._tasks.append(spawn(self._probe_loop(t, kind, probe), name=f"{t.name}:{kind}"))
+                loop = probe_every(
+                    t.name,
+                    kind,
+                    getattr(t.probes, kind),
+                    self.settings.interval,
+                    self.settings.timeout,
+                    functools.partial(self._record, t),
+                )
+                self._tasks.append(spawn(loop, name=f"{t.name}:{kind}"))
             if t.config.held_connection:
                 t.held = HeldConnection(
                     t.probes, t.name, self.settings.interval, self.settings.timeout, self._recovered
@@ -149,42 +156,6 @@ class Monitor:
             waiter.cancel()
 
     # -- probing ---------------------------------------------------------------
-
-    async def _probe_loop(
-        self,
-        t: TargetRuntime,
-        kind: str,
-        probe: Callable[[], Awaitable[tuple[float, float | None]]],
-    ) -> None:
-        loop = asyncio.get_running_loop()
-        interval = self.settings.interval
-        next_at = loop.time()
-        while True:
-            started = time.time()
-            try:
-                async with asyncio.timeout(self.settings.timeout):
-                    latency_ms, value = await probe()
-                result = ProbeResult(
-                    target=t.name,
-                    kind=kind,
-                    ts=started,
-                    ok=True,
-                    latency_ms=latency_ms,
-                    value=value,
-                )
-            except TimeoutError:
-                error = f"{kind}: no answer within {self.settings.timeout:g}s"
-                result = ProbeResult(target=t.name, kind=kind, ts=started, ok=False, error=error)
-            except Exception as exc:
-                result = ProbeResult(
-                    target=t.name, kind=kind, ts=started, ok=False, error=failure_text(exc, kind)
-                )
-            await self._record(t, result)
-            next_at += interval
-            now = loop.time()
-            if next_at < now:  # overran: skip the ticks that are gone rather than bunch up
-                next_at += ((now - next_at) // interval + 1) * interval
-            await asyncio.sleep(next_at - now)
 
     async def _record(self, t: TargetRuntime, result: ProbeResult) -> None:
         change = None
@@ -276,4 +247,4 @@ def _healthz_doc(snap: Snapshot) -> dict:
     return doc
 
 
-__all__ = ["Monitor", "failure_text"]
+__all__ = ["Monitor"]

@@ -1,9 +1,11 @@
 """results.json: the versioned record of one run, read by reports, gates and the monitor.
 
 The schema is documented in docs/RESULTS.md; its version is ``SCHEMA``. Readers
-accept any ``rtbench.results/1`` file and ignore fields they do not know, so the
+accept every version in ``READABLE`` and ignore fields they do not know, so the
 schema can grow without breaking old baselines; a change that alters the
-meaning of a field bumps the version.
+meaning of a field bumps the version. Version 2 writes every counter of ``totals``
+explicitly, zeros included (version 1 omitted counters equal to 0, so ``jq
+.totals.lost`` read ``null``); a version 1 file reads the same, missing counters as 0.
 
 Latencies are in milliseconds. Each latency summary carries the encoded HDR
 histogram (``hdr``), so percentiles can be recomputed and runs merged exactly.
@@ -26,7 +28,9 @@ from rtbench import __version__
 from rtbench.histogram import LatencyHistogram
 from rtbench.slo import Verdict
 
-SCHEMA = "rtbench.results/1"
+SCHEMA = "rtbench.results/2"
+READABLE = ("rtbench.results/1", SCHEMA)
+"""Versions this rtbench reads: the current one, and 1 (whose omitted counters are 0)."""
 
 
 class LatencySummary(Struct, omit_defaults=True, kw_only=True):
@@ -47,8 +51,11 @@ class LatencySummary(Struct, omit_defaults=True, kw_only=True):
         return LatencyHistogram.decode(self.hdr) if self.hdr else None
 
 
-class Totals(Struct, omit_defaults=True, kw_only=True):
-    """Counters of the whole run. ``expected_deliveries == delivered + lost`` always holds."""
+class Totals(Struct, kw_only=True):
+    """Counters of the whole run. ``expected_deliveries == delivered + lost`` always holds.
+
+    Every field is written, zeros included: a CI job's ``jq .totals.lost`` reads ``0``,
+    never ``null``, and no consumer has to know an omission rule."""
 
     connections_attempted: int = 0
     connections_opened: int = 0
@@ -98,6 +105,24 @@ class SecondSample(Struct, omit_defaults=True, kw_only=True):
     delivery_max: float | None = None
     generator_cpu: float | None = None  # percent of one core, summed over generator processes
     loop_lag_ms: float | None = None  # worst event-loop lag seen in the second
+
+
+class ProbeSample(Struct, omit_defaults=True, kw_only=True):
+    """One uptime probe of a check (the monitor's probe: connect, send, receive)."""
+
+    t: float  # seconds from the start of the run, like ``series``
+    ok: bool
+    latency_ms: float | None = None
+    error: str | None = None
+
+
+class Phase(Struct, kw_only=True):
+    """A span of the run's timeline, seconds from its start: ``ramp``, ``load``,
+    ``drain``, or a fault (``restart``, ``cut``, ...) as it really happened."""
+
+    name: str
+    start: float
+    end: float
 
 
 class Window(Struct, omit_defaults=True, kw_only=True):
@@ -171,6 +196,7 @@ class RunInfo(Struct, omit_defaults=True, kw_only=True):
     ended_at: str
     duration_s: float
     engine: str = "native"  # or "locust"
+    mode: str = "run"  # "check": ``rtbench check``, all four targets on one timeline
     config: dict[str, Any] = {}  # the resolved scenario parameters
     slo: dict[str, Any] = {}  # the SLO the verdicts were judged against
     faults: list[dict[str, Any]] = []
@@ -188,6 +214,8 @@ class Results(Struct, omit_defaults=True, kw_only=True):
     latency: dict[str, LatencySummary] = {}  # delivery, ack, handshake, rtt, recovery, reconnect
     series: list[SecondSample] = []
     windows: list[Window] = []
+    probes: list[ProbeSample] = []  # check: the uptime probes, in order
+    phases: list[Phase] = []  # check: ramp, load, fault(s), drain on the run's time axis
     server: dict[str, Any] = {}  # what the target said of itself (/healthz, /metrics), if anything
     verdicts: list[Verdict] = []
     exit_code: int = 0
@@ -225,8 +253,9 @@ def read_results(path: str | Path) -> Results:
     schema = head.get("schema") if isinstance(head, dict) else None
     if not isinstance(schema, str) or not schema.startswith("rtbench.results/"):
         raise ResultsFileError(f"{path} is not an rtbench results file (no rtbench schema field)")
-    if schema != SCHEMA:
-        raise ResultsFileError(f"{path} has schema {schema}; this rtbench reads {SCHEMA}")
+    if schema not in READABLE:
+        known = " and ".join(READABLE)
+        raise ResultsFileError(f"{path} has schema {schema}; this rtbench reads {known}")
     try:
         return msgspec.json.decode(raw, type=Results)
     except msgspec.ValidationError as exc:

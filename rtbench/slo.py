@@ -251,6 +251,64 @@ def judge_uptime(slo: SLO, good_intervals: int, total_intervals: int, window: st
     )
 
 
+def _seconds(value: float) -> str:
+    """0.12 -> '0.12 s', 600 -> '600 s' (the budget arithmetic's words)."""
+    return f"{value:.3g} s" if value < 10 else f"{value:,.0f} s"
+
+
+def judge_uptime_run(
+    slo: SLO, good: int, total: int, interval_s: float, observed_s: float
+) -> Verdict:
+    """Uptime over one run (``rtbench check``): the run is the window.
+
+    The objective allows ``(1 - objective) x observed_s`` of bad intervals (99.9 % of a
+    10-minute run: 0.6 s); each bad probe interval spends ``interval_s`` of it. The
+    verdict compares the good share with the objective, and its detail says the
+    budget arithmetic in words, so a person sees what an outage cost.
+    """
+    t = slo.uptime
+    objective = f"> {t.objective:g} % of probe intervals over the run"
+    if total == 0:
+        return Verdict(
+            target=Target.UPTIME,
+            status=Status.NOT_MEASURED,
+            objective=objective,
+            unit="%",
+            detail="no probe interval was observed",
+        )
+    ratio = 100.0 * good / total
+    bad = total - good
+    allowed_s = (1.0 - t.objective / 100.0) * observed_s
+    spent_s = bad * interval_s
+    budget = (
+        f"at {t.objective:g} % a {_seconds(observed_s)} run allows {_seconds(allowed_s)} "
+        f"of bad intervals"
+    )
+    if bad == 0:
+        spent = "none was spent"
+    else:
+        times = f", {spent_s / allowed_s:.1f} times the budget" if allowed_s > 0 else ""
+        intervals = f"{bad:,} bad interval{'s' * (bad != 1)} of {_seconds(interval_s)}"
+        spent = f"{intervals} spent {_seconds(spent_s)}{times}"
+    return Verdict(
+        target=Target.UPTIME,
+        status=Status.PASS if ratio > t.objective else Status.FAIL,
+        objective=objective,
+        measured=ratio,
+        unit="%",
+        detail=f"{good:,} of {total:,} probe intervals good; {budget}; {spent}",
+    )
+
+
+def required(verdict: Verdict, why: str) -> Verdict:
+    """A check measures all four targets: one it could not measure fails, saying ``why``."""
+    if verdict.status is not Status.NOT_MEASURED:
+        return verdict
+    return msgspec.structs.replace(
+        verdict, status=Status.FAIL, detail=f"not measured: {why} ({verdict.detail})"
+    )
+
+
 def untrusted(verdicts: list[Verdict], reason: str) -> list[Verdict]:
     """Mark verdicts of a saturated-generator run: its figures may be the generator's own."""
     return [

@@ -41,6 +41,7 @@ app = typer.Typer(
 COMMAND_MODULES: tuple[str, ...] = (
     "rtbench.cli.serve",
     "rtbench.cli.token",
+    "rtbench.cli.check",
     "rtbench.cli.run",
     "rtbench.cli.locust",
     "rtbench.cli.demo",

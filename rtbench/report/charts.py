@@ -15,14 +15,18 @@ from typing import Any
 from rtbench.report.model import format_ms
 from rtbench.report.svg import (
     PALETTE,
+    Band,
+    Lane,
     LinearScale,
     PercentileScale,
     Point,
     Rule,
     Series,
+    Tick,
     auto_scale,
     line_chart,
     percentile_position,
+    timeline_chart,
 )
 from rtbench.results import Results, SecondSample
 
@@ -345,10 +349,77 @@ def generator_charts(results: Results, timeline: _Timeline) -> list[Chart]:
     return [cpu, lag]
 
 
+PHASE_COLORS = {"ramp": "#56B4E9", "load": "#0072B2", "drain": "#999999"}
+FAULT_COLOR = "#D55E00"
+
+
+def check_timeline(results: Results) -> Chart | None:
+    """A check's story on one time axis: phases and the fault, every uptime probe,
+    connections held and delivery p99 (None for a run that is not a check)."""
+    if not results.phases and not results.probes:
+        return None
+    samples = sorted(results.series, key=lambda s: s.t)
+    ends = [p.end for p in results.phases] + [p.t for p in results.probes]
+    ends += [s.t for s in samples]
+    x_scale = LinearScale(0.0, max(ends, default=1.0))
+    phases = [
+        Band(p.start, p.end, p.name, PHASE_COLORS.get(p.name, FAULT_COLOR)) for p in results.phases
+    ]
+    faults = [b for b in phases if b.label not in PHASE_COLORS]
+    probes = [
+        Tick(
+            p.t,
+            p.ok,
+            f"{p.t:.1f} s: "
+            + (f"ok, {format_ms(p.latency_ms)} ms" if p.ok else f"failed: {p.error or '?'}"),
+        )
+        for p in results.probes
+    ]
+    connections = [(s.t, float(s.connections)) for s in samples]
+    p99 = [(s.t, s.delivery_p99) for s in samples]
+    worst = max((y for _, y in p99 if y is not None), default=1.0)
+    threshold = _slo(results, "delivery_latency", "threshold_ms")
+    lanes = [
+        Lane("phases", bands=[b for b in phases if b.label in PHASE_COLORS] + faults),
+        Lane("uptime probes", ticks=probes),
+        Lane(
+            "connections",
+            line=Series("connections", connections, PALETTE[2]),
+            y_scale=LinearScale(0.0, max((y for _, y in connections), default=1.0)),
+        ),
+        Lane(
+            "delivery p99 ms",
+            line=Series("delivery p99", p99, PALETTE[1]),
+            y_scale=LinearScale(0.0, max(worst, threshold or 0.0)),
+        ),
+    ]
+    marks = [Rule(b.start, b.label, axis="x") for b in faults]
+    bad = sum(1 for p in results.probes if not p.ok)
+    caption = (
+        "One time axis for the whole check: the ramp, the load and the drain, the fault as "
+        f"it really happened (red band), each uptime probe ({len(results.probes)}, "
+        f"{bad} failed: tall red ticks; hover for the error), connections held and the "
+        "delivery p99 of each second. A restart shows as a dip in connections, failed "
+        "probes while nothing listens, and a latency spike while clients come back."
+    )
+    svg = timeline_chart(
+        title="Check timeline",
+        lanes=lanes,
+        x_scale=x_scale,
+        x_label="seconds since start",
+        marks=marks,
+    )
+    return Chart(
+        "check-timeline", "Timeline: phases, fault, probes, connections, latency", caption, svg
+    )
+
+
 def build_charts(results: Results) -> list[Chart]:
-    """Every chart of the report, in reading order."""
+    """Every chart of the report, in reading order (a check's timeline first)."""
     timeline = _Timeline.of(sorted(results.series, key=lambda s: s.t))
+    story = check_timeline(results)
     return [
+        *([story] if story is not None else []),
         latency_over_time(results, timeline),
         percentile_plot(results),
         connections_over_time(results, timeline),

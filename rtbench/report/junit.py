@@ -48,7 +48,8 @@ def render_junit(results: Results) -> str:
         ("outcome", run_outcome(results).headline),
     ):
         ET.SubElement(properties, "property", {"name": name, "value": value})
-    classname = f"rtbench.{results.run.scenario}"
+    kind = "check" if results.run.mode == "check" else results.run.scenario
+    classname = f"rtbench.{kind}"
     for view in views:
         case = ET.SubElement(
             suite, "testcase", {"classname": classname, "name": view.target, "time": "0"}

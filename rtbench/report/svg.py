@@ -342,3 +342,140 @@ def _legend(series: Sequence[Series], frame: _Frame) -> str:
         )
         x += 30 + 6.5 * len(name)
     return f'<g class="legend">{"".join(items)}</g>'
+
+
+@dataclass(frozen=True)
+class Band:
+    """A span on the time axis (a phase, a fault) drawn across a lane."""
+
+    start: float
+    end: float
+    label: str
+    color: str
+
+
+@dataclass(frozen=True)
+class Tick:
+    """An instant on the time axis (one probe), coloured by its outcome."""
+
+    at: float
+    ok: bool
+    tip: str
+
+
+@dataclass(frozen=True)
+class Lane:
+    """One row of a timeline: bands, ticks, or a line of (t, y) points with its own scale."""
+
+    name: str
+    bands: Sequence[Band] = ()
+    ticks: Sequence[Tick] = ()
+    line: Series | None = None
+    y_scale: Scale | None = None
+
+
+LANE_H = 64
+BAR_H = 22
+GOOD, BAD = "#009E73", "#C0392B"
+
+
+def timeline_chart(
+    *,
+    title: str,
+    lanes: Sequence[Lane],
+    x_scale: Scale,
+    x_label: str,
+    marks: Sequence[Rule] = (),
+    width: int = 760,
+) -> str:
+    """Several lanes that share one time axis, so a reader sees what happened when.
+
+    ``marks`` are vertical rules (a fault's start) drawn through every lane.
+    """
+    left, right, top = 140, 16, 26
+    plot_w = width - left - right
+    height = top + LANE_H * len(lanes) + 34
+
+    def x(value: float) -> float:
+        return left + plot_w * min(1.0, max(0.0, x_scale.frac(value)))
+
+    out = [
+        f'<svg class="chart timeline" viewBox="0 0 {width} {height}" width="100%" '
+        f'role="img" aria-label="{escape(title)}" xmlns="http://www.w3.org/2000/svg">',
+        f"<title>{escape(title)}</title>",
+    ]
+    for n, lane in enumerate(lanes):
+        y0 = top + n * LANE_H
+        out.append(
+            f'<g class="lane" data-lane="{escape(lane.name)}">'
+            f'<rect class="plot" x="{left}" y="{y0 + 4}" width="{plot_w}" height="{LANE_H - 8}"/>'
+            f'<text class="axis-label" x="{left - 8}" y="{y0 + LANE_H / 2 + 4:.0f}" '
+            f'text-anchor="end">{escape(lane.name)}</text>'
+        )
+        mid = y0 + (LANE_H - BAR_H) / 2
+        for band in lane.bands:
+            x1, x2 = x(band.start), x(band.end)
+            out.append(
+                f'<g class="band" data-band="{escape(band.label)}"><rect x="{x1:.1f}" '
+                f'y="{mid:.1f}" width="{max(2.0, x2 - x1):.1f}" height="{BAR_H}" '
+                f'fill="{band.color}" fill-opacity="0.35" stroke="{band.color}"/>'
+                f"<title>{escape(band.label)}: {band.start:.2f} s to {band.end:.2f} s</title>"
+                f'<text class="tick" x="{x1 + 3:.1f}" y="{mid + 15:.1f}">'
+                f"{escape(band.label)}</text></g>"
+            )
+        for tick in lane.ticks:
+            color = GOOD if tick.ok else BAD
+            grow = 0 if tick.ok else 6  # a failed probe stands out
+            out.append(
+                f'<line class="probe" data-ok="{str(tick.ok).lower()}" x1="{x(tick.at):.1f}" '
+                f'x2="{x(tick.at):.1f}" y1="{mid - grow:.1f}" y2="{mid + BAR_H + grow:.1f}" '
+                f'stroke="{color}" stroke-width="{2 if tick.ok else 3}">'
+                f"<title>{escape(tick.tip)}</title></line>"
+            )
+        if lane.line is not None and lane.y_scale is not None:
+            frame = _LaneFrame(left, y0 + 8, plot_w, LANE_H - 16, x_scale)
+            d, drawn = _path(lane.line.points, x_scale, lane.y_scale, frame)  # type: ignore[arg-type]
+            top_label = format_number(lane.y_scale.hi)
+            out.append(
+                f'<path class="series" data-series="{escape(lane.line.name)}" '
+                f'data-points="{drawn}" d="{d}" stroke="{lane.line.color}">'
+                f"<title>{escape(lane.line.name)}</title></path>"
+                f'<text class="tick" x="{left + 4}" y="{y0 + 18}">{escape(top_label)}</text>'
+            )
+        out.append("</g>")
+    bottom = top + LANE_H * len(lanes)
+    for mark in marks:
+        xpos = x(mark.value)
+        out.append(
+            f'<g class="rule"><line x1="{xpos:.1f}" x2="{xpos:.1f}" y1="{top}" y2="{bottom}" '
+            f'stroke="{mark.color}" stroke-dasharray="4 3"/>'
+            f'<text x="{xpos + 4:.1f}" y="{top - 8}" fill="{mark.color}">'
+            f"{escape(mark.label)}</text></g>"
+        )
+    for value, label in x_scale.ticks():
+        out.append(
+            f'<text class="tick" x="{x(value):.1f}" y="{bottom + 14}" text-anchor="middle">'
+            f"{escape(label)}</text>"
+        )
+    out.append(
+        f'<text class="axis-label" x="{left + plot_w / 2:.0f}" y="{height - 4}" '
+        f'text-anchor="middle">{escape(x_label)}</text></svg>'
+    )
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class _LaneFrame:
+    """The plotting box of one lane, in the shape ``_path`` expects of a frame."""
+
+    left: float
+    top: float
+    plot_w: float
+    plot_h: float
+    x_scale: Scale
+
+    def x(self, frac: float) -> float:
+        return self.left + self.plot_w * min(max(frac, 0.0), 1.0)
+
+    def y(self, frac: float) -> float:
+        return self.top + self.plot_h * (1.0 - min(max(frac, 0.0), 1.0))

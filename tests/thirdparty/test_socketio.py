@@ -25,14 +25,15 @@ def _exact(results, truth: dict) -> None:  # type: ignore[no-untyped-def]
     assert results.latency["delivery"].count == t.delivered
 
 
-def test_defaults_against_the_chat_example_as_written(sio_server) -> None:  # type: ignore[no-untyped-def]
-    """No options: join + 'chat message' {room, body}, broadcast with sio.emit(room=...)."""
+@pytest.mark.parametrize("scheme", ["ws", "http"])
+def test_defaults_against_the_chat_example_as_written(sio_server, scheme: str) -> None:  # type: ignore[no-untyped-def]
+    """No options: join + 'chat message' {room, body}, broadcast with sio.emit(room=...);
+    the target named as Socket.IO users name it (http://) works as ws:// does."""
     server = sio_server("--plain")
-    sc = scenario("chat", server.url, protocol="socketio", users=20, room_size=5, rate=4)
+    target = server.url.replace("ws://", f"{scheme}://", 1)
+    sc = scenario("chat", target, protocol="socketio", users=20, room_size=5, rate=4)
     assert (sc.dm_share, sc.typing_share, sc.receipt_share) == (0, 0, 0)
-    sc = scenario(
-        "chat", server.url, protocol="socketio", users=20, room_size=5, rate=4, duration=2
-    )
+    sc = scenario("chat", target, protocol="socketio", users=20, room_size=5, rate=4, duration=2)
     _, results = run(sc)
     t = results.totals
     truth = server.stats()

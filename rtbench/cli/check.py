@@ -1,0 +1,235 @@
+"""``rtbench check``: does this service keep its four promises? One run, four verdicts.
+
+One timeline (docs/CHECK.md):
+
+1. ramp to the SLO's connection count (``[connections] min``) and hold every connection
+   to the end, each answering heartbeats;
+2. chat on the held connections (a scenario file or flags choose the mix and rate);
+3. a fault a third of the way in: a restart of the server rtbench started
+   (``--server-cmd``; SIGTERM, or SIGKILL with ``--kill``), otherwise a cut of every
+   connection through the fault proxy;
+4. from start to end, the monitor's own probes (``monitor.prober``: fresh clients apart
+   from the load that connect, send and receive once per interval) for the uptime verdict.
+
+Every target is measured in every check: one that could not be (no fault possible, too
+few connections, no probe through) fails with the reason. Exit codes are ``rtbench
+run``'s: 0 pass, 1 a target fails, 2 usage, 3 unreachable, 4 inconclusive. This module
+only composes: the load is ``loadtest``'s, the probes the monitor's, every rule
+``rtbench.slo``'s, and the results model ``rtbench.results``'s.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import typing
+from typing import Any
+
+import typer
+
+from rtbench.cli import UserError
+from rtbench.cli.run import run_command
+
+HELP = """Prove the four promises in one run: uptime, delivery latency, connections, recovery.
+
+Ramps to the SLO file's connection count and holds every connection, chats on them,
+injects a fault a third of the way in (a restart of the server rtbench started with
+--server-cmd, else a cut through the fault proxy), and probes the target from start to
+end as the monitor does. Prints one verdict table; writes results.json and the report
+(HTML with the run's timeline, JUnit with one case per target, Markdown) with --out.
+Exit codes: 0 every target passes, 1 one fails (or could not be measured), 2 usage,
+3 unreachable, 4 inconclusive (the load generator's own delay could flip a verdict).
+"""
+
+SHARED = (
+    "target",
+    "protocol",
+    "room_size",
+    "rate",
+    "ramp",
+    "duration",
+    "drain",
+    "procs",
+    "dm_share",
+    "typing_share",
+    "receipt_share",
+    "message_bytes",
+    "token",
+    "jwt_secret",
+    "connect_timeout",
+    "seed",
+    "server_cmd",
+    "slo",
+    "out",
+    "junit",
+    "summary_md",
+    "quiet",
+)
+"""``rtbench run``'s options that mean the same here, declared there once."""
+
+DEFAULTS: dict[str, Any] = {
+    "room_size": 10,
+    "rate": 0.1,
+    "duration": 90.0,
+    "drain": 5.0,
+}
+"""The default check's chat: 10,000 users x 0.1 msg/s in rooms of 10 is 1,000 messages
+and 9,000 deliveries a second, a load two cores carry beside 10,000 held connections
+(docs/CHECK.md has the arithmetic)."""
+CONNECTIONS_PER_PROC = 6_000
+"""Connections one generator worker ramps and reconnects without lagging its own clock
+(a reconnect storm after a restart is the heaviest moment); more spread over processes."""
+RAMP_PER_S = 1_000.0
+"""Connections opened per second by default: 10,000 in 10 s on this kind of machine."""
+FAULT_AT = 1 / 3
+"""The fault comes a third of the way into the load: a steady flow before it to compare
+with, and room after it for every client to come back and the flow to settle."""
+
+
+def register(app: typer.Typer) -> None:
+    app.command("check", help=HELP)(check_command)
+
+
+def check_command(**flags: Any) -> int:
+    """Typer calls this with the options of ``_signature()``."""
+    from loadtest.faults.server import ServerError, prepare
+    from loadtest.scenarios import Kind, Scenario, ScenarioError, scenario_from
+    from rtbench.slo import SLOFileError, load_slo
+
+    try:
+        slo = load_slo(flags["slo"])
+    except SLOFileError as exc:
+        raise UserError(str(exc)) from None
+    if flags["probe_interval"] <= 0:
+        raise UserError("--probe-interval must be above 0 seconds")
+    try:
+        base = (
+            scenario_from(flags["scenario"]) if flags["scenario"] else Scenario(scenario=Kind.CHAT)
+        )
+        if base.scenario is not Kind.CHAT:
+            raise UserError(
+                f"a check chats on the connections it holds: scenario {base.scenario} cannot "
+                "(give a chat scenario file, or none)"
+            )
+        server_cmd = flags["server_cmd"] or base.server_cmd
+        target = flags["target"] or base.target
+        if server_cmd:
+            server_cmd, target = prepare(server_cmd, target)
+        if target is None:
+            raise UserError(
+                "no target: give --target ws://HOST:PORT, or --server-cmd for rtbench to start it"
+            )
+        connections = flags["connections"] or base.users or slo.connections.min
+        given = {name: flags[name] for name in SHARED if name in Scenario.__struct_fields__}
+        sized = {key: getattr(base, key) for key in DEFAULTS if getattr(base, key) is not None}
+        values = {**DEFAULTS, **sized, **{k: v for k, v in given.items() if v is not None}}
+        values["ramp"] = values.get("ramp", base.ramp)
+        if values["ramp"] is None:
+            values["ramp"] = max(2.0, round(connections / RAMP_PER_S, 1))
+        if values.get("procs") is None and base.procs == 1:
+            values["procs"] = max(1, math.ceil(connections / CONNECTIONS_PER_PROC))
+        fault = flags["fault"] or _default_fault(
+            bool(server_cmd), flags["kill"], float(values["duration"])
+        )
+        values.update(
+            target=target,
+            server_cmd=server_cmd,
+            users=connections,
+            faults=[fault],
+        )
+        resolved = base.with_overrides(**values).resolved()
+    except (ScenarioError, ServerError) as exc:
+        raise UserError(str(exc)) from None
+    from rtbench.cli.checkrun import execute_check
+
+    return execute_check(
+        resolved,
+        slo=slo,
+        probe_interval=flags["probe_interval"],
+        out=flags["out"],
+        junit=flags["junit"],
+        summary_md=flags["summary_md"],
+        quiet=flags["quiet"],
+    )
+
+
+def _default_fault(server_started: bool, kill: bool, duration: float) -> str:
+    at = f"{duration * FAULT_AT:.3g}s"
+    if server_started:
+        return f"restart:{'kill' if kill else 'term'}@{at}"
+    if kill:
+        raise UserError("--kill restarts the server rtbench starts: give --server-cmd")
+    return f"cut@{at}"
+
+
+def _own_parameters() -> list[inspect.Parameter]:
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    return [
+        inspect.Parameter(
+            "connections",
+            keyword,
+            default=typer.Option(
+                None,
+                "--connections",
+                "-c",
+                help="Connections to hold (default: the SLO file's [connections] min).",
+            ),
+            annotation=int | None,
+        ),
+        inspect.Parameter(
+            "fault",
+            keyword,
+            default=typer.Option(
+                None,
+                "--fault",
+                help=(
+                    "The fault, KIND[:ARG]@TIME (default: restart@1/3 of --duration with "
+                    "--server-cmd, else cut@1/3 through the fault proxy). docs/RECOVERY.md."
+                ),
+            ),
+            annotation=str | None,
+        ),
+        inspect.Parameter(
+            "kill",
+            keyword,
+            default=typer.Option(
+                False, "--kill", help="Restart with SIGKILL (a crash) instead of SIGTERM."
+            ),
+            annotation=bool,
+        ),
+        inspect.Parameter(
+            "probe_interval",
+            keyword,
+            default=typer.Option(
+                1.0,
+                "--probe-interval",
+                help="Seconds between uptime probes (the monitor's probe: connect, send, receive).",
+            ),
+            annotation=float,
+        ),
+    ]
+
+
+def _signature() -> tuple[inspect.Signature, dict[str, Any]]:
+    """``run``'s shared options (declared there once), a scenario file, and the check's own."""
+    run_params = inspect.signature(run_command).parameters
+    hints = typing.get_type_hints(run_command)
+    scenario = inspect.Parameter(
+        "scenario",
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        default=typer.Argument(
+            None, help="A chat scenario FILE.toml (default: the built-in chat)."
+        ),
+        annotation=str | None,
+    )
+    params = [scenario]
+    for name in SHARED:
+        param = run_params[name]
+        params.append(param.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=hints[name]))
+    params += _own_parameters()
+    annotations = {p.name: p.annotation for p in params}
+    annotations["return"] = int
+    return inspect.Signature(params, return_annotation=int), annotations
+
+
+check_command.__signature__, check_command.__annotations__ = _signature()  # type: ignore[attr-defined]
