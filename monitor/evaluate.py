@@ -201,12 +201,14 @@ def _evaluate_target(
     )
 
     recovery, recovery_verdict = _recovery(
-        store, slo, target, name, kind, health_since, health_label
+        store, slo, target, name, kind, health_since, health_label, now - slo_seconds
     )
     connections, connections_verdict = _connections(store, slo, name, now - slo_seconds)
 
     verdicts = [
-        _uptime_verdict(slo, slo_count.total, slo_count.good, budget, open_incident),
+        _uptime_verdict(
+            slo, slo_count.total, slo_count.good, budget, open_incident, settings.interval
+        ),
         _with_window(
             judge_latency(
                 slo,
@@ -256,30 +258,54 @@ def _with_window(verdict: Verdict, where: str) -> Verdict:
 
 
 def _uptime_verdict(
-    slo: SLO, total: int, good: int, budget: BudgetView, incident: Incident | None
+    slo: SLO,
+    total: int,
+    good: int,
+    budget: BudgetView,
+    incident: Incident | None,
+    interval_s: float,
 ) -> Verdict:
-    """judge_uptime's figures, judged by the error budget of the running window."""
+    """Judged by the error budget of the SLO window, worded so that it cannot read as a
+    contradiction: the uptime observed over what was observed (25 s after a start, not
+    30 days), then the budget used and left in time. It passes while the budget lasts,
+    and the status page calls that "within budget", not a bare "pass"."""
     base = judge_uptime(slo, good, total, slo.uptime.window)
     if base.status is Status.NOT_MEASURED:
         return base
-    spent = f"{max(budget.remaining, 0.0):.1%} of the error budget left"
+    ratio = 100.0 * good / total
+    observed = (
+        f"{ratio:.3f} % of {total:,} intervals good over the {_span(total * interval_s)} observed"
+    )
+    allowed_s = budget.allowed * interval_s
+    used_s = budget.used * interval_s
+    share = used_s / allowed_s if allowed_s else 1.0
+    words = (
+        f"error budget of {slo.uptime.window}: {_span(used_s)} of {_span(allowed_s)} used "
+        f"({share:.1%}), {_span(max(allowed_s - used_s, 0.0))} left"
+    )
     if incident is not None:
         since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(incident.started_at))
         return msgspec.structs.replace(
             base,
             status=Status.FAIL,
-            detail=f"down since {since}: {incident.cause}; {base.detail}; {spent}",
+            detail=f"down since {since}: {incident.cause}; {observed}; {words}",
         )
     if budget.used > budget.allowed:
         return msgspec.structs.replace(
-            base,
-            status=Status.FAIL,
-            detail=(
-                f"error budget spent: {budget.used:,} bad intervals, "
-                f"{budget.allowed:,.1f} allowed over {slo.uptime.window}; {base.detail}"
-            ),
+            base, status=Status.FAIL, detail=f"error budget spent: {observed}; {words}"
         )
-    return msgspec.structs.replace(base, status=Status.PASS, detail=f"{base.detail}; {spent}")
+    return msgspec.structs.replace(base, status=Status.PASS, detail=f"{observed}; {words}")
+
+
+def _span(seconds: float) -> str:
+    """A duration in the largest unit that keeps it readable: 5 s, 43 min 12 s, 2 h 5 min."""
+    if seconds < 60:
+        return f"{seconds:.3g} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
 
 
 def _recovery(
@@ -290,8 +316,14 @@ def _recovery(
     kind: str,
     since: float,
     label: str,
+    checks_since: float,
 ) -> tuple[RecoveryView, Verdict]:
-    """Held-connection recoveries; a target without a held connection uses its incidents."""
+    """Held-connection recoveries; a target without a held connection uses its incidents.
+
+    Every client recovery of the ``rtbench check`` runs ingested in the SLO window
+    (``checks_since``) counts too: a check measures what one held connection cannot, a
+    whole population coming back after a restart.
+    """
     hist = LatencyHistogram()
     last: Recovery | None = None
     incomplete = 0
@@ -306,6 +338,9 @@ def _recovery(
         for incident in store.incidents(name, 10_000, since=since):
             if incident.duration_s is not None:
                 hist.record_us(int(incident.duration_s * 1_000_000))
+    checks = [r for r in store.runs(name, checks_since) if r.recovery_hdr]
+    for run in checks:
+        hist.merge(LatencyHistogram.decode(run.recovery_hdr))  # type: ignore[arg-type]
     view = RecoveryView(
         window=label,
         source=source,
@@ -319,6 +354,9 @@ def _recovery(
     where = (
         f"held connection, last {label}" if source == "held_connection" else f"incidents, {label}"
     )
+    if checks:
+        where += f"; {sum(r.recoveries for r in checks):,} clients of {len(checks)} rtbench check"
+        where += "s" if len(checks) > 1 else f" {checks[0].run_id}"
     verdict = _with_window(
         judge_recovery(slo, hist.percentile_ms(slo.recovery.percentile), hist.count), where
     )

@@ -1,9 +1,11 @@
-"""``rtbench monitor --ingest results.json``: load-run evidence for the connections target.
+"""``rtbench monitor --ingest results.json``: load-run evidence for connections and recovery.
 
-A quiet production service never shows it can hold 10,000 connections; a
-``rtbench run connect`` result does. Ingesting stores the run's peak of connections
-held at once and how many it aimed for, under the monitor target whose host:port
-the run targeted, so the connections verdict can use it for one SLO window.
+A quiet production service never shows it can hold 10,000 connections, nor that 10,000
+clients come back after a restart; a ``rtbench run connect`` or ``rtbench check`` result
+does. Ingesting stores, under the monitor target whose host:port the run targeted, how
+many connections the run held (a check: held through the whole run, never a peak) and
+how many it aimed for, and a check's per-client recovery times, so the connections and
+recovery verdicts can use them for one SLO window.
 """
 
 from __future__ import annotations
@@ -43,12 +45,13 @@ def read_run(path: str | Path, targets: list[TargetConfig], name: str | None) ->
             f"{path}: run.ended_at {run.ended_at!r} is not an ISO 8601 time"
         ) from None
     totals = results.totals
-    # held at once *and* still answering heartbeats, when the run checked; else its peak
-    held = (
-        totals.connections_answering
-        if getattr(totals, "connections_answering", None) is not None
-        else totals.peak_connections
-    )
+    recovery = results.latency.get("recovery") if run.mode == "check" else None
+    if run.mode == "check":  # held from the go through the fault to the end
+        held = totals.connections_held
+    elif totals.connections_answering is not None:  # held and answering the last heartbeat
+        held = totals.connections_answering
+    else:
+        held = totals.peak_connections
     return IngestedRun(
         run_id=run.id,
         target=name or target_name_for(run.target, targets),
@@ -56,8 +59,10 @@ def read_run(path: str | Path, targets: list[TargetConfig], name: str | None) ->
         ended_at=ended,
         peak_connections=held,
         attempted=totals.connections_attempted,
-        scenario=run.scenario,
+        scenario="check" if run.mode == "check" else run.scenario,
         source=str(Path(path).resolve()),
+        recovery_hdr=recovery.hdr if recovery is not None else None,
+        recoveries=recovery.count if recovery is not None else 0,
     )
 
 

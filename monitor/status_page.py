@@ -62,10 +62,18 @@ def fmt_measured(verdict: Verdict) -> str:
     if verdict.measured is None:
         return "not measured"
     if verdict.unit == "%":
-        return f"{verdict.measured:.3f} %"
+        return f"{verdict.measured:.3f} % observed"
     if verdict.unit == "ms":
         return f"{verdict.measured:,.1f} ms"
     return f"{verdict.measured:,.0f} {verdict.unit}"
+
+
+def status_word(verdict: Verdict) -> str:
+    """The word on a card's pill. Uptime is judged by the SLO window's error budget, so a
+    young monitor that saw an outage is "within budget", never a bare "pass" beside 80 %."""
+    if verdict.target.value == "uptime" and verdict.status.value != "not_measured":
+        return "within budget" if verdict.status.value == "pass" else "budget spent or down"
+    return verdict.status.value.replace("_", " ")
 
 
 def bar_class(bar: Bar, objective: float) -> str:
@@ -98,6 +106,7 @@ def render_status(snapshot: Snapshot, refresh_s: int = 10) -> bytes:
         fmt_ratio=fmt_ratio,
         fmt_num=fmt_num,
         fmt_measured=fmt_measured,
+        status_word=status_word,
         bar_class=lambda b: bar_class(b, objective),
         bar_title=bar_title,
     ).encode()

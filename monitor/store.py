@@ -24,7 +24,15 @@ from typing import Any, TypeVar
 
 from msgspec import Struct
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # 1 -> 2: an ingested `rtbench check` also carries its clients' recoveries
+    1: (
+        "ALTER TABLE runs ADD COLUMN recovery_hdr TEXT",
+        "ALTER TABLE runs ADD COLUMN recoveries INTEGER NOT NULL DEFAULT 0",
+    ),
+}
+"""Statements that bring a database of schema N to N + 1, applied in order on open."""
 T = TypeVar("T")
 
 _SCHEMA = """
@@ -78,7 +86,9 @@ CREATE TABLE IF NOT EXISTS runs (
     peak_connections INTEGER NOT NULL,
     attempted INTEGER NOT NULL,
     scenario TEXT NOT NULL,
-    source TEXT NOT NULL         -- the results file it came from
+    source TEXT NOT NULL,        -- the results file it came from
+    recovery_hdr TEXT,           -- a check's recovery times (HDR histogram, base64)
+    recoveries INTEGER NOT NULL DEFAULT 0
 );
 """
 
@@ -124,6 +134,8 @@ class IngestedRun(Struct, kw_only=True):
     attempted: int
     scenario: str
     source: str
+    recovery_hdr: str | None = None  # a check's per-client recovery times (HDR, base64)
+    recoveries: int = 0  # connections lost and measured in that check
 
 
 class OpenIncident(Struct, kw_only=True):
@@ -175,12 +187,21 @@ class ProbeStore:
                     self._db.execute(
                         "INSERT INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,)
                     )
-                elif int(row[0]) != SCHEMA_VERSION:
-                    raise StoreError(
-                        f"{path} has monitor schema {row[0]}; this rtbench reads {SCHEMA_VERSION}"
-                    )
+                else:
+                    self._migrate(int(row[0]))
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open monitor database {path}: {exc}") from None
+
+    def _migrate(self, found: int) -> None:
+        """Bring an older database up to ``SCHEMA_VERSION`` (inside the open's transaction)."""
+        if found > SCHEMA_VERSION or any(v not in MIGRATIONS for v in range(found, SCHEMA_VERSION)):
+            raise StoreError(
+                f"{self.path} has monitor schema {found}; this rtbench reads {SCHEMA_VERSION}"
+            )
+        for version in range(found, SCHEMA_VERSION):
+            for statement in MIGRATIONS[version]:
+                self._db.execute(statement)
+        self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (SCHEMA_VERSION,))
 
     def close(self) -> None:
         self._db.close()
@@ -264,9 +285,9 @@ class ProbeStore:
         """Store an ingested load run; False when that run id was already ingested."""
         with self._tx() as db:
             cursor = db.execute(
-                "INSERT OR IGNORE INTO runs"
-                " (run_id, target, url, ended_at, peak_connections, attempted, scenario, source)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO runs (run_id, target, url, ended_at, peak_connections,"
+                " attempted, scenario, source, recovery_hdr, recoveries)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     run.run_id,
                     run.target,
@@ -276,6 +297,8 @@ class ProbeStore:
                     run.attempted,
                     run.scenario,
                     run.source,
+                    run.recovery_hdr,
+                    run.recoveries,
                 ),
             )
             return cursor.rowcount == 1
@@ -437,7 +460,8 @@ class ProbeStore:
 
     def runs(self, target: str, since: float) -> list[IngestedRun]:
         rows = self._db.execute(
-            "SELECT run_id, target, url, ended_at, peak_connections, attempted, scenario, source"
+            "SELECT run_id, target, url, ended_at, peak_connections, attempted, scenario, source,"
+            " recovery_hdr, recoveries"
             " FROM runs WHERE target = ? AND ended_at >= ? ORDER BY ended_at DESC",
             (target, since),
         ).fetchall()
@@ -451,6 +475,8 @@ class ProbeStore:
                 attempted=r[5],
                 scenario=r[6],
                 source=r[7],
+                recovery_hdr=r[8],
+                recoveries=r[9],
             )
             for r in rows
         ]

@@ -1,43 +1,40 @@
-"""``rtbench demo`` (what ``make demo`` runs): the whole product in half a minute.
+"""``rtbench demo`` (what ``make demo`` runs): the whole product in one ``rtbench check``.
 
-It starts the reference server itself (``rtbench serve --port 0 --insecure-dev`` with a
-SQLite store in a temporary folder), reads the address from the server's listening line,
-drives a short ``chat`` load at it (a few hundred users, typing and read receipts mixed
-in), prints the figures and SLO verdicts, writes results.json and the HTML report under
-``reports/runs/<timestamp>/``, stops the server by its PID and says where everything went.
+It checks the reference server against ``slo.toml`` (the defaults when there is none):
+the check starts the server itself (``python -m reference_server --port {port}
+--insecure-dev`` with a SQLite store in a temporary folder), holds the SLO's 10,000
+connections, chats on them, restarts the server a third of the way in, probes its
+uptime from start to end, prints the four verdicts, writes results.json and the report
+under ``reports/runs/<timestamp>/`` and stops the server by its PID.
+
+A demo shows; it does not gate. It exits 0 once the check has run and judged all four
+targets, whatever the verdicts (it prints the exit code ``rtbench check`` gives for the
+same run, which is what a CI job acts on); a usage error, an unreachable server or a
+failed generator keep their own codes.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import re
-import signal
-import subprocess
+import shlex
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import typer
 
-from rtbench.cli import UserError
+from rtbench.exitcodes import ExitCode
 
-LISTEN_RE = re.compile(
-    r"(?:wss?|https?)://(?P<host>\[[0-9a-fA-F:.]+\]|[0-9.]+|localhost)(?::(?P<port>\d+))"
-)
-START_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 10.0
 DEFAULT_RUNS_DIR = Path("reports") / "runs"
+SLO_FILE = Path("slo.toml")
 
+HELP = """Show rtbench end to end: `rtbench check` of the reference server (what `make demo` runs).
 
-HELP = """Show rtbench end to end in half a minute (what `make demo` runs).
-
-Starts the reference server on a free port, drives a short chat load at it (300 users,
-DMs, typing and read receipts mixed in), prints figures and SLO verdicts, writes
-results.json and report.html under reports/runs/<timestamp>/, and stops the server.
+Starts the reference server on a free port (SQLite store in a temporary folder), holds
+slo.toml's connection count (10,000), chats on the connections, restarts the server a
+third of the way in, probes uptime throughout, prints the four verdicts and writes
+results.json and report.html under reports/runs/<timestamp>/. Exits 0 once all four
+targets were judged (it prints the code `rtbench check` would exit with).
 """
 
 
@@ -45,123 +42,58 @@ def register(app: typer.Typer) -> None:
     app.command("demo", help=HELP)(demo_command)
 
 
-class ServerProcess:
-    """``rtbench serve`` in a child process, found by its listening line, ended by its PID."""
-
-    def __init__(self, args: list[str]) -> None:
-        self.args = args
-        self.proc: subprocess.Popen[str] | None = None
-        self.url: str | None = None
-        self.lines: list[str] = []
-
-    def start(self) -> str:
-        command = [
-            sys.executable,
-            "-c",
-            "import sys; from rtbench.cli import run; sys.argv[0] = 'rtbench'; run()",
-            "serve",
-            *self.args,
-        ]
-        self.proc = subprocess.Popen(
-            command,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            bufsize=1,
-        )
-        found = threading.Event()
-
-        def pump() -> None:
-            assert self.proc is not None and self.proc.stdout is not None
-            for line in self.proc.stdout:
-                if len(self.lines) < 200:
-                    self.lines.append(line.rstrip())
-                match = LISTEN_RE.search(line)
-                if match and self.url is None:
-                    host = match.group("host")
-                    host = "127.0.0.1" if host in ("0.0.0.0", "localhost") else host
-                    self.url = f"ws://{host}:{match.group('port')}"
-                    found.set()
-            found.set()
-
-        threading.Thread(target=pump, daemon=True).start()
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not found.wait(0.1):
-            if time.monotonic() > deadline:
-                self.stop()
-                raise UserError("the reference server did not report its address in time")
-        if self.url is None:
-            code = self.proc.poll()
-            tail = " | ".join(self.lines[-3:]) or "no output"
-            self.stop()
-            raise UserError(f"the reference server exited (code {code}): {tail}")
-        return self.url
-
-    def stop(self) -> None:
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-    @contextlib.contextmanager
-    def running(self) -> Iterator[str]:
-        try:
-            yield self.start()
-        finally:
-            self.stop()
+def server_command(store: str) -> str:
+    """The reference server on ``{port}``, started (and restarted) by the check."""
+    python = shlex.quote(sys.executable)
+    return f"{python} -m reference_server --port {{port}} --insecure-dev --store {store}"
 
 
 def demo_command(
-    users: int = typer.Option(300, "--users", "-u", help="Chat users (rooms of 10)."),
-    rate: float = typer.Option(0.5, "--rate", help="Messages per second per user."),
-    duration: float = typer.Option(20.0, "--duration", "-d", help="Seconds of load."),
+    connections: int | None = typer.Option(
+        None, "--connections", "-c", help="Connections to hold (default: slo.toml's, 10,000)."
+    ),
+    duration: float | None = typer.Option(
+        None, "--duration", "-d", help="Seconds of chat after the ramp (default 90)."
+    ),
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Output folder (default reports/runs/<timestamp>/)."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No live panel."),
 ) -> int:
-    from loadtest.scenarios import Kind, Scenario, ScenarioError
-    from rtbench.cli.run import execute, make_console
+    from rtbench.cli.check import SHARED, check_command
+    from rtbench.cli.run import make_console
 
     console = make_console()
     out = out or DEFAULT_RUNS_DIR / time.strftime("%Y%m%d-%H%M%S")
+    slo = SLO_FILE if SLO_FILE.is_file() else None
     with tempfile.TemporaryDirectory(prefix="rtbench-demo-") as tmp:
         store = f"sqlite:///{Path(tmp) / 'demo.db'}"
-        server = ServerProcess(["--port", "0", "--insecure-dev", "--store", store])
-        with server.running() as url:
-            console.print(f"reference server up at {url} (PID {server.proc.pid}, store {store})")
-            try:
-                scenario = Scenario(
-                    scenario=Kind.CHAT,
-                    name="demo",
-                    target=url,
-                    users=users,
-                    room_size=10,
-                    rate=rate,
-                    dm_share=0.1,
-                    typing_share=0.2,
-                    receipt_share=0.2,
-                    ramp=3.0,
-                    duration=duration,
-                ).resolved()
-            except ScenarioError as exc:
-                raise UserError(str(exc)) from None
-            console.print(
-                f"chat: {users} users in rooms of 10, {rate:g} msg/s each, {duration:g} s "
-                "(typing and read receipts mixed in)"
-            )
-            code = execute(scenario, slo_path=None, out=out, quiet=quiet, console=console)
-        console.print(f"reference server (PID {server.proc.pid}) stopped")
-    console.print(f"results: {out / 'results.json'}")
+        console.print(
+            f"rtbench check of the reference server (store {store}) against "
+            f"{slo or 'the default targets'}",
+            highlight=False,
+        )
+        flags = dict.fromkeys(SHARED)  # every other option at the check's default
+        flags.update(
+            server_cmd=server_command(store), duration=duration, slo=slo, out=out, quiet=quiet
+        )
+        code = check_command(
+            scenario=None,
+            connections=connections,
+            fault=None,
+            kill=False,
+            probe_interval=1.0,
+            **flags,
+        )
+    console.print(f"results: {out / 'results.json'}", highlight=False)
     report = out / "report.html"
     if report.exists():
-        console.print(f"report:  {report}")
-    console.print("your own server next: rtbench run chat --target ws://HOST:PORT --out DIR")
-    return code
+        console.print(f"report:  {report}", highlight=False)
+    console.print(
+        f"`rtbench check` exits {code} for this run (0 pass, 1 a target fails, 4 inconclusive); "
+        "your own server next: rtbench check --target ws://HOST:PORT --slo slo.toml",
+        highlight=False,
+    )
+    return (
+        ExitCode.OK if code in (ExitCode.OK, ExitCode.SLO_FAILED, ExitCode.INCONCLUSIVE) else code
+    )

@@ -121,10 +121,12 @@ def monitor(
             try:
                 for path in ingest:
                     run, new = ingest_file(store, path, merged.target, ingest_as)
+                    held = "held through the check" if run.scenario == "check" else "peak"
+                    recovered = f", {run.recoveries:,} recoveries" if run.recoveries else ""
                     typer.echo(
                         f"{'ingested' if new else 'already ingested'} run {run.run_id} "
-                        f"({run.scenario}) for target {run.target}: peak {run.peak_connections:,} "
-                        f"of {run.attempted:,} connections"
+                        f"({run.scenario}) for target {run.target}: {held} "
+                        f"{run.peak_connections:,} of {run.attempted:,} connections{recovered}"
                     )
             finally:
                 store.close()

@@ -1,4 +1,4 @@
-"""`rtbench run` and `rtbench demo` through the real command line: exit codes, lines, files."""
+"""`rtbench run` and `rtbench demo` (a check) on the real command line: exit codes, files."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ from pathlib import Path
 
 from rtbench.exitcodes import ExitCode
 from rtbench.results import read_results
+from rtbench.slo import Status, dump_slo, load_slo
+
+ROOT = Path(__file__).resolve().parents[2]
 
 RTBENCH = [sys.executable, "-c", "from rtbench.entry import run; run()"]
 SHORT = ["--ramp", "0.3", "--drain", "3", "--quiet"]
@@ -104,16 +107,23 @@ def test_exit_3_unreachable_with_one_line_per_cause(tiny, tmp_path: Path) -> Non
     assert read_results(tmp_path / "tls" / "results.json").totals.failures_by_cause == {"tls": 2}
 
 
-def test_demo_runs_the_reference_server_and_stops_it(tmp_path: Path) -> None:
+def test_demo_checks_the_reference_server_and_stops_it(tmp_path: Path) -> None:
+    """`make demo` is `rtbench check` of the reference server it starts: four verdicts,
+    all measured, the report, and no server left behind."""
     out = tmp_path / "demo"
-    done = rtbench("demo", "--users", "30", "--duration", "2", "--out", str(out), "--quiet",
-                   timeout=180)  # fmt: skip
+    done = rtbench("demo", "--connections", "200", "--duration", "6", "--out", str(out),
+                   "--quiet", timeout=240)  # fmt: skip
     assert done.returncode == ExitCode.OK, done.stdout[-2000:] + done.stderr[-2000:]
     results = read_results(out / "results.json")
-    assert results.totals.connections_ready == 30
+    assert results.run.mode == "check" and len(results.verdicts) == 4
+    assert all(v.status is not Status.NOT_MEASURED for v in results.verdicts)
+    assert results.totals.connections_ready == 200
     assert results.totals.delivered == results.totals.expected_deliveries > 0
     assert results.totals.typing_sent and results.totals.receipts_sent
-    pid = int(done.stdout.split("(PID ")[1].split(",")[0])
+    assert results.run.slo == dump_slo(load_slo(ROOT / "slo.toml"))  # the root slo.toml
+    (restart,) = [f for f in results.run.faults if f.get("kind") == "restart"]
+    assert restart["connections_lost"] == 200 and restart["recovered"] == 200
+    pid = restart["pid"]  # the server the restart started; the check stopped it at the end
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -121,3 +131,5 @@ def test_demo_runs_the_reference_server_and_stops_it(tmp_path: Path) -> None:
     else:
         raise AssertionError(f"the demo left its server (PID {pid}) running")
     assert f"results: {out / 'results.json'}" in done.stdout
+    assert (out / "report.html").exists()
+    assert f"`rtbench check` exits {results.exit_code} for this run" in done.stdout

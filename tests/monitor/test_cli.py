@@ -135,6 +135,46 @@ def test_ingest_feeds_the_connections_verdict(capsys, tmp_path):
         store.close()
 
 
+def test_ingest_of_a_check_feeds_connections_held_through_it_and_recovery(capsys, tmp_path):
+    """A check's results.json: the connections held through the run (not its peak) and
+    every client's recovery time reach the monitor's verdicts."""
+    from rtbench.histogram import LatencyHistogram
+    from rtbench.results import LatencySummary
+
+    db = tmp_path / "m.db"
+    settings = settle(
+        MonitorConfig(target=[TargetConfig(url="ws://127.0.0.1:8765/ws", name="chat")], db=str(db))
+    )
+    recovery = LatencyHistogram()
+    recovery.record_many_us([300_000] * 10_000)
+    now = datetime.now(UTC).isoformat()
+    results = Results(
+        run=RunInfo(
+            id="check-9", scenario="chat", target="ws://127.0.0.1:8765/ws", protocol="reference",
+            started_at=now, ended_at=now, duration_s=100.0, mode="check",
+        ),
+        environment=Environment.current(),
+        totals=Totals(
+            peak_connections=10_400, connections_held=10_000, connections_attempted=10_000
+        ),
+        latency={"recovery": LatencySummary.of(recovery)},
+    )  # fmt: skip
+    path = write_results(results, tmp_path / "check.json")
+    code, out, _ = _run(capsys, "--ingest", str(path), "--db", str(db), "--ingest-as", "chat")
+    assert code == 0 and out == (
+        "ingested run check-9 (check) for target chat: held through the check 10,000 of 10,000 "
+        "connections, 10,000 recoveries\n"
+    )
+    store = ProbeStore(db)
+    try:
+        by = {v.target.value: v for v in evaluate(store, settings).target("chat").verdicts}
+    finally:
+        store.close()
+    assert by["connections"].status is Status.PASS and by["connections"].measured == 10_000
+    assert by["recovery"].status is Status.PASS
+    assert by["recovery"].measured == pytest.approx(300.0, rel=0.01)
+
+
 def test_ingest_of_something_else_is_exit_2(capsys, tmp_path):
     bogus = tmp_path / "notes.json"
     bogus.write_text('{"hello": "world"}')

@@ -254,3 +254,87 @@ def test_a_foreign_database_is_refused(tmp_path):
     garbage.write_bytes(b"not a database" * 100)
     with pytest.raises(StoreError, match="cannot open monitor database"):
         ProbeStore(garbage)
+
+
+def test_a_young_monitor_after_an_outage_reads_as_within_budget_not_pass(tmp_path):
+    """25 s after the start, one 5 s interval of 5 was bad: 80 % observed. The card says
+    80 % of what was observed, the 30-day budget used and left in time, and "within
+    budget", never a bare "pass" beside 80 % (the contradiction the status page had)."""
+    from monitor.status_page import fmt_measured, render_status, status_word
+
+    s = settings(tmp_path)
+    store = ProbeStore(s.db)
+    feed = Feed(store, failures_to_open=2)
+    feed.run(True, 2)
+    feed.run(False, 1)
+    feed.run(True, 2)
+    snap = evaluate(store, s, now=feed.ts)
+    uptime = {v.target.value: v for v in snap.target("chat").verdicts}["uptime"]
+    assert uptime.status is Status.PASS and uptime.measured == pytest.approx(80.0)
+    assert "80.000 % of 5 intervals good over the 25 s observed" in uptime.detail
+    assert "error budget of 30d: 5 s of 43 min 12 s used (0.2%), 43 min 7 s left" in uptime.detail
+    assert (fmt_measured(uptime), status_word(uptime)) == ("80.000 % observed", "within budget")
+    page = render_status(snap).decode()
+    assert "within budget" in page and ">pass<" not in page.split('data-slo="uptime"')[1][:400]
+    store.close()
+
+
+def test_an_ingested_check_feeds_connections_and_recovery(tmp_path):
+    """A check held 10,000 connections through a restart and timed every client's way
+    back: both verdicts of the monitor use it for the SLO window."""
+    from rtbench.histogram import LatencyHistogram
+
+    s = settings(tmp_path)
+    store = ProbeStore(s.db)
+    recoveries = LatencyHistogram()
+    recoveries.record_many_us([400_000] * 9_900 + [1_500_000] * 100)
+    store.record_run(
+        IngestedRun(
+            run_id="check-1",
+            target="chat",
+            url="ws://127.0.0.1:1/ws",
+            ended_at=T0 - 60,
+            peak_connections=10_000,
+            attempted=10_000,
+            scenario="check",
+            source="results.json",
+            recovery_hdr=recoveries.encode(),
+            recoveries=10_000,
+        )
+    )
+    by = {v.target.value: v for v in evaluate(store, s, now=T0).target("chat").verdicts}
+    assert by["connections"].status is Status.PASS and by["connections"].measured == 10_000
+    assert by["recovery"].status is Status.PASS
+    assert by["recovery"].measured == pytest.approx(400.0, rel=0.01)  # p99 of 10,000
+    assert "10,000 clients of 1 rtbench check check-1" in by["recovery"].detail
+    store.close()
+
+
+def test_a_version_1_database_is_migrated_in_place(tmp_path):
+    """Schema 1 (before checks carried recoveries) opens, gains the columns, keeps its rows."""
+    import sqlite3
+
+    path = tmp_path / "v1.db"
+    ProbeStore(path).close()
+    with sqlite3.connect(path) as db:  # make it exactly what schema 1 was
+        db.execute("DROP TABLE runs")
+        db.execute(
+            "CREATE TABLE runs (run_id TEXT PRIMARY KEY, target TEXT NOT NULL, url TEXT NOT"
+            " NULL, ended_at REAL NOT NULL, peak_connections INTEGER NOT NULL, attempted"
+            " INTEGER NOT NULL, scenario TEXT NOT NULL, source TEXT NOT NULL)"
+        )
+        db.execute(
+            "INSERT INTO runs VALUES ('old', 'chat', 'ws://h:1/ws', 1.0, 5, 5, 'connect', 'r')"
+        )
+        db.execute("UPDATE meta SET value = '1' WHERE key = 'schema'")
+    store = ProbeStore(path)
+    (old,) = store.runs("chat", 0.0)
+    assert (old.run_id, old.peak_connections, old.recovery_hdr, old.recoveries) == (
+        "old",
+        5,
+        None,
+        0,
+    )
+    store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == "2"
