@@ -23,12 +23,15 @@ from __future__ import annotations
 import inspect
 import math
 import typing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from rtbench.cli import UserError
 from rtbench.cli.run import run_command
+
+if TYPE_CHECKING:
+    from loadtest.scenarios import Kind, Scenario
 
 HELP = """Prove the four promises in one run: uptime, delivery latency, connections, recovery.
 
@@ -103,14 +106,15 @@ def check_command(**flags: Any) -> int:
     if flags["probe_interval"] <= 0:
         raise UserError("--probe-interval must be above 0 seconds")
     try:
-        base = (
-            scenario_from(flags["scenario"]) if flags["scenario"] else Scenario(scenario=Kind.CHAT)
-        )
-        if base.scenario is not Kind.CHAT:
+        base = scenario_from(flags["scenario"]) if flags["scenario"] else None
+        if base is not None and base.scenario is not Kind.CHAT:
             raise UserError(
                 f"a check chats on the connections it holds: scenario {base.scenario} cannot "
                 "(give a chat scenario file, or none)"
             )
+        protocol = flags["protocol"] or (base.protocol if base else "reference")
+        options = base.protocol_options if base else {}
+        base = base or Scenario(scenario=_kind_for(protocol, options))
         server_cmd = flags["server_cmd"] or base.server_cmd
         target = flags["target"] or base.target
         if server_cmd:
@@ -121,22 +125,19 @@ def check_command(**flags: Any) -> int:
             )
         connections = flags["connections"] or base.users or slo.connections.min
         given = {name: flags[name] for name in SHARED if name in Scenario.__struct_fields__}
-        sized = {key: getattr(base, key) for key in DEFAULTS if getattr(base, key) is not None}
-        values = {**DEFAULTS, **sized, **{k: v for k, v in given.items() if v is not None}}
-        values["ramp"] = values.get("ramp", base.ramp)
-        if values["ramp"] is None:
-            values["ramp"] = max(2.0, round(connections / RAMP_PER_S, 1))
-        if values.get("procs") is None and base.procs == 1:
-            values["procs"] = max(1, math.ceil(connections / CONNECTIONS_PER_PROC))
+        values: dict[str, Any] = {
+            **DEFAULTS,
+            "ramp": max(2.0, round(connections / RAMP_PER_S, 1)),
+            "procs": max(1, math.ceil(connections / CONNECTIONS_PER_PROC)),
+            **{key: value for key, value in _set_in_file(base).items() if key in SIZES},
+            **{key: value for key, value in given.items() if value is not None},
+        }
+        if base.scenario is Kind.RTT:
+            values.pop("room_size")  # round trips have no rooms
         fault = flags["fault"] or _default_fault(
             bool(server_cmd), flags["kill"], float(values["duration"])
         )
-        values.update(
-            target=target,
-            server_cmd=server_cmd,
-            users=connections,
-            faults=[fault],
-        )
+        values.update(target=target, server_cmd=server_cmd, users=connections, faults=[fault])
         resolved = base.with_overrides(**values).resolved()
     except (ScenarioError, ServerError) as exc:
         raise UserError(str(exc)) from None
@@ -151,6 +152,30 @@ def check_command(**flags: Any) -> int:
         summary_md=flags["summary_md"],
         quiet=flags["quiet"],
     )
+
+
+SIZES = ("room_size", "rate", "ramp", "duration", "drain", "procs")
+"""What a scenario file may size; the check's defaults fill the rest."""
+
+
+def _set_in_file(scenario: Scenario) -> dict[str, Any]:
+    """The fields a scenario file set (a file's procs of 1 is the struct's default)."""
+    values = {key: getattr(scenario, key) for key in SIZES}
+    if scenario.procs == 1:
+        values.pop("procs")
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def _kind_for(protocol: str, options: dict[str, Any]) -> Kind:
+    """Chat for a protocol with rooms; round trips (the delivery) for one with only an echo."""
+    from loadtest.adapters import AdapterError, Feature, make_adapter
+    from loadtest.scenarios import Kind
+
+    try:
+        features = make_adapter(protocol, options).features
+    except AdapterError as exc:
+        raise UserError(str(exc)) from None
+    return Kind.CHAT if Feature.ROOMS in features else Kind.RTT
 
 
 def _default_fault(server_started: bool, kill: bool, duration: float) -> str:

@@ -227,6 +227,37 @@ def test_a_fault_that_takes_no_effect_fails_recovery_with_the_reason(
     assert "not_measured" not in {v.status.value for v in results.verdicts}
 
 
+def test_a_socketio_server_is_checked_on_all_four(sio_server: StartProc, tmp_path: Path) -> None:
+    """Socket.IO (named as its users name it, http://): rooms, no resume (a cut client
+    joins again), Engine.IO heartbeats answered; all four targets measured."""
+    server = sio_server()
+    slo = slo_file(tmp_path / "slo.toml")
+    target = server.url.replace("ws://", "http://", 1)
+    code, results, text = check(
+        tmp_path, "--protocol", "socketio", "--target", target, "--slo", str(slo), *SMALL
+    )
+    assert code == ExitCode.OK, text[-3000:]
+    assert all(v.status is Status.PASS for v in results.verdicts), results.verdicts
+    assert results.run.scenario == "chat" and results.totals.reconnects == 150
+
+
+def test_an_echo_server_is_checked_with_round_trips(echo, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A plain echo server has no rooms: the check's messaging is round trips (the
+    delivery), its uptime probe an echo, its fault a cut every client comes back from."""
+    server = echo()
+    slo = slo_file(tmp_path / "slo.toml")
+    code, results, text = check(
+        tmp_path, "--protocol", "echo", "--target", server.url, "--slo", str(slo), *SMALL
+    )
+    assert code == ExitCode.OK, text[-3000:]
+    assert results.run.scenario == "rtt"
+    assert all(v.status is Status.PASS for v in results.verdicts), results.verdicts
+    t = results.totals
+    # an echo has no replay: a round trip in flight when its connection is cut is lost
+    assert t.expected_deliveries == t.delivered + t.lost and t.delivered > 0
+    assert "over 150 recoveries" in verdicts(results)[Target.RECOVERY].detail
+
+
 @pytest.mark.parametrize(
     ("args", "words"),
     [
