@@ -13,8 +13,9 @@ follow the nats.ws getting-started example (``connect({servers})``, ``subscribe`
   whose payload is the room name: the server handles one connection's commands in order,
   so when that message comes back the room subscription is in place (``Ready(room)``);
 - send: ``PUB <room> <n>`` with the marker as the payload; a delivery is a ``MSG`` on a
-  room's subject carrying a marker (NATS echoes a message to its publisher too, unless
-  ``echo = false``: that copy is counted as ``own_message``);
+  room's subject carrying a marker (NATS echoes a message to its publisher too: that
+  copy is counted as ``own_message``; CONNECT keeps ``echo`` on, which the join
+  confirmation needs);
 - round trip: the marker published to a fresh inbox the client subscribed to;
 - the server's ``PING`` is answered with ``PONG`` (a ``Reply``): a client that leaves
   ``ping_max`` of them unanswered is dropped as a stale connection.
@@ -61,7 +62,6 @@ class NatsOptions(Struct, forbid_unknown_fields=True, kw_only=True):
     subject_prefix: str = ""  # a room's subject is prefix + room name, e.g. "chat."
     connect: dict[str, Any] = {}  # extra CONNECT fields ({user}, {token}), e.g. auth_token
     headers: dict[str, str] = {}  # extra upgrade headers ({user}, {token})
-    echo: bool = True  # NATS's default: a publisher gets its own messages too
     name: str = "rtbench"  # the connection name the server shows (CONNECT name)
 
 
@@ -91,7 +91,7 @@ class NatsAdapter(Adapter):
             "lang": "python",
             "version": "rtbench",
             "protocol": 1,
-            "echo": o.echo,
+            "echo": True,  # the join confirmation comes back through it
             "name": o.name,
         }
         self._headers = {
