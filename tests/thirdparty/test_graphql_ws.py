@@ -23,7 +23,7 @@ from loadtest.adapters import Ack, Delivery, Ready, Rejected, Reply, make_adapte
 from rtbench.exitcodes import ExitCode
 from rtbench.results import read_results
 from tests.loadtest.conftest import run, scenario
-from tests.thirdparty.cli import rtbench, rtbench_run
+from tests.thirdparty.cli import doc_example, doc_options, rtbench, rtbench_run
 from tests.thirdparty.conftest import scenario_toml
 from tests.thirdparty.graphql_proc import GraphQLServer, graphql_servers
 
@@ -207,3 +207,24 @@ def test_graphql_ws_under_locust(gql, tmp_path: Path) -> None:  # type: ignore[n
     assert t.expected_deliveries == t.delivered == t.sent * 3 and t.lost == t.duplicated == 0
     assert t.acked == t.sent
     assert t.connections_held == 12 and not t.closes_by_code
+
+
+@pytest.mark.parametrize("protocol", ["graphql-ws", "graphql-legacy"])
+def test_the_documented_example_runs(gql, protocol: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """docs/ADAPTERS.md's GraphQL example, as written, against each protocol's server."""
+    server = gql("--legacy") if protocol == "graphql-legacy" else gql()
+    args = doc_example("## GraphQL over WebSocket", tmp_path, server.url)
+    args[args.index("--protocol") + 1] = protocol
+    done = rtbench(*args)
+    assert done.returncode == ExitCode.OK, done.stderr
+    t = read_results(tmp_path / "out" / "results.json").totals
+    assert t.sent == server.stats()["sends"] > 0
+    assert t.expected_deliveries == t.delivered == t.sent * 4 and t.lost == t.duplicated == 0
+
+
+def test_the_documented_options_build_both_adapters() -> None:
+    blocks = doc_options("## GraphQL over WebSocket")
+    assert len(blocks) == 2
+    for options in blocks:
+        for protocol in ("graphql-ws", "graphql-legacy"):
+            assert make_adapter(protocol, options).check({"rooms"}) is None

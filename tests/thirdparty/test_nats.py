@@ -24,7 +24,7 @@ from rtbench.exitcodes import ExitCode
 from rtbench.results import read_results
 from tests.loadtest.conftest import run, scenario
 from tests.monitor.conftest import healthz, monitor_config, poll, running
-from tests.thirdparty.cli import rtbench, rtbench_run
+from tests.thirdparty.cli import doc_example, doc_options, rtbench, rtbench_run
 from tests.thirdparty.conftest import scenario_toml
 from tests.thirdparty.nats_proc import NatsServer, nats_servers
 
@@ -234,3 +234,20 @@ def test_nats_under_locust(nats, tmp_path: Path) -> None:  # type: ignore[no-unt
     assert server.varz()["in_msgs"] == t.sent + 12 > 12
     assert t.expected_deliveries == t.delivered == t.sent * 3 and t.lost == t.duplicated == 0
     assert t.connections_held == 12 and not t.closes_by_code
+
+
+def test_the_documented_example_runs(nats, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """docs/ADAPTERS.md's NATS example, as written, against a server wanting its token."""
+    server = nats(token="s3cret")
+    done = rtbench(*doc_example("## NATS over WebSocket", tmp_path, server.url))
+    assert done.returncode == ExitCode.OK, done.stderr
+    t = read_results(tmp_path / "out" / "results.json").totals
+    assert server.varz()["in_msgs"] == t.sent + 20 > 20
+    assert t.expected_deliveries == t.delivered == t.sent * 4 and t.lost == t.duplicated == 0
+
+
+def test_the_documented_options_build_the_adapter() -> None:
+    blocks = doc_options("## NATS over WebSocket")
+    assert len(blocks) == 2
+    for options in blocks:
+        assert make_adapter("nats", options).check({"rooms", "ping"}) is None
