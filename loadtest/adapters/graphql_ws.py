@@ -93,7 +93,11 @@ class _Op:
         query = op.query if op.query is not None else default_query
         if not query.strip():
             raise AdapterError(f"{where}.query: is empty (a GraphQL document)")
-        variables = op.variables if op.variables is not None else DEFAULT_VARIABLES[kind]
+        variables = (
+            op.variables
+            if op.variables is not None
+            else DEFAULT_VARIABLES[kind.replace("publish", "send")]
+        )
         allowed = ALLOWED["join" if kind == "subscribe" else kind]
         self.variables = Template(variables, allowed, f"{where}.variables")
         self.marked = self.variables.marked

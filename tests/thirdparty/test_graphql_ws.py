@@ -228,3 +228,12 @@ def test_the_documented_options_build_both_adapters() -> None:
     for options in blocks:
         for protocol in ("graphql-ws", "graphql-legacy"):
             assert make_adapter(protocol, options).check({"rooms"}) is None
+
+
+def test_an_operation_given_only_its_query_keeps_the_default_variables() -> None:
+    query = (
+        "mutation ($room: String!, $body: String!) { announce(room: $room, body: $body) { room } }"
+    )
+    adapter = make_adapter("graphql-ws", {"publish": {"query": query}})
+    frame = msgspec.json.decode(adapter.publish("lobby", "news", "text", 3))
+    assert frame["payload"] == {"query": query, "variables": {"room": "lobby", "body": "text"}}
