@@ -237,3 +237,24 @@ def test_an_operation_given_only_its_query_keeps_the_default_variables() -> None
     adapter = make_adapter("graphql-ws", {"publish": {"query": query}})
     frame = msgspec.json.decode(adapter.publish("lobby", "news", "text", 3))
     assert frame["payload"] == {"query": query, "variables": {"room": "lobby", "body": "text"}}
+
+
+def test_reconnect_after_a_cut_resends_unacked_mutations(gql, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Every connection reset 1 s into the sends: the shared client reconnects, inits,
+    subscribes again (no resume in the protocol) and writes its unacked mutations again;
+    every message is delivered or counted lost while its recipient was away."""
+    server = gql()
+    _, results = rtbench_run(
+        tmp_path / "out", "chat", "--target", server.url, "--protocol", "graphql-ws",
+        "--fault", "cut@1s", "--users", "12", "--room-size", "4", "--rate", "4",
+        "--duration", "3", "--ramp", "0.3",
+    )  # fmt: skip
+    t = results.totals
+    truth = server.stats()
+    assert t.reconnects >= 12 and results.latency["recovery"].count >= 12
+    assert t.connections_held == 12 and t.acked == t.sent
+    assert truth["subscriptions"] >= 24  # every room subscribed again
+    # a mutation resent after the cut may have been executed already (no idempotency key
+    # in GraphQL): then the server published it twice
+    assert t.sent <= truth["sends"] <= t.sent + t.resent
+    assert t.expected_deliveries == t.delivered + t.lost and t.delivered > 0
