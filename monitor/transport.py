@@ -14,12 +14,14 @@ import asyncio
 import contextlib
 import itertools
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Subprotocol
 
 from loadtest.adapters import Adapter, Event, Ready, Rejected, Reply
 from loadtest.engine.failures import classify, describe
@@ -62,6 +64,7 @@ class ProbeConnection:
     def __init__(self, ws: ClientConnection, adapter: Adapter) -> None:
         self.ws = ws
         self.adapter = adapter
+        self.pending: deque[Event] = deque()  # bounded by one frame's events
 
     @classmethod
     async def open(
@@ -78,9 +81,11 @@ class ProbeConnection:
         """Upgrade, send the adapter's opening frames (or ``hello``), await its welcome."""
         extra = dict(headers or {})
         extra.update(adapter.headers(user, token) or {})
+        subprotocols = _subprotocols(extra)
         ws = await websockets.connect(
             adapter.url(url),
             additional_headers=extra or None,
+            subprotocols=subprotocols,
             open_timeout=None,  # the caller's deadline bounds the whole probe
             ping_interval=ping_interval,
             ping_timeout=ping_timeout,
@@ -108,8 +113,13 @@ class ProbeConnection:
         await self.ws.send(frame, text=not self.adapter.binary)
 
     async def receive(self) -> Event | None:
-        payload = await self.ws.recv(decode=False)
-        event = self.adapter.parse(payload)
+        if self.pending:  # the rest of a frame that carried several protocol messages
+            event = self.pending.popleft()
+        else:
+            event = self.adapter.parse(await self.ws.recv(decode=False))
+            if type(event) is list:  # e.g. NATS: everything pending in one frame
+                self.pending.extend(event)
+                return await self.receive() if self.pending else None
         if type(event) is Reply:  # e.g. an Engine.IO pong: answer, and it means nothing more
             await self.send(event.payload)
             return None
@@ -140,6 +150,16 @@ class ProbeConnection:
     async def close(self) -> None:
         with contextlib.suppress(Exception):  # a broken connection has nothing left to say
             await self.ws.close()
+
+
+def _subprotocols(headers: dict[str, str]) -> list[Subprotocol] | None:
+    """Take a ``Sec-WebSocket-Protocol`` out of the upgrade headers (GraphQL's adapters
+    name theirs there): websockets must offer it itself, or it refuses the server's pick."""
+    for key in list(headers):
+        if key.lower() == "sec-websocket-protocol":
+            offered = headers.pop(key)
+            return [Subprotocol(p.strip()) for p in offered.split(",") if p.strip()]
+    return None
 
 
 def now_ns() -> int:

@@ -1,8 +1,9 @@
 """Protocol adapters by name, and user adapters loaded from one Python file.
 
-``--protocol reference``, ``echo``, ``socketio`` (Socket.IO v4) and ``generic`` (any
-JSON-over-WebSocket server, configured by ``protocol_options``: docs/ADAPTERS.md) are
-built in. ``--protocol
+``--protocol reference``, ``echo``, ``socketio`` (Socket.IO v4), ``generic`` (any
+JSON-over-WebSocket server, configured by ``protocol_options``: docs/ADAPTERS.md),
+``graphql-ws`` (graphql-transport-ws), ``graphql-legacy`` (subscriptions-transport-ws)
+and ``nats`` (NATS over WebSocket) are built in. ``--protocol
 path/to/myproto.py`` loads that file and uses the one ``Adapter`` subclass it defines
 (or the one named ``path/to/myproto.py:ClassName``): adding a protocol is one file.
 See docs/LOADTEST.md, "Adding a protocol".
@@ -32,6 +33,9 @@ from loadtest.adapters.base import (
 )
 from loadtest.adapters.echo import EchoAdapter
 from loadtest.adapters.generic import GenericAdapter
+from loadtest.adapters.graphql_legacy import GraphQLLegacyAdapter
+from loadtest.adapters.graphql_ws import GraphQLWSAdapter
+from loadtest.adapters.nats import NatsAdapter
 from loadtest.adapters.reference import ReferenceAdapter
 from loadtest.adapters.socketio import SocketIOAdapter
 
@@ -40,6 +44,9 @@ ADAPTERS: dict[str, type[Adapter]] = {
     EchoAdapter.name: EchoAdapter,
     SocketIOAdapter.name: SocketIOAdapter,
     GenericAdapter.name: GenericAdapter,
+    GraphQLWSAdapter.name: GraphQLWSAdapter,
+    GraphQLLegacyAdapter.name: GraphQLLegacyAdapter,
+    NatsAdapter.name: NatsAdapter,
 }
 
 
@@ -101,6 +108,9 @@ __all__ = [
     "Event",
     "Feature",
     "GenericAdapter",
+    "GraphQLLegacyAdapter",
+    "GraphQLWSAdapter",
+    "NatsAdapter",
     "Notice",
     "Ready",
     "ReferenceAdapter",

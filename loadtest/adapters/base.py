@@ -260,8 +260,13 @@ class Adapter:
         resuming client names it too, so DMs sent while it was away are replayed)."""
         return None
 
-    def parse(self, payload: bytes) -> Event | None:
-        """Turn one received frame into an event (None: ignore it)."""
+    def parse(self, payload: bytes) -> Event | list[Event] | None:
+        """Turn one received frame into an event (None: ignore it).
+
+        A protocol that carries several messages in one frame (nats-server puts whatever
+        is pending for a connection into one frame) returns them as a list, in order;
+        every driver handles each as if it had come alone.
+        """
         raise NotImplementedError
 
     @_class_or_instance

@@ -34,6 +34,7 @@ from loadtest.adapters import (
     Ack,
     Delivery,
     EchoAdapter,
+    Event,
     Feature,
     Notice,
     Ready,
@@ -265,6 +266,14 @@ class Worker(Tally):
                 event = Delivery(sender, stream, counter, sched)
         else:
             event = self.adapter.parse(payload)
+            if type(event) is list:  # a frame carrying several protocol messages (NATS)
+                for one in event:
+                    self._dispatch(conn, one, now)
+                return
+        self._dispatch(conn, event, now)
+
+    def _dispatch(self, conn: Conn, event: Event | None, now: int) -> None:
+        """Account one event of a received frame."""
         kind = type(event)
         if kind is Delivery:
             if self.delivery(conn, event, now) is None:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import gevent
 from gevent.event import AsyncResult
 
-from loadtest.adapters import Ack, Delivery, Feature, Notice, Ready, Rejected, marker
+from loadtest.adapters import Ack, Delivery, Event, Feature, Notice, Ready, Rejected, marker
 from loadtest.adapters.base import Page, Reply
 from loadtest.client import FATAL_CLOSE_CODES, ClientSession
 from loadtest.engine.failures import describe
@@ -233,6 +233,15 @@ class Conn:
         run = self.run
         run.c["bytes_received"] += len(payload)
         event = run.adapter.parse(payload)
+        if type(event) is list:  # a frame carrying several protocol messages (NATS)
+            for one in event:
+                self._on_event(one, now, len(payload))
+            return
+        self._on_event(event, now, len(payload))
+
+    def _on_event(self, event: Event | None, now: int, length: int) -> None:
+        """Account one event of a received frame (``length``: the frame's size)."""
+        run = self.run
         kind = type(event)
         if kind is Delivery:
             arrival = run.delivery(self, event, now)  # type: ignore[arg-type]
@@ -265,7 +274,7 @@ class Conn:
             sent = self.history_pending.pop(event.req_id, None)  # type: ignore[union-attr]
             if sent is not None:
                 run.hist["history"].record_us((now - sent) // 1000)
-                run.fire(HISTORY, (now - sent) / 1e6, length=len(payload))
+                run.fire(HISTORY, (now - sent) / 1e6, length=length)
 
     def _rejected(self, event: Rejected) -> None:
         run = self.run
