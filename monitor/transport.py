@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import itertools
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -57,11 +58,29 @@ def failure_text(exc: BaseException, step: str) -> str:
 
 
 class ProbeConnection:
-    """One client connection of a probe: adapter frames out, adapter events in."""
+    """One client connection of a probe: adapter frames out, adapter events in.
+
+    ``adapter`` is this connection's own (``Adapter.connection()``): a protocol with
+    per-connection state keeps it there. The protocol's keepalive, when it has one
+    (``Adapter.heartbeat_interval_s``), is a task of this connection, ended by ``close``.
+    """
 
     def __init__(self, ws: ClientConnection, adapter: Adapter) -> None:
         self.ws = ws
         self.adapter = adapter
+        self.pending: deque[Event] = deque()  # the rest of a frame that carried several
+        self.beat: asyncio.Task[None] | None = None
+        if adapter.heartbeat_interval_s:
+            self.beat = asyncio.get_running_loop().create_task(
+                self._heartbeat(adapter.heartbeat_interval_s)
+            )
+
+    async def _heartbeat(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            payload = self.adapter.heartbeat()
+            if payload is not None:
+                await self.send(payload)
 
     @classmethod
     async def open(
@@ -81,6 +100,7 @@ class ProbeConnection:
         ws = await websockets.connect(
             adapter.url(url),
             additional_headers=extra or None,
+            subprotocols=list(adapter.subprotocols) or None,  # type: ignore[arg-type]
             open_timeout=None,  # the caller's deadline bounds the whole probe
             ping_interval=ping_interval,
             ping_timeout=ping_timeout,
@@ -108,8 +128,17 @@ class ProbeConnection:
         await self.ws.send(frame, text=not self.adapter.binary)
 
     async def receive(self) -> Event | None:
-        payload = await self.ws.recv(decode=False)
-        event = self.adapter.parse(payload)
+        if self.pending:
+            event = self.pending.popleft()
+        else:
+            payload = await self.ws.recv(decode=False)
+            parsed = self.adapter.parse(payload)
+            if type(parsed) is list:  # a frame that carried several packets (MQTT)
+                if not parsed:
+                    return None
+                self.pending.extend(parsed[1:])
+                parsed = parsed[0]
+            event = parsed
         if type(event) is Reply:  # e.g. an Engine.IO pong: answer, and it means nothing more
             await self.send(event.payload)
             return None
@@ -138,6 +167,10 @@ class ProbeConnection:
         return event
 
     async def close(self) -> None:
+        if self.beat is not None:
+            self.beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.beat
         with contextlib.suppress(Exception):  # a broken connection has nothing left to say
             await self.ws.close()
 

@@ -1,8 +1,8 @@
 """Protocol adapters by name, and user adapters loaded from one Python file.
 
-``--protocol reference``, ``echo``, ``socketio`` (Socket.IO v4) and ``generic`` (any
-JSON-over-WebSocket server, configured by ``protocol_options``: docs/ADAPTERS.md) are
-built in. ``--protocol
+``--protocol reference``, ``echo``, ``socketio`` (Socket.IO v4), ``generic`` (any
+JSON-over-WebSocket server, configured by ``protocol_options``: docs/ADAPTERS.md),
+``mqtt`` (MQTT 3.1.1 / 5) and ``stomp`` (STOMP 1.2) are built in. ``--protocol
 path/to/myproto.py`` loads that file and uses the one ``Adapter`` subclass it defines
 (or the one named ``path/to/myproto.py:ClassName``): adding a protocol is one file.
 See docs/LOADTEST.md, "Adding a protocol".
@@ -32,14 +32,18 @@ from loadtest.adapters.base import (
 )
 from loadtest.adapters.echo import EchoAdapter
 from loadtest.adapters.generic import GenericAdapter
+from loadtest.adapters.mqtt import MqttAdapter
 from loadtest.adapters.reference import ReferenceAdapter
 from loadtest.adapters.socketio import SocketIOAdapter
+from loadtest.adapters.stomp import StompAdapter
 
 ADAPTERS: dict[str, type[Adapter]] = {
     ReferenceAdapter.name: ReferenceAdapter,
     EchoAdapter.name: EchoAdapter,
     SocketIOAdapter.name: SocketIOAdapter,
     GenericAdapter.name: GenericAdapter,
+    MqttAdapter.name: MqttAdapter,
+    StompAdapter.name: StompAdapter,
 }
 
 
@@ -101,12 +105,14 @@ __all__ = [
     "Event",
     "Feature",
     "GenericAdapter",
+    "MqttAdapter",
     "Notice",
     "Ready",
     "ReferenceAdapter",
     "Rejected",
     "Reply",
     "SocketIOAdapter",
+    "StompAdapter",
     "adapter_class",
     "make_adapter",
     "marker",
