@@ -76,11 +76,12 @@ class ProbeConnection:
             )
 
     async def _heartbeat(self, interval_s: float) -> None:
-        while True:
-            await asyncio.sleep(interval_s)
-            payload = self.adapter.heartbeat()
-            if payload is not None:
-                await self.send(payload)
+        with contextlib.suppress(ConnectionClosed):  # the reader reports the close
+            while True:
+                await asyncio.sleep(interval_s)
+                payload = self.adapter.heartbeat()
+                if payload is not None:
+                    await self.send(payload)
 
     @classmethod
     async def open(

@@ -32,6 +32,7 @@ its session holds.
 from __future__ import annotations
 
 import copy
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -69,6 +70,10 @@ VERSIONS = {"3.1.1": 4, "5": 5}
 """Option value -> the protocol level byte of CONNECT."""
 SESSION_EXPIRY = 0x11
 """MQTT 5 property: how long the broker keeps a session after the connection ends."""
+CLIENT_ID_ALLOWED = ALLOWED["hello"] | {"conn"}
+"""``{conn}``: a random id of one logical client, the same on each of its reconnects (the
+broker finds a persistent session by client id, and drops the older of two clients that
+share one)."""
 MAX_PACKET = 1 << 24
 """Refuse to buffer a packet larger than this (a corrupt length would eat memory)."""
 
@@ -222,7 +227,7 @@ class MqttOptions(Struct, forbid_unknown_fields=True, kw_only=True):
     keepalive: int = 60  # seconds; a PINGREQ goes out every keepalive / 2 (0: none)
     clean_session: bool = True  # false: a persistent session, resumed on reconnect
     session_expiry: int = 3600  # MQTT 5, persistent session: seconds the broker keeps it
-    client_id: str = "{user}"  # {user}, {token}; must be unique per connection
+    client_id: str = "{user}-{conn}"  # {user}, {token}, {conn}: unique per connection
     username: str | None = None  # {user}, {token}
     password: str | None = None  # {user}, {token}
 
@@ -268,7 +273,7 @@ class MqttAdapter(Adapter):
         self.default_path = o.path
         self.topic_head, _, self.topic_tail = o.topic.partition("{room}")
         hello = ALLOWED["hello"]
-        self._client_id = Template(o.client_id, hello, f"{where}.client_id")
+        self._client_id = Template(o.client_id, CLIENT_ID_ALLOWED, f"{where}.client_id")
         self._username = Template(o.username, hello, f"{where}.username") if o.username else None
         self._password = Template(o.password, hello, f"{where}.password") if o.password else None
         self.heartbeat_interval_s = o.keepalive / 2 if o.keepalive else None  # type: ignore[misc]
@@ -287,6 +292,7 @@ class MqttAdapter(Adapter):
         self._rooms: set[str] = set()  # rooms the session holds (resubscribed if lost)
         self._resuming = False
         self._next_sub = 0
+        self._conn = secrets.token_hex(4)  # {conn}: this client's, kept across reconnects
 
     def connection(self) -> MqttAdapter:
         clone = copy.copy(self)
@@ -297,7 +303,7 @@ class MqttAdapter(Adapter):
 
     def _connect(self, user: str, token: str | None, clean: bool) -> bytes:
         self._decoder.reset()
-        values = {"user": user, "token": token or user}
+        values = {"user": user, "token": token or user, "conn": self._conn}
         username = str(self._username.render(values)) if self._username else None
         password = str(self._password.render(values)) if self._password else None
         return connect_packet(
@@ -432,9 +438,11 @@ class MqttAdapter(Adapter):
             return
         rooms = sorted(self._rooms)
         if session_present:  # the broker kept the subscriptions: every room is back
+            events.append(Notice("session_present"))
             events.extend(Ready(room, 0) for room in rooms)
             return
         # the session is gone (expired, broker restarted): subscribe again
+        events.append(Notice("session_lost"))
         self._next_sub = self._next_sub % 0xFFFF + 1
         packet_id = 0x10000 - self._next_sub  # the top of the id space, apart from sends
         self._subs[packet_id] = rooms
