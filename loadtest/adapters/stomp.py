@@ -45,8 +45,8 @@ from loadtest.adapters.rules import convert_options
 from loadtest.adapters.templates import ALLOWED, Template
 
 HEARTBEAT_FRAME = b"\n"
-JOIN_RECEIPT = "join:"
-"""Receipt ids of SUBSCRIBEs: ``join:<room>`` (a send's receipt id is its request id)."""
+JOIN_RECEIPT = "join-"
+"""Receipt ids of SUBSCRIBEs: ``join-<room>`` (a send's receipt id is its request id)."""
 MAX_FRAME = 1 << 24
 """Refuse to buffer a frame larger than this (a missing NUL would eat memory)."""
 
@@ -189,14 +189,12 @@ class StompAdapter(Adapter):
         self.receipts = o.receipts
         self.confirms_join = o.join_receipt  # type: ignore[misc]
         hello = ALLOWED["hello"]
-        extra = dict(o.headers)
-        if o.login is not None:
-            extra["login"] = o.login
-        if o.passcode is not None:
-            extra["passcode"] = o.passcode
         self._connect_headers = {
-            k: Template(v, hello, f"{where}.headers.{k}") for k, v in extra.items()
+            k: Template(v, hello, f"{where}.headers.{k}") for k, v in o.headers.items()
         }
+        for key, value in (("login", o.login), ("passcode", o.passcode)):
+            if value is not None:
+                self._connect_headers[key] = Template(value, hello, f"{where}.{key}")
         self.heartbeat_interval_s = o.heart_beat[0] / 1000 if o.heart_beat[0] else None  # type: ignore[misc]
         have = {Feature.ROOMS, Feature.PUBLISH}
         if o.receipts:
@@ -292,6 +290,7 @@ class StompAdapter(Adapter):
 
 
 def _code(message: str) -> str:
-    """A stable error code from an ERROR frame's ``message`` header (RabbitMQ: not_found)."""
-    word = message.strip().split(" ")[0].strip(":,.").lower() if message.strip() else ""
-    return f"stomp_{word}" if word.replace("_", "").isalnum() else "stomp_error"
+    """A stable error code from an ERROR frame's ``message`` header: RabbitMQ's "Unknown
+    destination" is ``stomp_unknown_destination`` (at most 48 characters)."""
+    words = "".join(c if c.isalnum() else " " for c in message.lower()).split()
+    return ("stomp_" + "_".join(words))[:48] if words else "stomp_error"
