@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import secrets
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -61,6 +63,16 @@ def client_prefix() -> Iterator[str]:
     asyncio.run(end_sessions(MQTT_URL, prefix))
 
 
+@pytest.fixture
+def new_sessions_ended() -> Iterator[None]:
+    """Persistent MQTT sessions the test opens (whatever their client ids) are ended after
+    it; for a test that cannot choose its client ids (a documented example as written)."""
+    before = set(_session_ids(""))
+    yield
+    for client_id in set(_session_ids("")) - before:
+        asyncio.run(end_sessions(MQTT_URL, client_id))
+
+
 def _session_ids(prefix: str) -> list[str]:
     """Client ids of the broker's persistent MQTT sessions whose id starts with ``prefix``
     (RabbitMQ keeps each in a queue ``mqtt-subscription-<client id>qos<N>``)."""
@@ -103,3 +115,29 @@ def results_of(out: Path) -> Any:
     from rtbench.results import read_results
 
     return read_results(out / "results.json")
+
+
+def doc_example(heading: str) -> tuple[str, str]:
+    """The TOML file and the command of a worked example in docs/ADAPTERS.md."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "ADAPTERS.md").read_text()
+    start = text.index(heading)
+    end = text.find("\n## ", start)
+    section = text[start : end if end > 0 else None]
+    toml = re.search(r"```toml\n(.*?)```", section, re.S)
+    command = re.search(r"```sh\n(.*?)```", section, re.S)
+    assert toml is not None and command is not None
+    return toml.group(1), command.group(1).strip()
+
+
+def run_documented(command: str, name: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """A documented ``rtbench run FILE ...`` command, in ``cwd`` (quietly)."""
+    args = shlex.split(command)
+    assert args[:3] == ["rtbench", "run", name], args
+    return subprocess.run(
+        [sys.executable, "-c", "from rtbench.entry import run; run()", *args[1:], "-q"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=150,
+        check=False,
+    )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from loadtest.adapters import (
     Ack,
     AdapterError,
     Delivery,
+    Feature,
     Notice,
     Ready,
     Rejected,
@@ -39,7 +41,15 @@ from rtbench.exitcodes import ExitCode
 from tests.loadtest.conftest import run, scenario
 from tests.monitor.conftest import healthz, monitor_config, poll, running
 from tests.thirdparty.conftest import scenario_toml
-from tests.thirdparty.rabbitmq import client_prefix, mqtt_url, results_of, rtbench  # noqa: F401
+from tests.thirdparty.rabbitmq import (  # noqa: F401
+    client_prefix,
+    doc_example,
+    mqtt_url,
+    new_sessions_ended,
+    results_of,
+    rtbench,
+    run_documented,
+)
 
 M1 = marker(3, 1, 7, 123_456)
 M2 = marker(4, 1, 9, 123_999)
@@ -339,3 +349,26 @@ async def test_monitor_probes_an_mqtt_broker(mqtt_url: str, tmp_path: Path) -> N
         assert monitor.targets[0].held is not None and monitor.targets[0].held.connected
         _, doc = await healthz(monitor)
         assert doc["targets"][0]["recovery"]["count"] == 0
+
+
+def test_the_documented_example_runs_as_written(
+    mqtt_url: str,  # noqa: F811
+    new_sessions_ended: None,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    toml, command = doc_example("### Worked example: QoS 1 chat with persistent sessions")
+    name = toml.splitlines()[0].removeprefix("# ")
+    (tmp_path / name).write_text(toml)
+    done = run_documented(command.replace("ws://127.0.0.1:15675/ws", mqtt_url), name, tmp_path)
+    assert done.returncode == ExitCode.OK, done.stdout[-3000:] + done.stderr[-2000:]
+    results = results_of(tmp_path / "mqtt-run")
+    t = results.totals
+    assert t.reconnects == 40 and t.events_by_type["session_present"] == 40
+    assert t.lost == 0 and t.delivered == t.expected_deliveries > 0 and t.acked == t.sent
+    assert results.latency["recovery"].count == 40
+
+
+def test_the_documented_options_build_an_adapter() -> None:
+    toml, _ = doc_example("## MQTT (`--protocol mqtt`)")
+    adapter = make_adapter("mqtt", tomllib.loads(toml)["protocol_options"])
+    assert Feature.RESUME in adapter.features and adapter.heartbeat_interval_s == 30

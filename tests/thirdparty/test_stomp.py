@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,13 @@ from rtbench.exitcodes import ExitCode
 from tests.loadtest.conftest import run, scenario
 from tests.monitor.conftest import healthz, monitor_config, poll, running
 from tests.thirdparty.conftest import scenario_toml
-from tests.thirdparty.rabbitmq import rtbench, stomp_url  # noqa: F401
+from tests.thirdparty.rabbitmq import (  # noqa: F401
+    doc_example,
+    results_of,
+    rtbench,
+    run_documented,
+    stomp_url,
+)
 
 M1 = marker(3, 1, 7, 123_456)
 
@@ -239,3 +246,20 @@ async def test_monitor_probes_a_stomp_broker(stomp_url: str, tmp_path: Path) -> 
         assert {p["kind"]: p for p in t["probes"]}["delivery"]["ok"]
         await asyncio.sleep(3.5)  # past RabbitMQ's heart-beat check: only EOLs keep it open
         assert monitor.targets[0].held is not None and monitor.targets[0].held.connected
+
+
+def test_the_documented_example_runs_as_written(stomp_url: str, tmp_path: Path) -> None:  # noqa: F811
+    toml, command = doc_example("### Worked example: fan-out with receipts")
+    name = toml.splitlines()[0].removeprefix("# ")
+    (tmp_path / name).write_text(toml)
+    done = run_documented(command.replace("ws://127.0.0.1:15674/ws", stomp_url), name, tmp_path)
+    assert done.returncode == ExitCode.OK, done.stdout[-3000:] + done.stderr[-2000:]
+    t = results_of(tmp_path / "stomp-run").totals
+    assert t.sent > 0 and t.acked == t.sent
+    assert t.delivered == t.expected_deliveries > 0 and t.lost == t.duplicated == 0
+
+
+def test_the_documented_options_build_an_adapter() -> None:
+    toml, _ = doc_example("## STOMP (`--protocol stomp`)")
+    adapter = make_adapter("stomp", tomllib.loads(toml)["protocol_options"])
+    assert adapter.open("alice", "tok")[0].startswith(b"CONNECT\naccept-version:1.2\nhost:/\n")
