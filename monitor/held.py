@@ -58,6 +58,7 @@ class HeldConnection:
         )
         # ids from the clock: a restarted monitor reuses the same user, never the same ids
         self.session = ClientSession(policy, first_id=time.time_ns() // 1000)
+        self.adapter = probes.adapter.connection()  # kept across reconnects (resume state)
         self.connected = False
 
     async def run(self) -> None:
@@ -114,11 +115,15 @@ class HeldConnection:
     async def _connect(self, room: str | None) -> ProbeConnection:
         """Connect, resuming when there is something to resume; the room is back on return."""
         session = self.session
-        adapter = self.probes.adapter
+        adapter = self.adapter
         user = USERS["held"]
         frames, rooms_with_hello = session.opening_frames(adapter, user, self.probes.token("held"))
         conn = await self.probes.open(
-            "held", ping_interval=self.interval, ping_timeout=self.timeout, hello=frames
+            "held",
+            adapter,
+            ping_interval=self.interval,
+            ping_timeout=self.timeout,
+            hello=frames,
         )
         try:
             session.welcomed(time.monotonic_ns())

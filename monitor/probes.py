@@ -55,9 +55,12 @@ class TargetProbes:
             return jwt.encode(claims, t.jwt_secret, algorithm="HS256")
         return None
 
-    async def open(self, role: str, **kwargs: object) -> ProbeConnection:
+    async def open(
+        self, role: str, adapter: Adapter | None = None, **kwargs: object
+    ) -> ProbeConnection:
+        """A connection of ``role``, with its own ``adapter`` (default: a fresh one)."""
         return await ProbeConnection.open(
-            self.adapter,
+            adapter or self.adapter.connection(),
             self.target.url,
             USERS[role],
             self.token(role),
@@ -84,7 +87,7 @@ class TargetProbes:
             counter = self._next_counter()
             req = tx.next_id()
             sched = now_ns()
-            await tx.send(self.adapter.send(room, marker(self.sender, 0, counter, sched), req))
+            await tx.send(tx.adapter.send(room, marker(self.sender, 0, counter, sched), req))
             received_ns = 0
 
             async def receive() -> None:
@@ -113,7 +116,7 @@ class TargetProbes:
             counter = self._next_counter()
             req = conn.next_id()
             sched = now_ns()
-            await conn.send(self.adapter.ping(marker(self.sender, 0, counter, sched), req))
+            await conn.send(conn.adapter.ping(marker(self.sender, 0, counter, sched), req))
             await conn.expect(
                 lambda e: (
                     isinstance(e, Delivery) and e.sender == self.sender and e.counter == counter

@@ -21,7 +21,6 @@ from typing import Any
 import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.typing import Subprotocol
 
 from loadtest.adapters import Adapter, Event, Ready, Rejected, Reply
 from loadtest.engine.failures import classify, describe
@@ -59,12 +58,30 @@ def failure_text(exc: BaseException, step: str) -> str:
 
 
 class ProbeConnection:
-    """One client connection of a probe: adapter frames out, adapter events in."""
+    """One client connection of a probe: adapter frames out, adapter events in.
+
+    ``adapter`` is this connection's own (``Adapter.connection()``): a protocol with
+    per-connection state keeps it there. The protocol's keepalive, when it has one
+    (``Adapter.heartbeat_interval_s``), is a task of this connection, ended by ``close``.
+    """
 
     def __init__(self, ws: ClientConnection, adapter: Adapter) -> None:
         self.ws = ws
         self.adapter = adapter
-        self.pending: deque[Event] = deque()  # bounded by one frame's events
+        self.pending: deque[Event] = deque()  # the rest of a frame that carried several
+        self.beat: asyncio.Task[None] | None = None
+        if adapter.heartbeat_interval_s:
+            self.beat = asyncio.get_running_loop().create_task(
+                self._heartbeat(adapter.heartbeat_interval_s)
+            )
+
+    async def _heartbeat(self, interval_s: float) -> None:
+        with contextlib.suppress(ConnectionClosed):  # the reader reports the close
+            while True:
+                await asyncio.sleep(interval_s)
+                payload = self.adapter.heartbeat()
+                if payload is not None:
+                    await self.send(payload)
 
     @classmethod
     async def open(
@@ -81,11 +98,10 @@ class ProbeConnection:
         """Upgrade, send the adapter's opening frames (or ``hello``), await its welcome."""
         extra = dict(headers or {})
         extra.update(adapter.headers(user, token) or {})
-        subprotocols = _subprotocols(extra)
         ws = await websockets.connect(
             adapter.url(url),
             additional_headers=extra or None,
-            subprotocols=subprotocols,
+            subprotocols=list(adapter.subprotocols) or None,  # type: ignore[arg-type]
             open_timeout=None,  # the caller's deadline bounds the whole probe
             ping_interval=ping_interval,
             ping_timeout=ping_timeout,
@@ -113,13 +129,17 @@ class ProbeConnection:
         await self.ws.send(frame, text=not self.adapter.binary)
 
     async def receive(self) -> Event | None:
-        if self.pending:  # the rest of a frame that carried several protocol messages
+        if self.pending:
             event = self.pending.popleft()
         else:
-            event = self.adapter.parse(await self.ws.recv(decode=False))
-            if type(event) is list:  # e.g. NATS: everything pending in one frame
-                self.pending.extend(event)
-                return await self.receive() if self.pending else None
+            payload = await self.ws.recv(decode=False)
+            parsed = self.adapter.parse(payload)
+            if type(parsed) is list:  # a frame that carried several packets (MQTT)
+                if not parsed:
+                    return None
+                self.pending.extend(parsed[1:])
+                parsed = parsed[0]
+            event = parsed
         if type(event) is Reply:  # e.g. an Engine.IO pong: answer, and it means nothing more
             await self.send(event.payload)
             return None
@@ -148,18 +168,12 @@ class ProbeConnection:
         return event
 
     async def close(self) -> None:
+        if self.beat is not None:
+            self.beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.beat
         with contextlib.suppress(Exception):  # a broken connection has nothing left to say
             await self.ws.close()
-
-
-def _subprotocols(headers: dict[str, str]) -> list[Subprotocol] | None:
-    """Take a ``Sec-WebSocket-Protocol`` out of the upgrade headers (GraphQL's adapters
-    name theirs there): websockets must offer it itself, or it refuses the server's pick."""
-    for key in list(headers):
-        if key.lower() == "sec-websocket-protocol":
-            offered = headers.pop(key)
-            return [Subprotocol(p.strip()) for p in offered.split(",") if p.strip()]
-    return None
 
 
 def now_ns() -> int:

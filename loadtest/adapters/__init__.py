@@ -2,8 +2,9 @@
 
 ``--protocol reference``, ``echo``, ``socketio`` (Socket.IO v4), ``generic`` (any
 JSON-over-WebSocket server, configured by ``protocol_options``: docs/ADAPTERS.md),
-``graphql-ws`` (graphql-transport-ws), ``graphql-legacy`` (subscriptions-transport-ws)
-and ``nats`` (NATS over WebSocket) are built in. ``--protocol
+``graphql-ws`` (graphql-transport-ws), ``graphql-legacy`` (subscriptions-transport-ws),
+``nats`` (NATS over WebSocket), ``mqtt`` (MQTT 3.1.1 / 5) and ``stomp`` (STOMP 1.2) are
+built in. ``--protocol
 path/to/myproto.py`` loads that file and uses the one ``Adapter`` subclass it defines
 (or the one named ``path/to/myproto.py:ClassName``): adding a protocol is one file.
 See docs/LOADTEST.md, "Adding a protocol".
@@ -35,9 +36,11 @@ from loadtest.adapters.echo import EchoAdapter
 from loadtest.adapters.generic import GenericAdapter
 from loadtest.adapters.graphql_legacy import GraphQLLegacyAdapter
 from loadtest.adapters.graphql_ws import GraphQLWSAdapter
+from loadtest.adapters.mqtt import MqttAdapter
 from loadtest.adapters.nats import NatsAdapter
 from loadtest.adapters.reference import ReferenceAdapter
 from loadtest.adapters.socketio import SocketIOAdapter
+from loadtest.adapters.stomp import StompAdapter
 
 ADAPTERS: dict[str, type[Adapter]] = {
     ReferenceAdapter.name: ReferenceAdapter,
@@ -47,6 +50,8 @@ ADAPTERS: dict[str, type[Adapter]] = {
     GraphQLWSAdapter.name: GraphQLWSAdapter,
     GraphQLLegacyAdapter.name: GraphQLLegacyAdapter,
     NatsAdapter.name: NatsAdapter,
+    MqttAdapter.name: MqttAdapter,
+    StompAdapter.name: StompAdapter,
 }
 
 
@@ -110,6 +115,7 @@ __all__ = [
     "GenericAdapter",
     "GraphQLLegacyAdapter",
     "GraphQLWSAdapter",
+    "MqttAdapter",
     "NatsAdapter",
     "Notice",
     "Ready",
@@ -117,6 +123,7 @@ __all__ = [
     "Rejected",
     "Reply",
     "SocketIOAdapter",
+    "StompAdapter",
     "adapter_class",
     "make_adapter",
     "marker",

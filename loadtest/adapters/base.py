@@ -181,6 +181,14 @@ class Adapter:
     """False: the server answers a join with nothing, so a room counts as joined once the
     join frame is sent (no ``Ready(room)`` will come). An adapter configured from options
     may set this, ``features`` and ``expects_welcome`` per instance in ``__init__``."""
+    subprotocols: ClassVar[tuple[str, ...]] = ()
+    """WebSocket subprotocols to offer in the upgrade (``Sec-WebSocket-Protocol``), e.g.
+    ``("mqtt",)``: some servers refuse an upgrade that does not name theirs. Every driver
+    offers them through its own client library, which also checks the server's choice."""
+    heartbeat_interval_s: ClassVar[float | None] = None
+    """A protocol whose server drops a client that stays silent (MQTT keepalive, STOMP
+    heart-beating) sets this; every driver then sends ``heartbeat()`` on each open
+    connection about this often, from the upgrade to the close. None: no such timer."""
 
     schemes: ClassVar[Mapping[str, str]] = {"ws": "ws", "wss": "wss"}
     """The URL schemes a target may be given in, each mapped to the WebSocket scheme that
@@ -207,6 +215,18 @@ class Adapter:
         scheme, sep, rest = target.partition("://")
         mapped = self.schemes.get(scheme.lower())
         return f"{mapped}://{rest}" if sep and mapped else target
+
+    def connection(self) -> Adapter:
+        """The adapter one client connection uses (called once per logical client, which
+        keeps it across its reconnects). Stateless adapters, the common case, return
+        ``self``; a protocol with per-connection state (a byte stream whose packets span
+        frames, 16-bit packet ids, the rooms a resumed session holds) returns a fresh copy
+        sharing the checked options. Drivers call every other method on this copy."""
+        return self
+
+    def heartbeat(self) -> bytes | None:
+        """The frame to send every ``heartbeat_interval_s`` (None: nothing this time)."""
+        return None
 
     def url(self, target: str) -> str:
         """The WebSocket URL to connect to for a user-supplied target."""
@@ -261,12 +281,11 @@ class Adapter:
         return None
 
     def parse(self, payload: bytes) -> Event | list[Event] | None:
-        """Turn one received frame into an event (None: ignore it).
-
-        A protocol that carries several messages in one frame (nats-server puts whatever
-        is pending for a connection into one frame) returns them as a list, in order;
-        every driver handles each as if it had come alone.
-        """
+        """Turn one received frame into an event (None: ignore it), or into a list of
+        events when one frame carries several (nats-server puts whatever is pending for a
+        connection into one frame; a byte-stream protocol such as MQTT packs packets freely
+        into frames); every driver handles the list's events in order, each as if it had
+        come alone."""
         raise NotImplementedError
 
     @_class_or_instance

@@ -23,7 +23,7 @@ class GraphQLLegacyAdapter(GraphQLWSAdapter):
     """subscriptions-transport-ws: connection_init/ack, start/data/error/complete, ka."""
 
     name = "graphql-legacy"
-    subprotocol = "graphql-ws"
+    subprotocols = ("graphql-ws",)
     START = "start"
     DATA = "data"
     has_ping = False

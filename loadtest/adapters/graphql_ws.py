@@ -128,7 +128,7 @@ class GraphQLWSAdapter(Adapter):
     expects_welcome = True  # connection_ack
     confirms_join = False  # a subscription is never confirmed: joined once it is sent
 
-    subprotocol: ClassVar[str] = "graphql-transport-ws"
+    subprotocols: ClassVar[tuple[str, ...]] = ("graphql-transport-ws",)
     # message types (the legacy protocol names them differently)
     INIT: ClassVar[str] = "connection_init"
     ACK: ClassVar[str] = "connection_ack"
@@ -167,8 +167,7 @@ class GraphQLWSAdapter(Adapter):
     # -- frames out -------------------------------------------------------------------------
 
     def headers(self, user: str, token: str | None) -> dict[str, str] | None:
-        extra = render_headers(self._headers, user, token) or {}
-        return {"Sec-WebSocket-Protocol": self.subprotocol, **extra}
+        return render_headers(self._headers, user, token)
 
     def open(self, user: str, token: str | None) -> list[bytes]:
         frame: dict[str, Any] = {"type": self.INIT}

@@ -166,7 +166,7 @@ class Reconnector:
         Returns None when the client is back, else the failure's cause.
         """
         w = self.w
-        adapter = w.adapter
+        adapter = conn.adapter
         session = conn.session
         token = w.plan.token(conn.index)
         timeout = self.policy.attempt_timeout_ms / 1000.0

@@ -34,7 +34,6 @@ from loadtest.adapters import (
     Ack,
     Delivery,
     EchoAdapter,
-    Event,
     Feature,
     Notice,
     Ready,
@@ -81,6 +80,7 @@ class Conn(WSListener):
         self.w = worker
         self.index = index
         self.user = worker.plan.user(index)
+        self.adapter = worker.adapter.connection()  # per-connection protocol state, if any
         self.transport = None
         self.is_open = False
         self.ready = False  # set up once: part of the run
@@ -265,14 +265,14 @@ class Worker(Tally):
                         return
                 event = Delivery(sender, stream, counter, sched)
         else:
-            event = self.adapter.parse(payload)
-            if type(event) is list:  # a frame carrying several protocol messages (NATS)
+            event = conn.adapter.parse(payload)
+            if type(event) is list:  # a frame that carries several packets (MQTT)
                 for one in event:
-                    self._dispatch(conn, one, now)
+                    self.on_event(conn, one, now)
                 return
-        self._dispatch(conn, event, now)
+        self.on_event(conn, event, now)
 
-    def _dispatch(self, conn: Conn, event: Event | None, now: int) -> None:
+    def on_event(self, conn: Conn, event: object, now: int) -> None:
         """Account one event of a received frame."""
         kind = type(event)
         if kind is Delivery:
@@ -295,7 +295,7 @@ class Worker(Tally):
             self.events[event.kind] += 1
             if event.seq is not None and event.kind in ITEM_KINDS:  # not a receipt's read marker
                 conn.session.observe(event.room, event.seq)
-        elif kind is Reply:  # e.g. an Engine.IO pong: the server drops clients that are silent
+        elif kind is Reply and conn.is_open:  # e.g. an Engine.IO pong, an MQTT PUBACK
             conn.send(event.payload)
 
     def on_echo(self, conn: Conn, payload: bytes) -> None:
@@ -407,6 +407,12 @@ class Worker(Tally):
         steady state was no worse (6 of 7 alternating pairs ~1 point of a core lower).
         """
         kwargs = {}
+        headers = self.adapter.headers(conn.user, token)
+        if self.adapter.subprotocols:
+            headers = {
+                **(headers or {}),
+                "Sec-WebSocket-Protocol": ", ".join(self.adapter.subprotocols),
+            }
         local = self.local_addr_for(conn.index)
         if local is not None:
             kwargs["local_addr"] = local
@@ -414,7 +420,7 @@ class Worker(Tally):
             lambda: conn,
             self.url,
             websocket_handshake_timeout=timeout,
-            extra_headers=self.adapter.headers(conn.user, token),
+            extra_headers=headers,
             max_redirects=0,
             enable_auto_pong=True,
             use_aiofastnet=False,
@@ -442,18 +448,18 @@ class Worker(Tally):
             c["opened"] += 1
             self.hist["handshake"].record_us((time.monotonic_ns() - started) // 1000)
             conn.setup = asyncio.get_running_loop().create_future()
-            conn.want_welcome = self.adapter.expects_welcome
-            frames, _ = conn.session.opening_frames(self.adapter, conn.user, token)
+            conn.want_welcome = conn.adapter.expects_welcome
+            frames, _ = conn.session.opening_frames(conn.adapter, conn.user, token)
             for payload in frames:
                 conn.send(payload)
             rooms = self.rooms_of(conn)
             if conn.want_welcome:
                 await asyncio.wait_for(conn.setup, (deadline - time.monotonic_ns()) / 1e9)
                 conn.setup = asyncio.get_running_loop().create_future()
-            if self.adapter.confirms_join:
+            if conn.adapter.confirms_join:
                 conn.session.expect_rooms(rooms)
             for room in rooms:
-                conn.send(self.adapter.join(room, conn.req()))
+                conn.send(conn.adapter.join(room, conn.req()))
             if not conn.session.settled():
                 await asyncio.wait_for(conn.setup, (deadline - time.monotonic_ns()) / 1e9)
             conn.setup = None
@@ -518,7 +524,7 @@ class Worker(Tally):
             c["send_skipped"] += 1
             return
         req = conn.session.new_id()  # (conn.req(), inlined: this runs per message)
-        out = compose(self.plan, self.adapter, self.rng, conn.index, conn.counters, when, req)
+        out = compose(self.plan, conn.adapter, self.rng, conn.index, conn.counters, when, req)
         stream, payload = out.stream, out.payload
         if live:
             if out.typing is not None:
@@ -532,7 +538,7 @@ class Worker(Tally):
         self.sent(conn.session, req, payload, stream, when)
         if not self.receipts:
             return
-        read = receipt(self.plan, self.adapter, self.rng, conn.index, conn.session.last_seq)
+        read = receipt(self.plan, conn.adapter, self.rng, conn.index, conn.session.last_seq)
         if read is not None and live:
             conn.send(read)
             c["receipts_sent"] += 1
@@ -578,7 +584,7 @@ class Worker(Tally):
         counter = conn.counters.get(stream, 0) + 1
         conn.counters[stream] = counter
         text = marker(stream, stream, counter, now, self.scenario.message_bytes)
-        conn.send(self.adapter.ping(text, conn.req()))
+        conn.send(conn.adapter.ping(text, conn.req()))
         c = self.c
         c["sent"] += 1
         c["expected"] += 1
@@ -613,8 +619,26 @@ class Worker(Tally):
                 if conn.is_open:
                     conn.probe_round = abs(conn.probe_round) + 1
                     text = marker(conn.index, PROBE_STREAM, conn.probe_round, when)
-                    conn.send(self.adapter.ping(text, conn.req()))
+                    conn.send(conn.adapter.ping(text, conn.req()))
                     self.c["probes_sent"] += 1
+
+    async def heartbeats(self, interval_s: float) -> None:
+        """The protocol's own keepalive (``Adapter.heartbeat``) on every open connection,
+        from the first upgrade to the close, spread over the interval in small batches."""
+        while True:
+            start = time.monotonic_ns()
+            span_ns = int(interval_s * 1e9)
+            conns = self.conns
+            batches = max(1, min(len(conns), span_ns // PROBE_TICK_NS))
+            size = math.ceil(len(conns) / batches)
+            for k in range(batches):
+                await self._sleep_until(start + span_ns * k // batches)
+                for conn in conns[k * size : (k + 1) * size]:
+                    if conn.is_open and conn.transport is not None:
+                        payload = conn.adapter.heartbeat()
+                        if payload is not None:
+                            conn.send(payload)
+            await self._sleep_until(start + span_ns)
 
     async def _sleep_until(self, when_ns: int) -> None:
         delay = (when_ns - time.monotonic_ns()) / 1e9
@@ -684,6 +708,8 @@ class Worker(Tally):
 
     async def run(self, inbox: asyncio.Queue) -> None:
         watcher = asyncio.create_task(self.watch())
+        interval = self.adapter.heartbeat_interval_s
+        beat = asyncio.create_task(self.heartbeats(interval)) if interval else None
         try:
             await self.connect_all()
             # Everything allocated so far (connections, their state) lives for the whole run:
@@ -701,6 +727,7 @@ class Worker(Tally):
             await self._finish()
         finally:
             await _cancel(watcher)
+            await _cancel(beat)
 
     async def _measure(self, go: wire.Go, inbox: asyncio.Queue) -> None:
         """Send (or hold) from the go until the end time or a Finish, whichever comes first."""

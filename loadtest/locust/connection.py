@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import gevent
 from gevent.event import AsyncResult
 
-from loadtest.adapters import Ack, Delivery, Event, Feature, Notice, Ready, Rejected, marker
+from loadtest.adapters import Ack, Delivery, Feature, Notice, Ready, Rejected, marker
 from loadtest.adapters.base import Page, Reply
 from loadtest.client import FATAL_CLOSE_CODES, ClientSession
 from loadtest.engine.failures import describe
@@ -69,6 +69,7 @@ class Conn:
         self.run = run
         self.index = index
         self.user = run.plan.user(index)
+        self.adapter = run.adapter.connection()  # per-connection protocol state, if any
         self.rooms = [run.plan.room_name(r) for r in run.plan.rooms_of(index)]
         self.ws: WsConnection | None = None
         self.ready = False  # set up (hello, joins) at least once
@@ -87,6 +88,7 @@ class Conn:
         self.wait_rooms = True  # setup completes when every room answered (False: at welcome)
         self.probe_round = 0
         self.reconnecting: gevent.Greenlet | None = None
+        self.beating: gevent.Greenlet | None = None  # the protocol's keepalive, if any
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -157,18 +159,20 @@ class Conn:
         (None: the rooms too must be back within ``welcome_s``, the first setup's
         ``connect_timeout``)."""
         run = self.run
-        adapter = run.adapter
+        adapter = self.adapter
         session = self.session
         token = run.plan.token(self.index)
         ws = WsConnection(run.url, self._on_payload, self._on_closed, binary=adapter.binary)
         try:
             with gevent.Timeout(welcome_s):
-                ws.connect(welcome_s, adapter.headers(self.user, token))
+                ws.connect(welcome_s, adapter.headers(self.user, token), adapter.subprotocols)
         except gevent.Timeout:
             return "timeout"
         except Exception as exc:
             return classify(exc, secure=run.url.startswith("wss:"))
         self.ws = ws
+        if adapter.heartbeat_interval_s and (self.beating is None or self.beating.dead):
+            self.beating = gevent.spawn(self._heartbeat, adapter.heartbeat_interval_s)
         run.open_now += 1
         run.c["opened"] += 1
         run.hist["handshake"].record_us(int((time.perf_counter() - started) * 1e6))
@@ -218,7 +222,7 @@ class Conn:
         Runs before the go (the measured load is the native engine's); only for
         protocols whose adapter can page history.
         """
-        adapter = self.run.adapter
+        adapter = self.adapter
         if Feature.HISTORY not in adapter.features:
             return
         for room in self.rooms:
@@ -232,15 +236,14 @@ class Conn:
         now = time.time_ns()
         run = self.run
         run.c["bytes_received"] += len(payload)
-        event = run.adapter.parse(payload)
-        if type(event) is list:  # a frame carrying several protocol messages (NATS)
+        event = self.adapter.parse(payload)
+        if type(event) is list:  # a frame that carries several packets (MQTT)
             for one in event:
                 self._on_event(one, now, len(payload))
             return
         self._on_event(event, now, len(payload))
 
-    def _on_event(self, event: Event | None, now: int, length: int) -> None:
-        """Account one event of a received frame (``length``: the frame's size)."""
+    def _on_event(self, event: object, now: int, size: int) -> None:
         run = self.run
         kind = type(event)
         if kind is Delivery:
@@ -274,7 +277,7 @@ class Conn:
             sent = self.history_pending.pop(event.req_id, None)  # type: ignore[union-attr]
             if sent is not None:
                 run.hist["history"].record_us((now - sent) // 1000)
-                run.fire(HISTORY, (now - sent) / 1e6, length=length)
+                run.fire(HISTORY, (now - sent) / 1e6, length=size)
 
     def _rejected(self, event: Rejected) -> None:
         run = self.run
@@ -381,7 +384,7 @@ class Conn:
             c["send_skipped"] += 1
             return
         req = self.req()
-        out = compose(run.plan, run.adapter, self.rng, self.index, self.counters, when, req)
+        out = compose(run.plan, self.adapter, self.rng, self.index, self.counters, when, req)
         stream, payload = out.stream, out.payload
         if live:
             if out.typing is not None and self.send(out.typing):
@@ -391,7 +394,7 @@ class Conn:
         # else: the connection is being recovered; the send waits in the outbox and goes
         # out (late, measured from ``when``) once every room has resumed
         run.sent(self.session, req, payload, stream, when)
-        read = receipt(run.plan, run.adapter, self.rng, self.index, self.session.last_seq)
+        read = receipt(run.plan, self.adapter, self.rng, self.index, self.session.last_seq)
         if read is not None and live and self.send(read):
             c["receipts_sent"] += 1
 
@@ -404,7 +407,7 @@ class Conn:
         counter = self.counters.get(stream, 0) + 1
         self.counters[stream] = counter
         text = marker(stream, stream, counter, now, run.scenario.message_bytes)
-        self.send(run.adapter.ping(text, self.req()))
+        self.send(self.adapter.ping(text, self.req()))
         run.c["sent"] += 1
         run.c["expected"] += 1
 
@@ -413,15 +416,25 @@ class Conn:
         if self.is_open:
             self.probe_round = abs(self.probe_round) + 1
             text = marker(self.index, PROBE_STREAM, self.probe_round, when)
-            if self.send(self.run.adapter.ping(text, self.req())):
+            if self.send(self.adapter.ping(text, self.req())):
                 self.run.c["probes_sent"] += 1
 
     # -- ending ----------------------------------------------------------------------------
+
+    def _heartbeat(self, interval_s: float) -> None:
+        """The protocol's own keepalive (``Adapter.heartbeat``) while the user lives."""
+        while not self.stopping:
+            gevent.sleep(interval_s)
+            payload = self.adapter.heartbeat() if self.is_open else None
+            if payload is not None:
+                self.send(payload)
 
     def begin_close(self) -> None:
         self.stopping = True
         if self.reconnecting is not None:
             self.reconnecting.kill(block=False)
+        if self.beating is not None:
+            self.beating.kill(block=False)
         if self.ws is not None:
             self.ws.begin_close()
 

@@ -98,12 +98,18 @@ class WsConnection:
     def is_open(self) -> bool:
         return self.ws is not None and self.ws.connected and self.code is None
 
-    def connect(self, timeout: float, headers: dict[str, str] | None = None) -> None:
+    def connect(
+        self,
+        timeout: float,
+        headers: dict[str, str] | None = None,
+        subprotocols: tuple[str, ...] = (),
+    ) -> None:
         """Open the socket and do the WebSocket upgrade; raises on failure (see classify)."""
         self.ws = websocket.create_connection(
             self.url,
             timeout=timeout,
             header=headers or {},
+            subprotocols=list(subprotocols) or None,
             enable_multithread=True,  # a sender greenlet and the reader share the socket
             skip_utf8_validation=True,  # adapters decode what they need
             class_=_BufferedWebSocket,

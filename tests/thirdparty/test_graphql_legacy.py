@@ -92,7 +92,7 @@ def test_bad_options_are_one_line_and_exit_2(options: dict, message: str, tmp_pa
 def test_frames_are_the_legacy_protocols_messages() -> None:
     """subscriptions-transport-ws PROTOCOL.md: start, data, connection_error, ka."""
     adapter = make_adapter("graphql-legacy")
-    assert adapter.headers("u", None) == {"Sec-WebSocket-Protocol": "graphql-ws"}
+    assert adapter.subprotocols == ("graphql-ws",) and adapter.headers("u", None) is None
     decode = msgspec.json.decode
     assert decode(adapter.open("u", None)[0]) == {"type": "connection_init", "payload": {}}
     joined = decode(adapter.join("lobby", 1))
