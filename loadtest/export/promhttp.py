@@ -1,22 +1,26 @@
-"""A /metrics endpoint for the run (prometheus-client's HTTP server, its own registry).
+"""A /metrics endpoint for the run (prometheus-client's WSGI app, its own registry).
 
 The driver's update only swaps the latest snapshot in (a reference assignment); each
 scrape renders it on the server's thread. On close the endpoint stays up until a scrape
-has read the final snapshot, or the grace period ends, so the run's last figures land.
+has *finished sending* the final snapshot (the WSGI server closes a response's body
+after writing it all), or the grace period ends, so the run's last figures land.
 """
 
 from __future__ import annotations
 
+import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
 from loadtest.export.model import RUN_LABELS, Kind, Snapshot
@@ -25,7 +29,7 @@ from loadtest.export.model import RUN_LABELS, Kind, Snapshot
 class _SnapshotCollector(Collector):
     def __init__(self) -> None:
         self.snapshot: Snapshot | None = None
-        self.final_read = threading.Event()
+        self.final_sent = threading.Event()
 
     def collect(self) -> Iterator[Metric]:
         snapshot = self.snapshot
@@ -54,17 +58,51 @@ class _SnapshotCollector(Collector):
                 else:
                     metric.add_metric(values, point.value)  # type: ignore[call-arg]
             yield metric
-        if snapshot.final:
-            self.final_read.set()
+
+
+class _Body:
+    """A response body that says when the server has written all of it (WSGI ``close``)."""
+
+    def __init__(self, chunks: Iterable[bytes], sent: threading.Event | None) -> None:
+        self.chunks = chunks
+        self.sent = sent
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.chunks)
+
+    def close(self) -> None:
+        if self.sent is not None:
+            self.sent.set()
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        """No access log on the run's terminal."""
 
 
 class MetricsEndpoint:
     def __init__(self, host: str, port: int, *, grace_s: float) -> None:
         self.grace_s = grace_s
-        self.collector = _SnapshotCollector()
+        self.collector = collector = _SnapshotCollector()
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(self.collector)
-        self.server, self.thread = start_http_server(port, addr=host, registry=registry)
+        registry.register(collector)
+        metrics_app = make_wsgi_app(registry)
+
+        def app(environ: dict, start_response: Callable) -> _Body:
+            snapshot = collector.snapshot  # immutable; the final one is the last
+            final = snapshot is not None and snapshot.final
+            return _Body(
+                metrics_app(environ, start_response), collector.final_sent if final else None
+            )
+
+        class Server(ThreadingWSGIServer):
+            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+        self.server = make_server(host, port, app, Server, handler_class=_QuietHandler)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, name="rtbench-metrics", daemon=True
+        )
+        self.thread.start()
         self.port = int(self.server.server_address[1])
         self.host = host
 
@@ -79,7 +117,7 @@ class MetricsEndpoint:
     def close(self, timeout_s: float) -> None:
         """Wait for a scrape of the final snapshot (at most the grace period), then stop."""
         if self.collector.snapshot is not None and self.collector.snapshot.final:
-            self.collector.final_read.wait(min(timeout_s, self.grace_s))
+            self.collector.final_sent.wait(min(timeout_s, self.grace_s))
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(1.0)
