@@ -29,6 +29,8 @@ from loadtest.serverinfo import probe
 from rtbench.histogram import LatencyHistogram
 
 if TYPE_CHECKING:
+    from loadtest.export import Exporters
+    from loadtest.export.feed import LiveFeed
     from loadtest.faults.runner import FaultSession
 
 GO_LEAD_S = 0.25
@@ -131,13 +133,15 @@ async def run_load(
     on_progress: Callable[[Progress], None] | None = None,
     server_probe: Callable[[str], object] | None = probe,
     faults: FaultSession | None = None,
+    exporters: Exporters | None = None,
 ) -> Outcome:
     """Run a resolved scenario against ``scenario.target``; every worker is ended on return.
 
     ``server_probe`` asks the target about itself (RSS from /healthz or /metrics) before the
     go and at the end of the load; None skips it. ``faults`` (a ``FaultSession`` the
     caller has entered) puts its proxy in the clients' path and injects its faults from
-    the go.
+    the go. ``exporters`` (``loadtest.export``) get the run's merged figures once a second
+    and its final ones at the end.
     """
     if scenario.target is None:
         raise ScenarioError("no target: give --target ws://HOST:PORT or target in the file")
@@ -152,6 +156,10 @@ async def run_load(
     run = _Run(scenario, plan, url, on_progress, server_probe)
     run.needs_acks = Feature.ACK in adapter.features
     run.faults = faults
+    if exporters is not None and exporters.enabled:
+        from loadtest.export.feed import LiveFeed
+
+        run.live = LiveFeed(exporters, target_connections=plan.connections, t0_ns=run.t0)
     return await run.execute()
 
 
@@ -173,6 +181,7 @@ class _Run:
         self.server: dict = {}
         self.needs_acks = False  # the adapter acks sends: the drain also waits for acks
         self.faults: FaultSession | None = None
+        self.live: LiveFeed | None = None  # live export (loadtest.export)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -214,7 +223,10 @@ class _Run:
             raise
         finally:
             await self._reap()
-        return self._outcome(drained, interrupted)
+        outcome = self._outcome(drained, interrupted)
+        if self.live is not None:
+            self.live.finish(outcome)
+        return outcome
 
     def _connect_budget(self) -> float:
         sc = self.scenario
@@ -244,6 +256,7 @@ class _Run:
                     url=self.url,
                     t0_ns=self.t0,
                     ontime_ms=self.faults.ontime_ms if self.faults is not None else None,
+                    live=self.live is not None,
                 )
             )
 
@@ -278,6 +291,8 @@ class _Run:
             handle.ticks[message.second] = message
             handle.counters = message.counters
             self._show(message.second)
+            if self.live is not None:
+                self.live.tick(handle.index, message, self.phase, len(self.workers))
         elif isinstance(message, wire.Counts):
             handle.counters = message.counters
         elif isinstance(message, wire.Ready):
@@ -286,6 +301,8 @@ class _Run:
         elif isinstance(message, wire.SendDone):
             handle.send_done = message
             handle.counters = message.counters
+            if self.live is not None:
+                self.live.held = sum(w.send_done.held for w in self.workers if w.send_done)
         elif isinstance(message, wire.Final):
             handle.final = message
             handle.counters = message.counters

@@ -26,6 +26,7 @@ class Start(Struct, tag=True):
     url: str
     t0_ns: int  # run start on the machine-wide monotonic clock
     ontime_ms: float | None = None  # fault runs: deliveries this fast count in the message flow
+    live: bool = False  # the run's metrics are exported live: ticks carry every histogram
 
 
 class Go(Struct, tag=True):
@@ -49,6 +50,10 @@ class Tick(Struct, tag=True):
     cpu_percent: float
     loop_lag_ms: float
     rss_bytes: int
+    # live export only (Start.live): the other histograms, cumulative, and the losses
+    # that ended since the last tick (loadtest.export)
+    histograms: dict[str, str] = {}
+    recoveries: list[Recovery] = []
 
 
 class Counts(Struct, tag=True):

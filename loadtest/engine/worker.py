@@ -44,7 +44,7 @@ from loadtest.adapters import (
 )
 from loadtest.adapters.base import MARKER_PREFIX
 from loadtest.client.policy import ReconnectPolicy
-from loadtest.client.reconnect import ClientSession
+from loadtest.client.reconnect import ClientSession, Recovery
 from loadtest.engine import wire
 from loadtest.engine.failures import classify
 from loadtest.engine.recovery import Reconnector, new_liveness
@@ -193,6 +193,8 @@ class Worker(Tally):
         self.rng = random.Random(
             None if self.scenario.seed is None else self.scenario.seed * 1000 + start.worker
         )
+        self.live = start.live
+        self.recoveries_seen: dict[int, int] = {}  # live export: conn index -> records sent
         self.policy = start.scenario.reconnect or ReconnectPolicy(outbox=PENDING_LIMIT)
         # echo, open-loop rtt, nothing that stamps per second or recovers: sends and
         # their echoes take the fast path (``send_echo``, ``EchoConn``, ``on_echo``)
@@ -669,7 +671,19 @@ class Worker(Tally):
         """Report one second (the last one may be partial: the run ended inside it)."""
         self.last_tick = second
         self._fold()
-        self.emit(self.second_tick(second, self.open_now))
+        fresh = self._fresh_recoveries() if self.live and self.reconnector else None
+        self.emit(self.second_tick(second, self.open_now, fresh))
+
+    def _fresh_recoveries(self) -> list[Recovery]:
+        """Losses whose recovery ended since the last tick (live export of a fault run)."""
+        fresh: list[Recovery] = []
+        seen = self.recoveries_seen
+        for conn in self.conns:
+            records = conn.session.records
+            if len(records) > seen.get(conn.index, 0):
+                fresh.extend(records[seen.get(conn.index, 0) :])
+                seen[conn.index] = len(records)
+        return fresh
 
     async def _measure_lag(self) -> None:
         while True:

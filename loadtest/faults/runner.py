@@ -26,6 +26,7 @@ from loadtest.faults.server import ServerError, ServerProcess, address_of
 
 if TYPE_CHECKING:
     from loadtest.engine.coordinator import Outcome, Progress
+    from loadtest.export import Exporters
     from loadtest.scenarios import Scenario
 
 __all__ = ["FaultRunError", "FaultSession", "Injection", "run_scenario"]
@@ -38,18 +39,20 @@ async def run_scenario(
     ontime_ms: float = 100.0,
     log_dir: Path | None = None,
     observe: Callable[[FaultSession], Coroutine[Any, Any, None]] | None = None,
+    exporters: Exporters | None = None,
 ) -> Outcome:
     """Run a resolved scenario; with faults or a server command, inside a ``FaultSession``.
 
     ``ontime_ms`` (the delivery target) decides which deliveries count in the message
     flow; the server's output goes to ``log_dir/server.log`` (a temporary folder when
     None). ``observe(session)`` runs beside the load (a benchmark sampling the server's
-    CPU) and is cancelled when it ends.
+    CPU) and is cancelled when it ends. ``exporters`` get the live figures
+    (``loadtest.export``).
     """
     from loadtest.engine.coordinator import run_load
 
     if not scenario.faults and not scenario.server_cmd:
-        return await run_load(scenario, on_progress=on_progress)
+        return await run_load(scenario, on_progress=on_progress, exporters=exporters)
     assert scenario.target is not None
     faults = parse_faults(
         scenario.faults, duration_s=scenario.duration, server_cmd=scenario.server_cmd
@@ -66,7 +69,9 @@ async def run_scenario(
     async with session:
         watcher = asyncio.get_running_loop().create_task(observe(session)) if observe else None
         try:
-            return await run_load(scenario, on_progress=on_progress, faults=session)
+            return await run_load(
+                scenario, on_progress=on_progress, faults=session, exporters=exporters
+            )
         finally:
             if watcher is not None:
                 watcher.cancel()

@@ -14,6 +14,14 @@ from pathlib import Path
 import typer
 
 from rtbench.cli import UserError
+from rtbench.cli.export_options import (
+    METRICS_LISTEN,
+    NATIVE_HISTOGRAMS,
+    OTLP,
+    REMOTE_WRITE,
+    export_settings,
+    exporting,
+)
 from rtbench.exitcodes import ExitCode
 
 HELP = """Load a realtime WebSocket server with SCENARIO and judge the four SLO targets.
@@ -105,10 +113,15 @@ def run_command(
     junit: Path | None = typer.Option(None, "--junit", help="Write JUnit XML verdicts here."),
     summary_md: Path | None = typer.Option(None, "--summary-md", help="Write a Markdown summary."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No live panel."),
+    metrics_listen: str | None = METRICS_LISTEN,
+    remote_write: str | None = REMOTE_WRITE,
+    otlp: str | None = OTLP,
+    native_histograms: bool = NATIVE_HISTOGRAMS,
 ) -> int:
     from loadtest.faults.server import ServerError, prepare
     from loadtest.scenarios import ScenarioError, scenario_from
 
+    export = export_settings(metrics_listen, remote_write, otlp, native_histograms)
     try:
         base = scenario_from(scenario)
         server_cmd = server_cmd or base.server_cmd
@@ -143,7 +156,15 @@ def run_command(
         raise UserError(str(exc)) from None
     if resolved.target is None:
         raise UserError("no target: give --target ws://HOST:PORT (or target = ... in the file)")
-    return execute(resolved, slo_path=slo, out=out, junit=junit, summary_md=summary_md, quiet=quiet)
+    return execute(
+        resolved,
+        slo_path=slo,
+        out=out,
+        junit=junit,
+        summary_md=summary_md,
+        quiet=quiet,
+        export=export,
+    )
 
 
 def execute(
@@ -155,14 +176,14 @@ def execute(
     summary_md: Path | None = None,
     quiet: bool = False,
     console=None,  # type: ignore[no-untyped-def]
+    export=None,  # type: ignore[no-untyped-def]  # loadtest.export.ExportSettings
 ) -> int:
-    """Run a resolved scenario, print and write its results; return the exit code."""
-    from loadtest.adapters import AdapterError
-    from loadtest.console import ProgressView, print_summary
-    from loadtest.engine.coordinator import EngineError
-    from loadtest.faults.runner import FaultRunError, run_scenario
-    from loadtest.judge import build_results
-    from loadtest.scenarios import ScenarioError
+    """Run a resolved scenario, print and write its results; return the exit code.
+
+    ``export`` (live metrics: ``rtbench.cli.export_options``) labels every series with
+    the run id that results.json then carries.
+    """
+    from loadtest.export import ExportSettings, RunLabels, new_run_id
     from rtbench.slo import SLOFileError, load_slo
 
     console = console or make_console()
@@ -170,6 +191,20 @@ def execute(
         slo = load_slo(slo_path)
     except SLOFileError as exc:
         raise UserError(str(exc)) from None
+    run_id = new_run_id()
+    labels = RunLabels(run_id, scenario.scenario.value, scenario.target, scenario.protocol)
+    with exporting(export or ExportSettings(), labels, slo, console) as exporters:
+        return _execute(scenario, slo, run_id, exporters, console, out, junit, summary_md, quiet)
+
+
+def _execute(scenario, slo, run_id, exporters, console, out, junit, summary_md, quiet) -> int:  # type: ignore[no-untyped-def]
+    from loadtest.adapters import AdapterError
+    from loadtest.console import ProgressView, print_summary
+    from loadtest.engine.coordinator import EngineError
+    from loadtest.faults.runner import FaultRunError, run_scenario
+    from loadtest.judge import build_results
+    from loadtest.scenarios import ScenarioError
+
     view = ProgressView(console, enabled=not quiet)
     try:
         with view:
@@ -179,6 +214,7 @@ def execute(
                     on_progress=view,
                     ontime_ms=slo.delivery_latency.threshold_ms,
                     log_dir=out,
+                    exporters=exporters,
                 )
             )
     except (ScenarioError, AdapterError, FaultRunError) as exc:
@@ -187,7 +223,7 @@ def execute(
         raise UserError(f"load generator failed: {exc}", code=ExitCode.INCONCLUSIVE) from None
     except KeyboardInterrupt:
         raise UserError("interrupted", code=130) from None
-    results = build_results(outcome, slo)
+    results = build_results(outcome, slo, run_id=run_id)
     if results.exit_code == ExitCode.UNREACHABLE:
         paths = write_all(results, out, junit, summary_md)
         _print_paths(console, paths)
