@@ -67,8 +67,13 @@ SHARED = (
     "junit",
     "summary_md",
     "quiet",
+    "metrics_listen",
+    "remote_write",
+    "otlp",
+    "native_histograms",
 )
-"""``rtbench run``'s options that mean the same here, declared there once."""
+"""``rtbench run``'s options that mean the same here, declared there once (the live
+metrics ones in ``rtbench.cli.export_options``)."""
 
 DEFAULTS: dict[str, Any] = {
     "room_size": 10,
@@ -97,6 +102,7 @@ def check_command(**flags: Any) -> int:
     """Typer calls this with the options of ``_signature()``."""
     from loadtest.faults.server import ServerError, prepare
     from loadtest.scenarios import Kind, Scenario, ScenarioError, scenario_from
+    from rtbench.cli.export_options import export_settings
     from rtbench.slo import SLOFileError, load_slo
 
     try:
@@ -105,6 +111,12 @@ def check_command(**flags: Any) -> int:
         raise UserError(str(exc)) from None
     if flags["probe_interval"] <= 0:
         raise UserError("--probe-interval must be above 0 seconds")
+    export = export_settings(
+        flags["metrics_listen"],
+        flags["remote_write"],
+        flags["otlp"],
+        bool(flags["native_histograms"]),
+    )
     try:
         base = scenario_from(flags["scenario"]) if flags["scenario"] else None
         if base is not None and base.scenario is not Kind.CHAT:
@@ -151,6 +163,7 @@ def check_command(**flags: Any) -> int:
         junit=flags["junit"],
         summary_md=flags["summary_md"],
         quiet=flags["quiet"],
+        export=export,
     )
 
 

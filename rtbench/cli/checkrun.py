@@ -29,6 +29,7 @@ from rtbench.results import Phase, ProbeSample, Results
 
 if TYPE_CHECKING:
     from loadtest.engine.coordinator import Outcome
+    from loadtest.export import ExportSettings
     from loadtest.faults.runner import FaultSession
     from loadtest.scenarios import Scenario
     from monitor.store import ProbeResult
@@ -93,23 +94,31 @@ def execute_check(
     junit: Path | None = None,
     summary_md: Path | None = None,
     quiet: bool = False,
+    export: ExportSettings | None = None,
 ) -> int:
-    """Run the check, print the verdicts first, write the outputs; return the exit code."""
+    """Run the check, print the verdicts first, write the outputs; return the exit code.
+
+    ``export`` streams the live figures to Prometheus or OTLP while it runs
+    (``rtbench.cli.export_options``), labelled with the run id results.json carries."""
     from loadtest.adapters import AdapterError
     from loadtest.console import ProgressView, print_summary
     from loadtest.engine.coordinator import EngineError
+    from loadtest.export import ExportSettings, RunLabels, new_run_id
     from loadtest.faults.report import print_faults
     from loadtest.faults.runner import FaultRunError, run_scenario
     from loadtest.judge import build_results
     from loadtest.scenarios import ScenarioError
+    from rtbench.cli.export_options import exporting
     from rtbench.cli.run import _print_paths, _run_loop, make_console, unreachable_line, write_all
 
     console = make_console()
     prober = UptimeProber(scenario, probe_interval)
     console.print(_plan_line(scenario, probe_interval, slo), highlight=False)
+    run_id = new_run_id()
+    labels = RunLabels(run_id, "check", scenario.target, scenario.protocol)
     view = ProgressView(console, enabled=not quiet)
     try:
-        with view:
+        with exporting(export or ExportSettings(), labels, slo, console) as exporters, view:
             outcome = _run_loop(
                 run_scenario(
                     scenario,
@@ -117,6 +126,7 @@ def execute_check(
                     ontime_ms=slo.delivery_latency.threshold_ms,
                     log_dir=out,
                     observe=prober.run,
+                    exporters=exporters,
                 )
             )
     except (ScenarioError, AdapterError, FaultRunError) as exc:
@@ -125,7 +135,7 @@ def execute_check(
         raise UserError(f"load generator failed: {exc}", code=ExitCode.INCONCLUSIVE) from None
     except KeyboardInterrupt:
         raise UserError("interrupted", code=130) from None
-    results = check_results(build_results(outcome, slo), outcome, prober, slo)
+    results = check_results(build_results(outcome, slo, run_id=run_id), outcome, prober, slo)
     if results.exit_code == ExitCode.UNREACHABLE:
         _print_paths(console, write_all(results, out, junit, summary_md))
         raise UserError(unreachable_line(results), code=ExitCode.UNREACHABLE)

@@ -133,8 +133,11 @@ def test_junit_and_markdown_of_a_check_list_the_four_targets(tmp_path: Path) -> 
         str(junit),
         "--summary-md",
         str(summary),
+        "--metrics-listen",
+        "127.0.0.1:0",
     )
     assert code == ExitCode.OK, text[-3000:]
+    assert "live metrics at http://127.0.0.1:" in text  # run's export options, declared once
     cases = ET.parse(junit).getroot().findall(".//testcase")
     assert [c.get("name") for c in cases] == [
         "uptime",
