@@ -5,8 +5,12 @@ Verdicts come from ``rtbench.slo``. Two rules make them honest:
 - delivery latency is a percentile over *every expected delivery*: a lost message counts
   as slower than any threshold, so a run that loses more than 1 % cannot pass a p99
   target however fast the rest arrived;
-- a run whose generator was saturated (CPU near a full core, or event-loop lag past the
-  limit, in the measured phase) has its verdicts marked untrustworthy
+- the generator's own delay is measured (``send_lag``: scheduled send -> written;
+  ``loop_delay``: how late its timer woke, which every frame arriving meanwhile waited
+  too) and bounds every latency figure at the same percentile: a failed verdict the
+  bound could flip is inconclusive, one that fails even without it is the server's
+  (``rtbench.slo.within_generator_delay``);
+- a run whose generator's CPU was at the limit has its verdicts marked untrustworthy
   (``rtbench.slo.untrusted``): exit code 4 rather than blaming the server.
 """
 
@@ -106,8 +110,7 @@ def generator_health(outcome: Outcome) -> GeneratorHealth:
             )
     for worker, samples in enumerate(outcome.lag_samples):
         slow = sum(1 for v in samples if v > sc.max_loop_lag_ms)
-        if slow >= 2:
-            saturated = True
+        if slow >= 2:  # its delay is in every verdict's bound (within_generator_delay)
             notes.append(
                 f"worker {worker}: event-loop lag over {sc.max_loop_lag_ms:g} ms "
                 f"in {slow} of {len(samples)} seconds"
@@ -126,6 +129,48 @@ def generator_health(outcome: Outcome) -> GeneratorHealth:
         saturated=saturated,
         notes=notes,
     )
+
+
+DELAY_PARTS = {
+    "delivery": ("send_lag", "loop_delay"),  # sent late, and stamped late on arrival
+    "ack": ("send_lag", "loop_delay"),
+    "recovery": ("loop_delay",),  # the way back is noticed (and retried) late
+    "reconnect": ("loop_delay",),
+}
+"""What of the generator's own delay can be inside each latency, by name."""
+_BOUND_KEYS = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p999": 99.9}
+
+
+def generator_bound(
+    histograms: dict[str, LatencyHistogram], latency: str, percentile: float
+) -> float | None:
+    """The most the generator itself can have added to ``latency`` at ``percentile`` (ms):
+    its delay parts, each at ``rtbench.slo.bound_percentile`` (None: not measured)."""
+    parts = [histograms.get(part) for part in DELAY_PARTS.get(latency, ())]
+    if not parts or any(h is None or not h.count for h in parts):
+        return None
+    q = slo_mod.bound_percentile(percentile)
+    return round(sum(h.percentile_ms(q) or 0.0 for h in parts), 3)  # type: ignore[union-attr]
+
+
+def delay_cause(outcome: Outcome) -> str:
+    """Why the generator was slow, in words, from what its processes measured."""
+    sc = outcome.scenario
+    if any(v >= sc.max_cpu_percent for samples in outcome.cpu_samples for v in samples):
+        return "its own work filled its core"
+    return (
+        "it was kept from running while its own CPU share was low: another process on its "
+        "core, a pause (GC, SIGSTOP) or the machine's own scheduling"
+    )
+
+
+def bounded(
+    verdict: slo_mod.Verdict, outcome: Outcome, latency: str, threshold_ms: float
+) -> slo_mod.Verdict:
+    """``verdict`` judged with the generator's own delay on ``latency`` at its percentile."""
+    percentile = slo_mod.percentile_of(verdict)
+    bound = generator_bound(outcome.histograms, latency, percentile)
+    return slo_mod.within_generator_delay(verdict, threshold_ms, bound, delay_cause(outcome))
 
 
 def verdicts_for(
@@ -147,6 +192,11 @@ def verdicts_for(
             slo, outcome.histograms.get("delivery"), c["expected"], c["delivered"]
         )
         held = outcome.held
+    histograms = getattr(outcome, "histograms", {})
+    if histograms.get("loop_delay") is not None:  # (a synthetic outcome may have none)
+        latency = bounded(latency, outcome, "delivery", slo.delivery_latency.threshold_ms)
+        if recovery is not None:
+            recovery = bounded(recovery, outcome, "recovery", slo.recovery.threshold_ms)
     verdicts = [
         slo_mod.judge_uptime(slo, 0, 0, slo.uptime.window),
         latency,
@@ -264,6 +314,7 @@ def build_results(outcome: Outcome, slo: slo_mod.SLO, run_id: str | None = None)
     if outcome.plan.kind is not Kind.CONNECT:
         latency.setdefault("delivery", LatencySummary())
     latency.update(recovery.latency)
+    latency = with_bounds(latency, outcome)
     environment = Environment.current()
     environment = msgspec.structs.replace(environment, clock=CLOCK_NOTE)
     started = outcome.started_wall
@@ -294,6 +345,20 @@ def build_results(outcome: Outcome, slo: slo_mod.SLO, run_id: str | None = None)
         verdicts=verdicts,
     )
     return msgspec.structs.replace(results, exit_code=exit_code(outcome, verdicts))
+
+
+def with_bounds(latency: dict[str, LatencySummary], outcome: Outcome) -> dict[str, LatencySummary]:
+    """Each latency summary with the generator's own delay at each of its percentiles."""
+    out = {}
+    for name, summary in latency.items():
+        bound = {
+            key: value
+            for key, percentile in _BOUND_KEYS.items()
+            if summary.count
+            and (value := generator_bound(outcome.histograms, name, percentile)) is not None
+        }
+        out[name] = msgspec.structs.replace(summary, bound=bound) if bound else summary
+    return out
 
 
 def server_figures(outcome: Outcome) -> dict:

@@ -42,6 +42,8 @@ class LatencySummary(Struct, omit_defaults=True, kw_only=True):
     max: float | None = None
     mean: float | None = None
     hdr: str | None = None  # base64 compressed HDR histogram, microseconds
+    # the generator's own delay that may be inside each percentile above (ms; docs/RESULTS.md)
+    bound: dict[str, float] = {}
 
     @classmethod
     def of(cls, histogram: LatencyHistogram) -> LatencySummary:

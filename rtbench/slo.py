@@ -300,6 +300,59 @@ def judge_uptime_run(
     )
 
 
+def bound_percentile(percentile: float) -> float:
+    """The percentile of each part of the generator's delay whose sum bounds the whole at
+    ``percentile``: p99 -> p99.5 of each (a union bound: each part exceeds its own p99.5
+    for at most 0.5 % of messages, so their sum exceeds the two together for at most 1 %)."""
+    return 100.0 - (100.0 - percentile) / 2.0
+
+
+def within_generator_delay(
+    verdict: Verdict, threshold_ms: float, bound_ms: float | None, cause: str
+) -> Verdict:
+    """Judge a failed latency verdict against the generator's own delay at its percentile.
+
+    The generator only adds delay (a late send counts from its scheduled time; a frame
+    that waits for a busy or stopped generator is stamped late), so the server's own
+    figure lies in ``[measured - bound, measured]``. A pass stays a pass (the truth is no
+    slower). A failure that still fails at ``measured - bound`` is the server's, trusted:
+    a server's own stall is never excused. One the bound could flip is inconclusive (not
+    trusted: exit code 4), saying the figures and the ``cause`` in words.
+    """
+    if (
+        verdict.status is not Status.FAIL
+        or verdict.measured is None
+        or bound_ms is None
+        or not verdict.trusted
+    ):
+        return verdict
+    at = _fmt_pct(percentile_of(verdict))
+    low = max(0.0, verdict.measured - bound_ms)
+    if low >= threshold_ms:
+        return msgspec.structs.replace(
+            verdict,
+            detail=(
+                f"{verdict.detail}; the generator's own delay, at most {bound_ms:,.1f} ms at "
+                f"{at}, does not explain it"
+            ),
+        )
+    return msgspec.structs.replace(
+        verdict,
+        trusted=False,
+        detail=(
+            f"inconclusive: the generator itself added up to {bound_ms:,.1f} ms at {at} "
+            f"({cause}); the threshold is {threshold_ms:g} ms, and the server's own {at} lies "
+            f"between {low:,.1f} and {verdict.measured:,.1f} ms; {verdict.detail}"
+        ),
+    )
+
+
+def percentile_of(verdict: Verdict) -> float:
+    """The percentile named in an objective like ``p99 < 100 ms``."""
+    head = verdict.objective.split(" ", 1)[0]
+    return float(head[1:]) if head.startswith("p") else 99.0
+
+
 def required(verdict: Verdict, why: str) -> Verdict:
     """A check measures all four targets: one it could not measure fails, saying ``why``."""
     if verdict.status is not Status.NOT_MEASURED:

@@ -5,14 +5,17 @@ import pytest
 from rtbench.exitcodes import ExitCode
 from rtbench.slo import (
     SLO,
+    LatencyTarget,
     SLOFileError,
     Status,
+    bound_percentile,
     exit_code_for,
     judge_connections,
     judge_latency,
     judge_recovery,
     load_slo,
     untrusted,
+    within_generator_delay,
 )
 
 
@@ -71,3 +74,28 @@ def test_small_runs_do_not_fail_the_connection_target():
     assert judge_connections(slo, 200, aimed_for=200).status is Status.NOT_MEASURED
     assert judge_connections(slo, 9_000, aimed_for=10_000).status is Status.FAIL
     assert judge_connections(slo, 10_000, aimed_for=10_000).status is Status.PASS
+
+
+def test_a_failure_the_generators_own_delay_could_flip_is_inconclusive():
+    """The server's own p99 lies in [measured - bound, measured]: a pass stays a pass, a
+    failure even at the low end is the server's (trusted), and one in between is
+    inconclusive with the figures and the cause in words (exit code 4)."""
+    slo = SLO(delivery_latency=LatencyTarget(threshold_ms=20))
+    hog = "another process on its core"
+    passed = within_generator_delay(judge_latency(slo, 12.0, 1000), 20, 11.0, hog)
+    assert passed.status is Status.PASS and passed.trusted
+    failed = judge_latency(slo, 42.0, 1000)
+    server = within_generator_delay(failed, 20, 15.0, hog)
+    assert server.status is Status.FAIL and server.trusted
+    assert "at most 15.0 ms at p99, does not explain it" in server.detail
+    unsure = within_generator_delay(failed, 20, 31.0, hog)
+    assert unsure.status is Status.FAIL and not unsure.trusted
+    assert unsure.detail.startswith(
+        "inconclusive: the generator itself added up to 31.0 ms at p99 (another process on "
+        "its core); the threshold is 20 ms, and the server's own p99 lies between 11.0 and "
+        "42.0 ms"
+    )
+    assert exit_code_for([passed, unsure]) == ExitCode.INCONCLUSIVE
+    assert exit_code_for([passed, server, unsure]) == ExitCode.SLO_FAILED
+    assert within_generator_delay(failed, 20, None, hog) is failed  # nothing measured
+    assert bound_percentile(99) == 99.5 and bound_percentile(99.9) == pytest.approx(99.95)

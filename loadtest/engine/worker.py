@@ -53,7 +53,7 @@ from loadtest.ledger import RecipientLedger
 from loadtest.plan import PROBE_STREAM, Plan, compose, receipt
 from loadtest.scenarios import Kind
 from loadtest.session import ITEM_KINDS
-from loadtest.tally import COUNTERS, Tally
+from loadtest.tally import COUNTERS, DELAY_PERIOD_S, Tally
 
 __all__ = ["COUNTERS", "Worker"]  # COUNTERS: still importable from here
 
@@ -61,7 +61,6 @@ PENDING_LIMIT = 4096
 """Sends awaiting an ack per connection; beyond it the oldest is forgotten (``unacked``)."""
 SOURCE_ADDRESS_SPAN = 25_000
 """Connections per loopback source address (about 28,000 ephemeral ports each here)."""
-LAG_PERIOD_S = 0.05
 PROBE_TICK_NS = 10_000_000
 """Heartbeat probes go out in batches this far apart, spread over the heartbeat interval."""
 _TEXT = WSMsgType.TEXT
@@ -686,12 +685,11 @@ class Worker(Tally):
         return fresh
 
     async def _measure_lag(self) -> None:
+        """The delay meter's timer (``Tally.loop_late`` counts what it says)."""
         while True:
             before = time.monotonic()
-            await asyncio.sleep(LAG_PERIOD_S)
-            lag_ms = max(0.0, (time.monotonic() - before - LAG_PERIOD_S) * 1000)
-            if lag_ms > self.lag_worst_ms:
-                self.lag_worst_ms = lag_ms
+            await asyncio.sleep(DELAY_PERIOD_S)
+            self.loop_late(max(0.0, (time.monotonic() - before - DELAY_PERIOD_S) * 1000))
 
     async def drain_counts(self) -> None:
         """While the coordinator drains, report counters often so it stops as soon as done."""

@@ -25,13 +25,12 @@ from loadtest.locust import messages
 from loadtest.locust.connection import PENDING_LIMIT, Conn, sleep_until
 from loadtest.plan import Plan
 from loadtest.scenarios import Kind
-from loadtest.tally import HISTOGRAMS, Tally
+from loadtest.tally import DELAY_PERIOD_S, HISTOGRAMS, Tally
 
 CLAIM_BATCH_S = 0.02
 """Claims made within this long go to the master in one message."""
 READY_BATCH_S = 0.05
 COUNTS_PERIOD_S = 0.2
-LAG_PERIOD_S = 0.05
 PROBE_TICK_NS = 10_000_000
 CLOSE_WAIT_S = 3.0
 DONE_GRACE_S = 10.0
@@ -275,12 +274,12 @@ class NodeRun(Tally):
         self.node.send(messages.TICK, {"tag": self.tag, "tick": messages.encode(tick)})
 
     def _lag_meter(self) -> None:
-        """How late the gevent hub wakes a sleeper: the Locust process's own loop lag."""
+        """How late the gevent hub wakes a sleeper: the Locust process's own delay
+        (``Tally.loop_late`` counts it, as for the native engine's workers)."""
         while True:
             before = time.monotonic()
-            gevent.sleep(LAG_PERIOD_S)
-            lag_ms = max(0.0, (time.monotonic() - before - LAG_PERIOD_S) * 1000)
-            self.lag_worst_ms = max(self.lag_worst_ms, lag_ms)
+            gevent.sleep(DELAY_PERIOD_S)
+            self.loop_late(max(0.0, (time.monotonic() - before - DELAY_PERIOD_S) * 1000))
 
     def missing(self) -> int:
         """Deliveries known to be missing so far: gaps in the sender streams received."""

@@ -161,13 +161,17 @@ def latency_over_time(results: Results, timeline: _Timeline) -> Chart:
         title="Delivery latency over time",
         caption=(
             "p50, p99 and max of the deliveries received in each second, from the scheduled "
-            "send time. A p99 line that climbs while the load is steady is a server falling "
-            "behind; isolated max spikes are single stalls (a GC pause, a slow write)."
+            "send time, and the generator's own delay (the worst its timer woke late in that "
+            "second: a delivery arriving then waited as long for the generator). A p99 line "
+            "that climbs while the load is steady and the generator's delay stays low is a "
+            "server falling behind; a p99 that follows the generator's delay is the "
+            "generator's own, and the verdicts say so (inconclusive)."
         ),
         fields=[
             ("delivery_p50", "p50", _worst),
             ("delivery_p99", "p99", _worst),
             ("delivery_max", "max", _worst),
+            ("loop_lag_ms", "generator delay", _worst),
         ],
         y_label="latency (ms)",
         rules=rules,

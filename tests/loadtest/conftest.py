@@ -14,7 +14,7 @@ from loadtest.scenarios import Kind, Scenario
 from rtbench.results import Results
 from rtbench.slo import SLO
 from tests.loadtest.tiny_servers import Faults, TinyEchoServer, TinyReferenceServer
-from tests.support.fixtures import reference_server  # noqa: F401  (the shared fixture)
+from tests.support.fixtures import reference_server, start_server  # noqa: F401  (shared)
 
 
 def _factory(cls: type[TinyReferenceServer]) -> Iterator[Callable[..., TinyReferenceServer]]:

@@ -69,8 +69,20 @@ def test_latency_matches_a_known_delay(tiny) -> None:  # type: ignore[no-untyped
     truth = server.stats.truth  # the server's own send time - the scheduled send time
     measured = results.latency["delivery"]
     assert truth.percentile_ms(50) >= 25.0
-    assert abs(measured.p50 - truth.percentile_ms(50)) < 2.0
-    assert abs(measured.p99 - truth.percentile_ms(99)) < 2.0
+    # The instrument's contract (docs/LOADTEST.md, "The generator's own delay"): the
+    # server's figure lies between the reported percentile minus the generator's stated
+    # bound and the reported percentile (0.5 ms for HDR's 3 digits and the loopback hop).
+    # On a quiet machine the bound is a fraction of a millisecond; on a busy one it
+    # widens with the generator's own measured delay instead of blaming the server.
+    for key, percentile in (("p50", 50), ("p99", 99)):
+        true_ms = truth.percentile_ms(percentile)
+        reported = getattr(measured, key)
+        assert reported - measured.bound[key] - 0.5 <= true_ms <= reported + 0.5, (
+            key,
+            true_ms,
+            reported,
+            measured.bound,
+        )
 
 
 def test_a_stall_shows_in_latency(tiny) -> None:  # type: ignore[no-untyped-def]
@@ -144,8 +156,10 @@ def test_saturated_generator_makes_failures_inconclusive() -> None:
     assert not _health([40.0] * 10, [1.0] * 10).saturated
     hot = _health([99.0] * 5 + [40.0] * 5, [1.0] * 10)
     assert hot.saturated and "CPU" in hot.notes[0]
+    # a lagging loop is no longer a blanket "saturated": its delay bounds every verdict
+    # at its percentile instead (loadtest.judge.bounded), so a pass it cannot flip stays
     laggy = _health([40.0] * 10, [80.0, 90.0] + [1.0] * 8)
-    assert laggy.saturated and "lag" in laggy.notes[0]
+    assert not laggy.saturated and "lag" in laggy.notes[0]
     slow = LatencyHistogram()
     slow.record_many_us([200_000] * 100)
     outcome = SimpleNamespace(

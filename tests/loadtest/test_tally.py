@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from loadtest.adapters import Ready, Rejected, marker
 from loadtest.engine import wire
 from loadtest.engine.worker import Worker
@@ -205,3 +207,21 @@ def test_echo_rtt_fast_path_sends_and_counts_as_the_general_path() -> None:
     assert fast["missing"] == 1  # 6, lost
     assert fast["hist"]["delivery"] == 7 and fast["hist"]["send_lag"] == 8
     assert fast["events"] == {"unmarked": 1}
+
+
+def test_the_delay_meter_counts_a_stall_as_every_moment_in_it() -> None:
+    """A timer that woke 50 ms late stands for the whole stall: one 10 ms period's worth
+    of moments at each of 50, 40, 30, 20, 10 and 0 ms (the coordinated-omission
+    correction), so the distribution is what a delivery landing at random waits for."""
+    worker = _worker(fast=False)
+    worker.loop_late(3.0)  # before the go: the worst is kept, nothing is recorded
+    assert worker.lag_worst_ms == 3.0 and worker.hist["loop_delay"].count == 0
+    worker.measuring = True
+    for _ in range(94):
+        worker.loop_late(0.0)  # on time
+    worker.loop_late(50.0)
+    delay = worker.hist["loop_delay"]
+    assert delay.count == 100 and worker.lag_worst_ms == 50.0
+    assert delay.max_ms() == pytest.approx(50.0, rel=0.01)
+    assert delay.percentile_ms(95.0) == pytest.approx(0.0, abs=0.001)  # (1 us: HDR's floor)
+    assert delay.percentile_ms(96.0) == pytest.approx(10.0, rel=0.01)

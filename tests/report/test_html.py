@@ -79,7 +79,7 @@ def test_a_run_without_samples_says_why_each_chart_is_empty():
     assert all(c.svg is None and c.empty for c in charts)
     html = render_html(results)
     assert "The run recorded no latency histogram." in html
-    assert "The run recorded no per-second p50, p99, max." in html
+    assert "The run recorded no per-second p50, p99, max, generator delay." in html
 
 
 def test_long_runs_are_folded_to_a_bounded_number_of_points():
