@@ -111,6 +111,10 @@ def check_command(**flags: Any) -> int:
         raise UserError(str(exc)) from None
     if flags["probe_interval"] <= 0:
         raise UserError("--probe-interval must be above 0 seconds")
+    if flags["kill"] and flags["fault"]:
+        raise UserError(
+            "--kill picks the default restart's signal; with --fault write restart:kill@T"
+        )
     export = export_settings(
         flags["metrics_listen"],
         flags["remote_write"],
@@ -141,7 +145,7 @@ def check_command(**flags: Any) -> int:
             **DEFAULTS,
             "ramp": max(2.0, round(connections / RAMP_PER_S, 1)),
             "procs": max(1, math.ceil(connections / CONNECTIONS_PER_PROC)),
-            **{key: value for key, value in _set_in_file(base).items() if key in SIZES},
+            **_set_in_file(base),
             **{key: value for key, value in given.items() if value is not None},
         }
         if base.scenario is Kind.RTT:

@@ -266,6 +266,7 @@ def test_an_echo_server_is_checked_with_round_trips(echo, tmp_path: Path) -> Non
     [
         (["--target", "ws://127.0.0.1:9", "--probe-interval", "0"], "--probe-interval"),
         (["--target", "ws://127.0.0.1:9", "--kill"], "--kill restarts the server"),
+        (["--target", "ws://127.0.0.1:9", "--kill", "--fault", "cut@2s"], "restart:kill@T"),
         ([], "no target"),
         (["--target", "http://127.0.0.1:9"], "must be a ws:// or wss:// URL"),
         (["loadtest/scenarios/fanout.toml", "--target", "ws://127.0.0.1:9"], "chats"),
