@@ -142,7 +142,41 @@ def execute_check(
     print_summary(console, results, verdicts_first=True)
     print_faults(console, results)
     _print_paths(console, write_all(results, out, junit, summary_md))
+    console.print(answer_line(results), highlight=False, soft_wrap=True)
     return results.exit_code
+
+
+def answer_line(results: Results) -> str:
+    """The check's answer in one line, last: which promises held, which did not and why."""
+    names = {
+        slo_mod.Target.UPTIME: "uptime",
+        slo_mod.Target.DELIVERY_LATENCY: "delivery",
+        slo_mod.Target.CONNECTIONS: "connections",
+        slo_mod.Target.RECOVERY: "recovery",
+    }
+
+    def figure(v: slo_mod.Verdict) -> str:
+        if v.measured is None:
+            return "not measured"
+        digits = 0 if v.unit == "connections" else 2
+        return f"{v.measured:,.{digits}f} {v.unit}".strip()
+
+    kept = [v for v in results.verdicts if v.status is slo_mod.Status.PASS]
+    failed = [v for v in results.verdicts if v.failed and v.trusted]
+    unsure = [v for v in results.verdicts if v.failed and not v.trusted]
+    parts = [f"{len(kept)} of {len(results.verdicts)} promises kept"]
+    if failed:
+        parts.append(
+            "failed: "
+            + ", ".join(f"{names[v.target]} ({figure(v)}; {v.objective})" for v in failed)
+        )
+    if unsure:
+        parts.append(
+            "inconclusive: " + ", ".join(f"{names[v.target]} ({figure(v)})" for v in unsure)
+        )
+    if not failed and not unsure:
+        parts.append(", ".join(f"{names[v.target]} {figure(v)}" for v in kept))
+    return f"rtbench check: {'; '.join(parts)} (exit {results.exit_code})"
 
 
 def _plan_line(scenario: Scenario, probe_interval: float, slo: slo_mod.SLO) -> str:

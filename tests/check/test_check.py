@@ -111,6 +111,8 @@ def test_a_small_check_measures_all_four_targets_and_passes(tmp_path: Path) -> N
     # the verdicts lead the terminal output, and the plan says what the check does
     assert text.index("SLO verdicts") < text.index("figure")
     assert "hold 150 connections" in text and "restart:term@3s" in text
+    last = text.strip().splitlines()[-1]
+    assert last.startswith("rtbench check: 4 of 4 promises kept; uptime ") and "(exit 0)" in last
     report = (tmp_path / "out" / "report.html").read_text()
     assert "rtbench check: the four promises" in report and 'id="chart-check-timeline"' in report
     assert report.count('class="probe"') == len(results.probes)
@@ -206,6 +208,7 @@ def test_a_server_refusing_connections_past_a_count_fails_connections(
     slo = slo_file(tmp_path / "slo.toml")
     code, results, text = check(tmp_path, "--target", server.url, "--slo", str(slo), *SMALL)
     assert code == ExitCode.SLO_FAILED, text[-3000:]
+    assert "connections (100 connections; >= 150 held)" in text.strip().splitlines()[-1]
     held = verdicts(results)[Target.CONNECTIONS]
     assert held.status is Status.FAIL and held.trusted, held
     assert held.measured is not None and held.measured <= 100
