@@ -142,48 +142,46 @@ def _fmt_pct(value: float) -> str:
     return f"p{value:g}"
 
 
-def judge_latency(slo: SLO, measured_ms: float | None, samples: int) -> Verdict:
-    t = slo.delivery_latency
+def _judge_percentile(
+    target: Target,
+    t: LatencyTarget | RecoveryTarget,
+    measured_ms: float | None,
+    samples: int,
+    noun: str,
+    nothing: str,
+) -> Verdict:
+    """A percentile of samples against a threshold: the rule of both latency targets."""
     objective = f"{_fmt_pct(t.percentile)} < {t.threshold_ms:g} ms"
     if measured_ms is None or samples == 0:
         return Verdict(
-            target=Target.DELIVERY_LATENCY,
+            target=target,
             status=Status.NOT_MEASURED,
             objective=objective,
             unit="ms",
-            detail="no message was delivered during the run",
+            detail=nothing,
         )
-    ok = measured_ms < t.threshold_ms
     return Verdict(
-        target=Target.DELIVERY_LATENCY,
-        status=Status.PASS if ok else Status.FAIL,
+        target=target,
+        status=Status.PASS if measured_ms < t.threshold_ms else Status.FAIL,
         objective=objective,
         measured=measured_ms,
         unit="ms",
-        detail=f"{_fmt_pct(t.percentile)} over {samples:,} deliveries",
-    )
+        detail=f"{_fmt_pct(t.percentile)} over {samples:,} {noun}",
+    )  # fmt: skip
+
+
+def judge_latency(slo: SLO, measured_ms: float | None, samples: int) -> Verdict:
+    return _judge_percentile(
+        Target.DELIVERY_LATENCY, slo.delivery_latency, measured_ms, samples, "deliveries",
+        "no message was delivered during the run",
+    )  # fmt: skip
 
 
 def judge_recovery(slo: SLO, measured_ms: float | None, samples: int) -> Verdict:
-    t = slo.recovery
-    objective = f"{_fmt_pct(t.percentile)} < {t.threshold_ms:g} ms"
-    if measured_ms is None or samples == 0:
-        return Verdict(
-            target=Target.RECOVERY,
-            status=Status.NOT_MEASURED,
-            objective=objective,
-            unit="ms",
-            detail="no connection was lost and recovered (use --fault to measure recovery)",
-        )
-    ok = measured_ms < t.threshold_ms
-    return Verdict(
-        target=Target.RECOVERY,
-        status=Status.PASS if ok else Status.FAIL,
-        objective=objective,
-        measured=measured_ms,
-        unit="ms",
-        detail=f"{_fmt_pct(t.percentile)} over {samples:,} recoveries",
-    )
+    return _judge_percentile(
+        Target.RECOVERY, slo.recovery, measured_ms, samples, "recoveries",
+        "no connection was lost and recovered (use --fault to measure recovery)",
+    )  # fmt: skip
 
 
 def judge_connections(slo: SLO, peak_held: int | None, aimed_for: int | None) -> Verdict:
