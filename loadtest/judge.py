@@ -16,7 +16,6 @@ Verdicts come from ``rtbench.slo``. Two rules make them honest:
 
 from __future__ import annotations
 
-import math
 import time
 from datetime import UTC, datetime
 
@@ -59,39 +58,15 @@ def delivery_verdict(
     slo: slo_mod.SLO, hist: LatencyHistogram | None, expected: int, delivered: int
 ) -> slo_mod.Verdict:
     """Judge the latency percentile over every expected delivery, lost ones included."""
-    target = slo.delivery_latency
-    if hist is None or delivered == 0:
-        verdict = slo_mod.judge_latency(slo, None, 0)
-        if expected:
-            return msgspec.structs.replace(
-                verdict,
-                status=slo_mod.Status.FAIL,
-                detail=f"none of {expected:,} expected deliveries arrived",
-            )
-        return verdict
-    expected = max(expected, delivered)
-    rank = math.ceil(target.percentile / 100.0 * expected)
-    lost = expected - delivered
-    if rank > delivered:
-        verdict = slo_mod.judge_latency(slo, hist.max_ms(), delivered)
-        return msgspec.structs.replace(
-            verdict,
-            status=slo_mod.Status.FAIL,
-            measured=None,
-            detail=(
-                f"{lost:,} of {expected:,} expected deliveries lost "
-                f"({100.0 * lost / expected:.2f} %): more than the "
-                f"{100 - target.percentile:g} % a p{target.percentile:g} target allows"
-            ),
-        )
-    percentile = min(100.0, 100.0 * rank / delivered)
-    measured = hist.percentile_ms(percentile)
-    verdict = slo_mod.judge_latency(slo, measured, delivered)
-    if lost:
-        verdict = msgspec.structs.replace(
-            verdict, detail=f"{verdict.detail}, {lost:,} lost counted as slowest"
-        )
-    return verdict
+    lost = max(0, expected - delivered)
+    return slo_mod.judge_with_missing(
+        slo_mod.judge_latency,
+        slo,
+        slo.delivery_latency.percentile,
+        hist if delivered else None,
+        lost,
+        slo_mod.DELIVERIES_MISSING,
+    )
 
 
 def generator_health(outcome: Outcome) -> GeneratorHealth:

@@ -24,7 +24,9 @@ A target that a run did not measure is reported as ``not_measured``, never as pa
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -32,6 +34,7 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta, Struct
 
+from rtbench.histogram import LatencyHistogram
 from rtbench.tomlfile import load_toml_struct
 
 Percent = Annotated[float, Meta(gt=0, lt=100)]
@@ -168,6 +171,71 @@ def _judge_percentile(
         unit="ms",
         detail=f"{_fmt_pct(t.percentile)} over {samples:,} {noun}",
     )  # fmt: skip
+
+
+class Missing(Struct, frozen=True, kw_only=True):
+    """How a percentile verdict words the samples that never came (lost deliveries,
+    connections that never recovered): ``{missing}``, ``{total}``, ``{share}`` filled."""
+
+    too_many: str  # more missing than the percentile allows
+    counted: str  # some missing, counted as the slowest
+    none: str | None = None  # nothing arrived at all (None: ``too_many`` says it)
+    samples_are_total: bool = True  # "over N ..." counts the missing ones too
+
+
+DELIVERIES_MISSING = Missing(
+    too_many="{missing:,} of {total:,} expected deliveries lost ({share:.2f} %)",
+    counted="{missing:,} lost counted as slowest",
+    none="none of {total:,} expected deliveries arrived",
+    samples_are_total=False,
+)
+RECOVERIES_MISSING = Missing(
+    too_many="{missing:,} of {total:,} lost connections never recovered",
+    counted="{missing:,} never recovered (counted slowest)",
+)
+
+
+def judge_with_missing(
+    judge: Callable[[SLO, float | None, int], Verdict],
+    slo: SLO,
+    percentile: float,
+    hist: LatencyHistogram | None,
+    missing: int,
+    words: Missing,
+) -> Verdict:
+    """The percentile over every expected sample, a missing one slower than any that came:
+    more than ``100 - percentile`` % missing fails whatever the rest did (one rule for
+    lost deliveries and for connections that never came back)."""
+    arrived = hist.count if hist is not None else 0
+    total = arrived + missing
+    if total == 0 or (arrived == 0 and words.none is not None):
+        verdict = judge(slo, None, 0)
+        if total == 0:
+            return verdict
+        detail = words.none.format(missing=missing, total=total)  # type: ignore[union-attr]
+        return msgspec.structs.replace(verdict, status=Status.FAIL, detail=detail)
+    assert hist is not None or arrived == 0
+    rank = math.ceil(percentile / 100.0 * total)
+    samples = total if words.samples_are_total else arrived
+    fill = {"missing": missing, "total": total, "share": 100.0 * missing / total}
+    if rank > arrived:
+        verdict = judge(slo, hist.max_ms() if hist is not None and arrived else None, samples)
+        return msgspec.structs.replace(
+            verdict,
+            status=Status.FAIL,
+            measured=None,
+            detail=(
+                f"{words.too_many.format(**fill)}: more than the {100 - percentile:g} % a "
+                f"p{percentile:g} target allows"
+            ),
+        )
+    assert hist is not None
+    verdict = judge(slo, hist.percentile_ms(min(100.0, 100.0 * rank / arrived)), samples)
+    if missing:
+        verdict = msgspec.structs.replace(
+            verdict, detail=f"{verdict.detail}, {words.counted.format(**fill)}"
+        )
+    return verdict
 
 
 def judge_latency(slo: SLO, measured_ms: float | None, samples: int) -> Verdict:

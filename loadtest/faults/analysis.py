@@ -27,12 +27,9 @@ never dropped).
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-
-import msgspec
 
 from loadtest.faults.schedule import FaultKind
 from rtbench import slo as slo_mod
@@ -84,30 +81,14 @@ def _brief(hist: LatencyHistogram) -> dict[str, float]:
 
 def recovery_verdict(slo: slo_mod.SLO, hist: LatencyHistogram, unrecovered: int) -> slo_mod.Verdict:
     """The recovery percentile over every loss; one that never recovered is the slowest."""
-    target = slo.recovery
-    recovered = hist.count
-    total = recovered + unrecovered
-    if total == 0:
-        return slo_mod.judge_recovery(slo, None, 0)
-    rank = math.ceil(target.percentile / 100.0 * total)
-    if rank > recovered:
-        verdict = slo_mod.judge_recovery(slo, hist.max_ms() if recovered else None, total)
-        return msgspec.structs.replace(
-            verdict,
-            status=slo_mod.Status.FAIL,
-            measured=None,
-            detail=(
-                f"{unrecovered:,} of {total:,} lost connections never recovered: more than "
-                f"the {100 - target.percentile:g} % a p{target.percentile:g} target allows"
-            ),
-        )
-    measured = hist.percentile_ms(min(100.0, 100.0 * rank / recovered))
-    verdict = slo_mod.judge_recovery(slo, measured, total)
-    if unrecovered:
-        verdict = msgspec.structs.replace(
-            verdict, detail=f"{verdict.detail}, {unrecovered:,} never recovered (counted slowest)"
-        )
-    return verdict
+    return slo_mod.judge_with_missing(
+        slo_mod.judge_recovery,
+        slo,
+        slo.recovery.percentile,
+        hist,
+        unrecovered,
+        slo_mod.RECOVERIES_MISSING,
+    )
 
 
 def summarize(outcome: Outcome, slo: slo_mod.SLO) -> RecoveryFigures:
