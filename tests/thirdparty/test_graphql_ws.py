@@ -20,9 +20,11 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from loadtest.adapters import Ack, Delivery, Ready, Rejected, Reply, make_adapter, marker
+from monitor.config import TargetConfig
 from rtbench.exitcodes import ExitCode
 from rtbench.results import read_results
 from tests.loadtest.conftest import run, scenario
+from tests.monitor.conftest import healthz, monitor_config, poll, running
 from tests.thirdparty.cli import doc_example, doc_options, rtbench, rtbench_run
 from tests.thirdparty.conftest import scenario_toml
 from tests.thirdparty.graphql_proc import GraphQLServer, graphql_servers
@@ -258,3 +260,28 @@ def test_reconnect_after_a_cut_resends_unacked_mutations(gql, tmp_path: Path) ->
     # in GraphQL): then the server published it twice
     assert t.sent <= truth["sends"] <= t.sent + t.resent
     assert t.expected_deliveries == t.delivered + t.lost and t.delivered > 0
+
+
+async def test_monitor_probes_a_graphql_ws_server(gql, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The monitor (websockets) offers the subprotocol, its delivery probes pass, and its
+    held connection answers the server's pings every 0.3 s (one missed is fatal)."""
+    server = gql("--app-ping-ms", "300")
+    target = TargetConfig(
+        url=server.url, name="gql", protocol="graphql-ws", health_url="", metrics_url=""
+    )  # type: ignore[call-arg]
+    async with running(monitor_config(target, tmp_path / "m.db")) as monitor:
+
+        async def good() -> dict | None:
+            _, doc = await healthz(monitor)
+            t = doc["targets"][0]
+            window = t["windows"][0]
+            return t if window["good"] >= 3 and window["good"] == window["total"] else None
+
+        t = await poll(good, 30, "3 good probe intervals")
+        assert {p["kind"]: p for p in t["probes"]}["delivery"]["ok"]
+        await asyncio.sleep(1.5)  # five of the server's ping intervals
+        held = monitor.targets[0].held
+        assert held is not None and held.connected
+        _, doc = await healthz(monitor)
+        assert doc["targets"][0]["recovery"]["count"] == 0  # never dropped
+    assert "4499" not in server.stats()["closes_by_code"]
