@@ -57,7 +57,7 @@ class TargetConfig(Struct, forbid_unknown_fields=True, kw_only=True):
 
     url: str
     name: str = ""  # defaults to host:port of the URL
-    protocol: str = "reference"  # a loadtest adapter: reference, echo, socketio, generic, FILE.py
+    protocol: str = "reference"  # a loadtest adapter by name (docs/ADAPTERS.md) or FILE.py
     protocol_options: dict[str, Any] = {}  # the adapter's options (docs/ADAPTERS.md)
     room: str = DEFAULT_ROOM  # the probe room (reference protocol)
     health_url: str | None = None  # default: http(s)://host:port/healthz for the reference protocol

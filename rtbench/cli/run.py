@@ -46,7 +46,10 @@ def run_command(
         None,
         "--protocol",
         "-p",
-        help="reference | echo | socketio | generic | path/to/adapter.py[:Class].",
+        help=(
+            "A built-in adapter (reference, the default; the list: docs/ADAPTERS.md, or an "
+            "unknown name's error) or path/to/adapter.py[:Class]."
+        ),
     ),
     users: int | None = typer.Option(
         None, "--users", "-u", help="Connections (fanout: subscribers)."
