@@ -31,7 +31,7 @@ def monitor(
     protocol: str = typer.Option(
         "reference",
         "--protocol",
-        help="Adapter for --target: reference, echo, socketio, generic, or FILE.py[:Class].",
+        help="Adapter for --target: reference, echo, socketio, generic, mqtt, stomp, FILE.py.",
     ),
     config: Path | None = typer.Option(
         None, "--config", "-c", help="Monitor TOML file (targets and settings)."

@@ -36,7 +36,7 @@ def run_command(
         None,
         "--protocol",
         "-p",
-        help="reference | echo | socketio | generic | path/to/adapter.py[:Class].",
+        help="reference | echo | socketio | generic | mqtt | stomp | path/to/adapter.py[:Class].",
     ),
     users: int | None = typer.Option(
         None, "--users", "-u", help="Connections (fanout: subscribers)."
