@@ -70,7 +70,7 @@ def run_once(case: Case, folder: Path) -> dict:
     command = [*CORES.client_prefix(), sys.executable, "-c", "from rtbench.entry import run; run()"]
     command += ["run", str(scenario), "-t", case.url, *LOAD, "-q", "-o", str(out)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
-    if done.returncode not in (0, 1):
+    if done.returncode not in (0, 1, 4):  # a verdict may fail; the figures stand
         raise RuntimeError(f"{case.name}: rtbench exited {done.returncode}: {done.stderr[-2000:]}")
     results = json.loads((out / "results.json").read_text())
     delivered, cpu_s = measured_cpu_seconds(results)
@@ -137,6 +137,15 @@ def measure(runs: int) -> dict[str, list[dict]]:
     return figures
 
 
+NOTES = (
+    "MQTT 5 is not in the table: RabbitMQ speaks it from 3.13, and this machine's 3.10 "
+    "closes the WebSocket (1011) at a version 5 CONNECT (tests/thirdparty/test_mqtt.py "
+    "checks both cases). The MQTT 5 codec is checked byte for byte instead. Both brokers "
+    "send each message back to its sender (a topic subscriber gets its own publishes): "
+    "those copies cost the generator a parse each and are not in the delivery counts."
+)
+
+
 def _median(rows: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in rows)
 
@@ -176,6 +185,8 @@ def render(figures: dict[str, list[dict]], runs: int, version: str) -> str:
     for name, rows in figures.items():
         lines.append(f"- {name}: " + ", ".join(f"{r['delivered_per_cpu_s']:,.0f}" for r in rows))
     lines += [
+        "",
+        NOTES,
         "",
         "Produced by `python -m benchmarks.adapters_mqtt_stomp` (under the machine lock).",
         "",
