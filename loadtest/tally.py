@@ -136,7 +136,7 @@ class Tally:
         self.lag_worst_ms = 0.0  # worst loop lag since the last tick (the engine measures it)
         self.evicted = 0  # unacked sends forgotten past the outbox limit
         self.track_acks = False  # sends wait for an ack (set by the engine for its protocol)
-        self.live = False  # ticks carry every histogram (live export: loadtest.export)
+        self.live_export = False  # ticks carry every histogram (loadtest.export)
 
     # -- events ------------------------------------------------------------------------
 
@@ -281,7 +281,7 @@ class Tally:
         """One second's report (the last may be partial): counters, the second's deliveries
         (folded into the run's; the next second starts empty), CPU, loop lag and RSS.
 
-        With ``live`` on it also carries the other histograms, cumulative (encoding one
+        With ``live_export`` on it also carries the other histograms, cumulative (encoding one
         costs about 0.2 ms), and ``recoveries``, the losses that ended since the last tick.
         """
         cpu, judged = self.cpu.read()
@@ -302,7 +302,7 @@ class Tally:
             cpu_percent=cpu,
             loop_lag_ms=lag_ms,
             rss_bytes=rss,
-            histograms=self._live_histograms() if self.live else {},
+            histograms=self._live_histograms() if self.live_export else {},
             recoveries=recoveries or [],
         )
 

@@ -192,7 +192,7 @@ class Worker(Tally):
         self.rng = random.Random(
             None if self.scenario.seed is None else self.scenario.seed * 1000 + start.worker
         )
-        self.live = start.live
+        self.live_export = start.live
         self.recoveries_seen: dict[int, int] = {}  # live export: conn index -> records sent
         self.policy = start.scenario.reconnect or ReconnectPolicy(outbox=PENDING_LIMIT)
         # echo, open-loop rtt, nothing that stamps per second or recovers: sends and
@@ -670,7 +670,7 @@ class Worker(Tally):
         """Report one second (the last one may be partial: the run ended inside it)."""
         self.last_tick = second
         self._fold()
-        fresh = self._fresh_recoveries() if self.live and self.reconnector else None
+        fresh = self._fresh_recoveries() if self.live_export and self.reconnector else None
         self.emit(self.second_tick(second, self.open_now, fresh))
 
     def _fresh_recoveries(self) -> list[Recovery]:

@@ -9,21 +9,27 @@ them at the end with the run's exact final figures::
         exporters.update(final_aggregate, final=True)
     warnings = exporters.warnings                  # dropped updates, in words
 
-``update`` costs the caller a snapshot (bucket counts from the HDR histograms, well
-under a millisecond) and a hand-off: the HTTP endpoint renders on its own thread, the
-remote-write and OTLP pushes run in their own threads with bounded queues.
+``update`` and ``call`` cost the caller a hand-off to the export thread, which builds
+the snapshot (bucket counts from the HDR histograms) and gives it to the sinks: the
+HTTP endpoint renders on its own request threads, the remote-write and OTLP pushes run
+in their own threads with bounded queues. Every export thread runs at nice 19
+(``sink.lower_priority``), so on the generator's core it yields to the load.
 """
 
 from __future__ import annotations
 
 import secrets
+import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol
 from urllib.parse import urlparse
 
 from loadtest.export.model import LiveAggregate, RunLabels, RunMetrics, Snapshot
+from loadtest.export.sink import lower_priority
 from rtbench.slo import SLO
 
 __all__ = [
@@ -38,6 +44,7 @@ __all__ = [
 ]
 
 DEFAULT_GRACE_S = 15.0  # one default Prometheus scrape interval
+PENDING_LIMIT = 600  # export jobs waiting (ten minutes of ticks); past it they are dropped
 CLOSE_BUDGET_S = 10.0  # pushes: time to send what is queued at the end
 
 
@@ -128,22 +135,83 @@ class Exporters:
         self.metrics_url = metrics_url  # where --metrics-listen serves (the real port)
         self.warnings: list[str] = []
         self._closed = False
+        self._jobs: deque[tuple[Callable[..., None], tuple]] = deque()
+        self._wake = threading.Condition()
+        self._busy = False
+        self._dropped = 0
+        self._thread: threading.Thread | None = None
+        if sinks:
+            self._thread = threading.Thread(target=self._run, name="rtbench-export", daemon=True)
+            self._thread.start()
 
     @property
     def enabled(self) -> bool:
         return bool(self.sinks)
 
-    def update(self, aggregate: LiveAggregate, *, final: bool = False) -> None:
-        if not self.sinks or self._closed:
+    def call(self, job: Callable[..., None], *args: object) -> None:
+        """Run ``job(*args)`` on the export thread, in order (a driver's feed uses it)."""
+        if self._thread is None or self._closed:
             return
+        with self._wake:
+            if len(self._jobs) >= PENDING_LIMIT:
+                self._jobs.popleft()
+                self._dropped += 1
+            self._jobs.append((job, args))
+            self._wake.notify_all()
+
+    def update(self, aggregate: LiveAggregate, *, final: bool = False) -> None:
+        """Export ``aggregate`` (the run's figures now; ``final``: its exact end)."""
+        self.call(self.publish, aggregate, final)
+
+    def publish(self, aggregate: LiveAggregate, final: bool = False) -> None:
+        """On the export thread: the snapshot, to every sink."""
         snapshot = self.metrics.snapshot(aggregate, final=final)
         for sink in self.sinks:
             sink.offer(snapshot)
 
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Wait until every job handed over so far has run; False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        with self._wake:
+            while self._jobs or self._busy:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._wake.wait(remaining)
+        return True
+
+    def _run(self) -> None:
+        lower_priority()
+        while True:
+            with self._wake:
+                while not self._jobs and not self._closed:
+                    self._wake.wait()
+                if not self._jobs:
+                    return
+                job, args = self._jobs.popleft()
+                self._busy = True
+            try:
+                job(*args)
+            except Exception as exc:  # an export bug must not end the run; say it once
+                if not self.warnings:
+                    self.warnings.append(f"live export failed: {exc!r}")
+            finally:
+                with self._wake:
+                    self._busy = False
+                    self._wake.notify_all()
+
     def close(self) -> None:
+        """Run what is queued (the final snapshot last), then close every sink."""
         if self._closed:
             return
-        self._closed = True
+        self.flush(CLOSE_BUDGET_S)
+        with self._wake:
+            self._closed = True
+            self._wake.notify_all()
+        if self._thread is not None:
+            self._thread.join(CLOSE_BUDGET_S)
+        if self._dropped:
+            self.warnings.append(f"live export: {self._dropped} updates dropped (fell behind)")
         for sink in self.sinks:
             sink.close(CLOSE_BUDGET_S)
             line = sink.summary()

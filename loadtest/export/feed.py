@@ -16,7 +16,7 @@ know ahead.
 from __future__ import annotations
 
 import time
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from typing import TYPE_CHECKING
 
 from loadtest.client.reconnect import Recovery
@@ -32,8 +32,17 @@ if TYPE_CHECKING:
 class LiveFeed:
     """Per-process ticks in, one aggregate a second out (see the module doc)."""
 
-    def __init__(self, exporters: Exporters, *, target_connections: int, t0_ns: int) -> None:
+    def __init__(
+        self,
+        exporters: Exporters,
+        *,
+        target_connections: int,
+        t0_ns: int,
+        clock: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
+        """``t0_ns``: the run's start on ``clock`` (the Locust nodes use the wall clock)."""
         self.exporters = exporters
+        self.clock = clock
         self.target_connections = target_connections
         self.t0_ns = t0_ns
         self.latest: dict[Hashable, wire.Tick] = {}
@@ -45,9 +54,15 @@ class LiveFeed:
         self.finished = False
 
     def tick(self, key: Hashable, tick: wire.Tick, phase: str, processes: int) -> None:
-        """One process's tick; exports once all ``processes`` have reported a new second."""
-        if self.finished:
-            return
+        """One process's tick; exports once all ``processes`` have reported a new second.
+
+        Called on the driver's loop, it only hands the tick to the export thread, where
+        the decoding and merging happen.
+        """
+        if not self.finished:
+            self.exporters.call(self._tick, key, tick, phase, processes)
+
+    def _tick(self, key: Hashable, tick: wire.Tick, phase: str, processes: int) -> None:
         self.latest[key] = tick
         if tick.delivery_hdr:
             self.delivery.merge(LatencyHistogram.decode(tick.delivery_hdr))
@@ -57,7 +72,7 @@ class LiveFeed:
         second = min(t.second for t in self.latest.values())
         if second > self.exported:
             self.exported = second
-            self.exporters.update(self._aggregate(phase))
+            self.exporters.publish(self._aggregate(phase))
 
     def _recoveries(self, records: Iterable[Recovery]) -> None:
         for record in records:
@@ -83,7 +98,7 @@ class LiveFeed:
                 histograms[name] = hist
         return LiveAggregate(
             phase=phase,
-            elapsed_s=(time.monotonic_ns() - self.t0_ns) / 1e9,
+            elapsed_s=(self.clock() - self.t0_ns) / 1e9,
             counters=counters,
             connections_open=sum(t.open_now for t in ticks),
             connections_target=self.target_connections,
@@ -94,10 +109,13 @@ class LiveFeed:
         )
 
     def finish(self, outcome: Outcome) -> None:
-        """Export the run's merged figures as its final snapshot."""
+        """Export the run's merged figures as its final snapshot (after every tick)."""
         if self.finished:
             return
         self.finished = True
+        self.exporters.call(self._finish, outcome)
+
+    def _finish(self, outcome: Outcome) -> None:
         self.reconnect, self.recovery = LatencyHistogram(), LatencyHistogram()
         self._recoveries(outcome.recoveries)
         histograms = dict(outcome.histograms)
@@ -106,10 +124,10 @@ class LiveFeed:
                 histograms[name] = hist
         last = outcome.seconds[-1] if outcome.seconds else None
         counters = outcome.counters
-        self.exporters.update(
+        self.exporters.publish(
             LiveAggregate(
                 phase="done",
-                elapsed_s=(time.monotonic_ns() - self.t0_ns) / 1e9,
+                elapsed_s=(self.clock() - self.t0_ns) / 1e9,
                 counters=dict(counters),
                 connections_open=0,
                 connections_target=self.target_connections,

@@ -24,6 +24,7 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
 from loadtest.export.model import RUN_LABELS, Kind, Snapshot
+from loadtest.export.sink import lower_priority
 
 
 class _SnapshotCollector(Collector):
@@ -89,6 +90,7 @@ class MetricsEndpoint:
         metrics_app = make_wsgi_app(registry)
 
         def app(environ: dict, start_response: Callable) -> _Body:
+            lower_priority()  # a thread per request: render at the lowest priority
             snapshot = collector.snapshot  # immutable; the final one is the last
             final = snapshot is not None and snapshot.final
             return _Body(

@@ -9,6 +9,8 @@ report states at the end.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 import time
 from collections import deque
@@ -19,6 +21,24 @@ from loadtest.export.model import Snapshot
 
 QUEUE_LIMIT = 60  # snapshots waiting (a minute of a run); past it the oldest is dropped
 MAX_BATCH = 20  # snapshots per request when the endpoint fell behind
+
+
+EXPORT_NICE = 19
+
+
+def lower_priority() -> None:
+    """Run the calling thread at the lowest CPU priority (Linux: per-thread nice).
+
+    Export work shares the generator's core (``taskset`` pins the whole process tree);
+    at nice 19 it yields to the workers, so it cannot add to their send delay. The main
+    thread is never touched: under gevent (the Locust master) every "thread" is a
+    greenlet of it, and the users it runs must keep their priority.
+    """
+    tid = threading.get_native_id()
+    if tid == os.getpid():
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, tid, EXPORT_NICE)
 
 
 class SendError(Exception):
@@ -88,6 +108,7 @@ class PushSink:
             return batch
 
     def _loop(self) -> None:
+        lower_priority()
         while (batch := self._take()) is not None:
             self._deliver(batch)
 

@@ -26,6 +26,8 @@ from gevent.event import Event
 from loadtest.adapters import Feature, make_adapter
 from loadtest.engine import wire
 from loadtest.engine.coordinator import Outcome, outcome_from
+from loadtest.export import Exporters, ExportSettings, RunLabels, new_run_id, open_exporters
+from loadtest.export.feed import LiveFeed
 from loadtest.judge import build_results, exit_code
 from loadtest.locust import messages
 from loadtest.locust.options import resolve
@@ -75,7 +77,23 @@ class MasterRun:
         self.url = self.adapter.url(scenario.target or "")
         self.t0_ns = time.time_ns()
         self.started_wall = time.time()
-        self.spec = messages.encode(messages.RunSpec(self.tag, scenario, self.url, self.t0_ns))
+        # live export (loadtest.export): labelled with the id results.json will carry
+        self.run_id = new_run_id()
+        labels = RunLabels(
+            self.run_id, scenario.scenario.value, scenario.target or "", scenario.protocol
+        )
+        self.exporters: Exporters = open_exporters(conductor.export, labels, slo)
+        self.live: LiveFeed | None = None
+        if self.exporters.enabled:
+            # the nodes' ticks are stamped on the wall clock (time.time_ns), as t0_ns is
+            self.live = LiveFeed(
+                self.exporters,
+                target_connections=self.plan.connections,
+                t0_ns=self.t0_ns,
+                clock=time.time_ns,
+            )
+        spec = messages.RunSpec(self.tag, scenario, self.url, self.t0_ns, live=bool(self.live))
+        self.spec = messages.encode(spec)
         self.free = {role: deque(indices) for role, indices in messages.roles(self.plan).items()}
         self.nodes: dict[str, NodeView] = {}
         self.settled = 0
@@ -113,6 +131,8 @@ class MasterRun:
         view = self.node(node_id)
         view.ticks[tick.second] = tick
         view.counters = tick.counters
+        if self.live is not None:
+            self.live.tick(node_id, tick, self.phase, len(self.nodes))
         self.changed.set()
 
     def on_counts(self, node_id: str, counters: dict[str, int], done: bool = False) -> None:
@@ -182,6 +202,9 @@ class MasterRun:
         self.results = self.judge(drained, interrupted)
         self.conductor.write(self.results)  # now: a web UI session may run many tests
         self.phase = "done"
+        self.exporters.close()  # waits for the final scrape (a greenlet: the UI goes on)
+        for line in self.exporters.warnings:
+            log.warning("rtbench: %s", line)
 
     def interrupt(self) -> None:
         """The test was stopped before the run ended (Stop button, --run-time, Ctrl-C)."""
@@ -216,7 +239,9 @@ class MasterRun:
     def judge(self, drained: bool, interrupted: bool) -> Results:
         """results.json's model, judged as a native run is (engine: locust)."""
         outcome = self.outcome(drained, interrupted)
-        results = build_results(outcome, self.slo)
+        if self.live is not None:
+            self.live.finish(outcome)
+        results = build_results(outcome, self.slo, run_id=self.run_id)
         # the recovery verdict is the native one: every loss's record from the shared
         # client (loss -> every room resumed), one that never came back counting slowest
         verdicts = list(results.verdicts)
@@ -301,6 +326,13 @@ class Conductor:
         self.run: MasterRun | None = None
         self.error: str | None = None
         self.stale = True  # the next test needs a new run (set again when a test stops)
+        options = environment.parsed_options
+        self.export = ExportSettings(  # what --metrics-listen/--remote-write/--otlp asked
+            metrics_listen=getattr(options, "metrics_listen", None) or None,
+            remote_write=getattr(options, "remote_write", None) or None,
+            otlp=getattr(options, "otlp", None) or None,
+            native_histograms=bool(getattr(options, "native_histograms", False)),
+        )
 
     def send(self, kind: str, data: dict, client_id: str | None = None) -> None:
         """To one worker (``client_id``) or to all; a single process hands it over directly."""

@@ -50,6 +50,7 @@ class RunSpec(Struct, forbid_unknown_fields=False):
     scenario: Scenario
     url: str
     t0_ns: int  # run start, wall clock (time.time_ns) of the master
+    live: bool = False  # live export on the master: ticks carry every histogram
 
 
 def encode(obj: Any) -> bytes:

@@ -133,6 +133,7 @@ class NodeRun(Tally):
             own_replies=kind is Kind.RTT,
             histograms=LOCUST_HISTOGRAMS,
         )
+        self.live_export = spec.live  # the master exports live metrics (loadtest.export)
         # Locust users always come back after a loss (a Locust run has no fault switch
         # to turn reconnects on); the scenario's [reconnect] table tunes how
         self.policy = spec.scenario.reconnect or ReconnectPolicy(outbox=PENDING_LIMIT)

@@ -72,6 +72,15 @@ OUTPUT_ARGS: tuple[Arg, ...] = (
 )
 
 
+EXPORT_ARGS: tuple[Arg, ...] = (
+    Arg("metrics_listen", str, "serve the run's live metrics for Prometheus at HOST:PORT"),
+    Arg("remote_write", str, "push the live metrics to this Prometheus remote-write URL"),
+    Arg("otlp", str, "push the live metrics to this OTLP/HTTP endpoint"),
+    Arg("native_histograms", bool, "--remote-write: send native histograms too"),
+)
+"""The live-export options (``rtbench.cli.export_options``), read by the master."""
+
+
 def add_arguments(parser: Any) -> None:
     """Add the scenario arguments to Locust's parser (``init_command_line_parser``)."""
     # Locust's parser takes its extra keywords (include_in_web_ui...) on the parser itself,
@@ -92,6 +101,13 @@ def add_arguments(parser: Any) -> None:
             parser.add_argument(arg.flag, type=arg.kind, default=None, **extra)
     for arg in OUTPUT_ARGS:
         parser.add_argument(arg.flag, default=None, help=arg.help, include_in_web_ui=False)
+    for arg in EXPORT_ARGS:
+        if arg.kind is bool:
+            parser.add_argument(
+                arg.flag, action="store_true", default=False, help=arg.help, include_in_web_ui=False
+            )
+        else:
+            parser.add_argument(arg.flag, default=None, help=arg.help, include_in_web_ui=False)
 
 
 def _given(value: Any) -> Any:
@@ -166,7 +182,7 @@ def locust_args(flags: dict[str, Any]) -> list[str]:
         args += ["-u", str(flags["users"])]
     if flags.get("procs") not in (None, 1):
         args += ["--processes", str(flags["procs"])]
-    for arg in (*SCENARIO_ARGS, *OUTPUT_ARGS):
+    for arg in (*SCENARIO_ARGS, *OUTPUT_ARGS, *EXPORT_ARGS):
         value = flags.get(arg.field)
         if value is None or arg.field == "jwt_secret":
             continue

@@ -22,6 +22,7 @@ from typing import Any
 import typer
 
 from rtbench.cli import UserError
+from rtbench.cli.export_options import export_settings
 from rtbench.cli.run import run_command
 
 HELP = """Run SCENARIO as Locust users: Locust's web UI with a Realtime SLO tab, or --headless.
@@ -154,6 +155,11 @@ def locust_argv(flags: dict[str, Any], extra: list[str]) -> list[str]:
     given = {name: flags.get(name) for name in SCENARIO_FLAGS}
     given["closed_loop"] = flags.get("closed_loop") or None
     given["slo"] = flags.get("slo")
+    for name in ("metrics_listen", "remote_write", "otlp", "native_histograms"):
+        given[name] = flags.get(name)
+    export_settings(  # a malformed address: exit 2 before Locust starts
+        flags.get("metrics_listen"), flags.get("remote_write"), flags.get("otlp")
+    )
     given["jwt_secret"] = None  # through the environment, never on a command line
     command += ["--scenario", flags["scenario"], *locust_args(given)]
     if flags.get("headless"):

@@ -48,6 +48,7 @@ def _exposition() -> bytes:
     exporters = open_exporters(ExportSettings(metrics_listen="127.0.0.1:0"), labels, SLO())
     try:
         exporters.update(aggregate)
+        assert exporters.flush()  # the snapshot is built on the export thread
         with urllib.request.urlopen(exporters.metrics_url, timeout=10) as answer:
             assert answer.status == 200
             return answer.read()

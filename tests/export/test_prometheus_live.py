@@ -23,6 +23,11 @@ LOAD = ["--users", "24", "--room-size", "4", "--rate", "4", "--duration", "4", "
 LOAD += ["--drain", "3", "--quiet"]
 
 
+JUDGED = (ExitCode.OK, ExitCode.SLO_FAILED, ExitCode.INCONCLUSIVE)
+"""A finished, judged run: the export does not depend on the verdicts, and a shared
+machine's noise can fail a latency target (which the rules must then agree with)."""
+
+
 def rtbench(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*RTBENCH, *args], capture_output=True, text=True, timeout=timeout, check=False
@@ -104,7 +109,7 @@ def test_prometheus_scrapes_a_run_and_its_rules_give_the_runs_verdict(
         "--metrics-listen", f"127.0.0.1:{port}", "--out", str(out),
     )  # fmt: skip
     took = time.monotonic() - started
-    assert done.returncode == ExitCode.OK, done.stderr
+    assert done.returncode in JUDGED, done.stderr
     assert f"live metrics at http://127.0.0.1:{port}/metrics" in done.stdout
     results = read_results(out / "results.json")
     check_classic(prometheus, results)
@@ -116,8 +121,9 @@ def test_prometheus_scrapes_a_run_and_its_rules_give_the_runs_verdict(
     assert took < results.run.duration_s + 10, (took, results.run.duration_s)
     # the recording rules give results.json's delivery verdict
     verdict = {v.target.value: v.status.value for v in results.verdicts}["delivery_latency"]
-    assert verdict == "pass"
-    prometheus.wait_for(f"rtbench:run_delivery_latency:verdict{{{run}}}", lambda v: v == 1)
+    assert verdict in ("pass", "fail")
+    expected = 1.0 if verdict == "pass" else 0.0
+    prometheus.wait_for(f"rtbench:run_delivery_latency:verdict{{{run}}}", lambda v: v == expected)
     ratio = prometheus.wait_for(
         f"rtbench:run_delivery_latency_within_threshold:ratio{{{run}}}", lambda v: v > 0
     )
@@ -135,7 +141,7 @@ def test_remote_write_with_native_histograms_reaches_prometheus(
         "--remote-write", f"{prometheus.url}/api/v1/write", "--native-histograms",
         "--out", str(out),
     )  # fmt: skip
-    assert done.returncode == ExitCode.OK, done.stderr
+    assert done.returncode in JUDGED, done.stderr
     assert "dropped" not in done.stderr, done.stderr
     results = read_results(out / "results.json")
     check_classic(prometheus, results)
@@ -192,7 +198,7 @@ def test_a_dead_remote_write_endpoint_costs_the_run_nothing_but_a_warning(
         "--remote-write", f"http://127.0.0.1:{dead}/api/v1/write", "--out", str(out),
     )  # fmt: skip
     took = time.monotonic() - started
-    assert done.returncode == ExitCode.OK, done.stderr
+    assert done.returncode in JUDGED, done.stderr
     results = read_results(out / "results.json")
     assert results.totals.delivered == results.totals.expected_deliveries > 0
     assert "rtbench: warning: remote write:" in done.stderr and "dropped" in done.stderr
