@@ -62,6 +62,16 @@ class ProbeConnection:
     def __init__(self, ws: ClientConnection, adapter: Adapter) -> None:
         self.ws = ws
         self.adapter = adapter
+        interval = adapter.heartbeat_interval_s
+        # the protocol's client-driven heartbeat (``Adapter.heartbeat``), owned by close()
+        self.beating = asyncio.create_task(self._beat(interval)) if interval else None
+
+    async def _beat(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            frame = self.adapter.heartbeat()
+            if frame is not None:
+                await self.send(frame)
 
     @classmethod
     async def open(
@@ -82,6 +92,7 @@ class ProbeConnection:
             adapter.url(url),
             additional_headers=extra or None,
             open_timeout=None,  # the caller's deadline bounds the whole probe
+            subprotocols=list(adapter.subprotocols) or None,  # type: ignore[arg-type]
             ping_interval=ping_interval,
             ping_timeout=ping_timeout,
             close_timeout=1,
@@ -138,6 +149,10 @@ class ProbeConnection:
         return event
 
     async def close(self) -> None:
+        if self.beating is not None:
+            self.beating.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.beating
         with contextlib.suppress(Exception):  # a broken connection has nothing left to say
             await self.ws.close()
 

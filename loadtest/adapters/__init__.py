@@ -32,6 +32,7 @@ from loadtest.adapters.base import (
 )
 from loadtest.adapters.echo import EchoAdapter
 from loadtest.adapters.generic import GenericAdapter
+from loadtest.adapters.phoenix import PhoenixAdapter
 from loadtest.adapters.reference import ReferenceAdapter
 from loadtest.adapters.socketio import SocketIOAdapter
 
@@ -40,6 +41,7 @@ ADAPTERS: dict[str, type[Adapter]] = {
     EchoAdapter.name: EchoAdapter,
     SocketIOAdapter.name: SocketIOAdapter,
     GenericAdapter.name: GenericAdapter,
+    PhoenixAdapter.name: PhoenixAdapter,
 }
 
 

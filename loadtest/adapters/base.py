@@ -180,6 +180,14 @@ class Adapter:
     """False: the server answers a join with nothing, so a room counts as joined once the
     join frame is sent (no ``Ready(room)`` will come). An adapter configured from options
     may set this, ``features`` and ``expects_welcome`` per instance in ``__init__``."""
+    subprotocols: ClassVar[tuple[str, ...]] = ()
+    """WebSocket subprotocols offered in the upgrade (``Sec-WebSocket-Protocol``), in order
+    of preference; some servers refuse an upgrade that offers none of theirs."""
+    heartbeat_interval_s: float | None = None
+    """A client-driven heartbeat: every driver sends ``heartbeat()`` on each open
+    connection this often (None: the protocol has none, or the server drives it and
+    ``parse`` answers with ``Reply``). For servers that close a client silent for their
+    idle timeout (Phoenix's heartbeat, MQTT's PINGREQ, STOMP's heart-beat)."""
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         self.options = dict(options or {})
@@ -236,6 +244,10 @@ class Adapter:
         resuming client names it too, so DMs sent while it was away are replayed)."""
         return None
 
+    def heartbeat(self) -> bytes | None:
+        """The frame every driver sends each ``heartbeat_interval_s`` (None: nothing now)."""
+        return None
+
     def parse(self, payload: bytes) -> Event | None:
         """Turn one received frame into an event (None: ignore it)."""
         raise NotImplementedError
@@ -250,3 +262,12 @@ class Adapter:
         if not missing:
             return None
         return f"protocol {self.name!r} lacks {', '.join(missing)}"
+
+
+def upgrade_headers(adapter: Adapter, user: str, token: str | None) -> dict[str, str] | None:
+    """The adapter's upgrade headers plus ``Sec-WebSocket-Protocol`` for its subprotocols,
+    for clients that take subprotocols as a plain header (picows, websocket-client)."""
+    headers = adapter.headers(user, token)
+    if not adapter.subprotocols:
+        return headers
+    return {**(headers or {}), "Sec-WebSocket-Protocol": ", ".join(adapter.subprotocols)}

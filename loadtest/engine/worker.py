@@ -42,7 +42,7 @@ from loadtest.adapters import (
     make_adapter,
     marker,
 )
-from loadtest.adapters.base import MARKER_PREFIX
+from loadtest.adapters.base import MARKER_PREFIX, upgrade_headers
 from loadtest.client.policy import ReconnectPolicy
 from loadtest.client.reconnect import ClientSession
 from loadtest.engine import wire
@@ -405,7 +405,7 @@ class Worker(Tally):
             lambda: conn,
             self.url,
             websocket_handshake_timeout=timeout,
-            extra_headers=self.adapter.headers(conn.user, token),
+            extra_headers=upgrade_headers(self.adapter, conn.user, token),
             max_redirects=0,
             enable_auto_pong=True,
             use_aiofastnet=False,
@@ -673,8 +673,29 @@ class Worker(Tally):
 
     # -- the run -----------------------------------------------------------------------------------
 
+    async def beat(self, interval_s: float) -> None:
+        """The protocol's client-driven heartbeat (``Adapter.heartbeat``): every open
+        connection once per interval, in batches spread over it (one task, not a timer
+        per connection), from the first upgrade to the end of the run."""
+        interval_ns = int(interval_s * 1e9)
+        conns = self.conns
+        slots = max(1, min(len(conns), interval_ns // PROBE_TICK_NS))
+        due = time.monotonic_ns()
+        k = 0
+        while True:
+            due += interval_ns // slots
+            await self._sleep_until(due)
+            for conn in conns[k::slots]:
+                if conn.is_open:
+                    frame = self.adapter.heartbeat()
+                    if frame is not None:
+                        conn.send(frame)
+            k = (k + 1) % slots
+
     async def run(self, inbox: asyncio.Queue) -> None:
         watcher = asyncio.create_task(self.watch())
+        interval = self.adapter.heartbeat_interval_s
+        beater = asyncio.create_task(self.beat(interval)) if interval else None
         try:
             await self.connect_all()
             # Everything allocated so far (connections, their state) lives for the whole run:
@@ -692,6 +713,7 @@ class Worker(Tally):
             await self._finish()
         finally:
             await _cancel(watcher)
+            await _cancel(beater)
 
     async def _measure(self, go: wire.Go, inbox: asyncio.Queue) -> None:
         """Send (or hold) from the go until the end time or a Finish, whichever comes first."""

@@ -26,7 +26,7 @@ import gevent
 from gevent.event import AsyncResult
 
 from loadtest.adapters import Ack, Delivery, Feature, Notice, Ready, Rejected, marker
-from loadtest.adapters.base import Page, Reply
+from loadtest.adapters.base import Page, Reply, upgrade_headers
 from loadtest.client import FATAL_CLOSE_CODES, ClientSession
 from loadtest.engine.failures import describe
 from loadtest.ledger import Arrival, RecipientLedger
@@ -87,6 +87,7 @@ class Conn:
         self.wait_rooms = True  # setup completes when every room answered (False: at welcome)
         self.probe_round = 0
         self.reconnecting: gevent.Greenlet | None = None
+        self.beating: gevent.Greenlet | None = None  # the protocol's heartbeat, if any
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -163,12 +164,14 @@ class Conn:
         ws = WsConnection(run.url, self._on_payload, self._on_closed, binary=adapter.binary)
         try:
             with gevent.Timeout(welcome_s):
-                ws.connect(welcome_s, adapter.headers(self.user, token))
+                ws.connect(welcome_s, upgrade_headers(adapter, self.user, token))
         except gevent.Timeout:
             return "timeout"
         except Exception as exc:
             return classify(exc, secure=run.url.startswith("wss:"))
         self.ws = ws
+        if adapter.heartbeat_interval_s:
+            self.beating = gevent.spawn(self._beat, ws, adapter.heartbeat_interval_s)
         run.open_now += 1
         run.c["opened"] += 1
         run.hist["handshake"].record_us(int((time.perf_counter() - started) * 1e6))
@@ -211,6 +214,18 @@ class Conn:
             return "timeout"
         finally:
             self.setup = None
+
+    def _beat(self, ws: WsConnection, interval_s: float) -> None:
+        """The protocol's client-driven heartbeat (``Adapter.heartbeat``) on ``ws``,
+        until it closes or is replaced by a reconnect's."""
+        adapter = self.run.adapter
+        while True:
+            gevent.sleep(interval_s)
+            if ws is not self.ws or not ws.is_open:
+                return
+            frame = adapter.heartbeat()
+            if frame is not None:
+                self.send(frame)
 
     def fetch_history(self) -> None:
         """Page the newest history of each room, as a client opening a room does.
@@ -413,6 +428,8 @@ class Conn:
         self.stopping = True
         if self.reconnecting is not None:
             self.reconnecting.kill(block=False)
+        if self.beating is not None:
+            self.beating.kill(block=False)
         if self.ws is not None:
             self.ws.begin_close()
 
