@@ -11,6 +11,7 @@ more than the raw speed the load engine needs from picows.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import time
@@ -62,6 +63,7 @@ class ProbeConnection:
     def __init__(self, ws: ClientConnection, adapter: Adapter) -> None:
         self.ws = ws
         self.adapter = adapter
+        self.pending: collections.deque[Event] = collections.deque()
         interval = adapter.heartbeat_interval_s
         # the protocol's client-driven heartbeat (``Adapter.heartbeat``), owned by close()
         self.beating = asyncio.create_task(self._beat(interval)) if interval else None
@@ -119,8 +121,15 @@ class ProbeConnection:
         await self.ws.send(frame, text=not self.adapter.binary)
 
     async def receive(self) -> Event | None:
-        payload = await self.ws.recv(decode=False)
-        event = self.adapter.parse(payload)
+        if self.pending:  # the rest of a frame that carried several events
+            event = self.pending.popleft()
+        else:
+            payload = await self.ws.recv(decode=False)
+            parsed = self.adapter.parse(payload)
+            if type(parsed) is list:
+                self.pending.extend(parsed)
+                return None
+            event = parsed  # type: ignore[assignment]
         if type(event) is Reply:  # e.g. an Engine.IO pong: answer, and it means nothing more
             await self.send(event.payload)
             return None

@@ -30,6 +30,7 @@ from loadtest.adapters.base import (
     parse_marker,
     parse_marker_bytes,
 )
+from loadtest.adapters.centrifugo import CentrifugoAdapter
 from loadtest.adapters.echo import EchoAdapter
 from loadtest.adapters.generic import GenericAdapter
 from loadtest.adapters.phoenix import PhoenixAdapter
@@ -42,6 +43,7 @@ ADAPTERS: dict[str, type[Adapter]] = {
     SocketIOAdapter.name: SocketIOAdapter,
     GenericAdapter.name: GenericAdapter,
     PhoenixAdapter.name: PhoenixAdapter,
+    CentrifugoAdapter.name: CentrifugoAdapter,
 }
 
 

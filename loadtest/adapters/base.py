@@ -248,8 +248,10 @@ class Adapter:
         """The frame every driver sends each ``heartbeat_interval_s`` (None: nothing now)."""
         return None
 
-    def parse(self, payload: bytes) -> Event | None:
-        """Turn one received frame into an event (None: ignore it)."""
+    def parse(self, payload: bytes) -> Event | list[Event] | None:
+        """Turn one received frame into an event (None: ignore it). A protocol that packs
+        several messages into one frame (Centrifugo's JSON lines) returns a list of
+        events, which every driver handles in order as if each came alone."""
         raise NotImplementedError
 
     @_class_or_instance

@@ -265,6 +265,10 @@ class Worker(Tally):
                 event = Delivery(sender, stream, counter, sched)
         else:
             event = self.adapter.parse(payload)
+        self.dispatch(conn, event, now)
+
+    def dispatch(self, conn: Conn, event: Any, now: int) -> None:
+        """One event of a received frame (a list: a frame that carried several)."""
         kind = type(event)
         if kind is Delivery:
             if self.delivery(conn, event, now) is None:
@@ -288,6 +292,9 @@ class Worker(Tally):
                 conn.session.observe(event.room, event.seq)
         elif kind is Reply:  # e.g. an Engine.IO pong: the server drops clients that are silent
             conn.send(event.payload)
+        elif kind is list:  # several messages in one frame (Centrifugo's JSON lines, MQTT)
+            for one in event:
+                self.dispatch(conn, one, now)
 
     def on_echo(self, conn: Conn, payload: bytes) -> None:
         """The echo of ``conn.expect``, the oldest send awaiting one (``EchoConn``)."""

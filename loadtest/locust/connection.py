@@ -247,8 +247,16 @@ class Conn:
         now = time.time_ns()
         run = self.run
         run.c["bytes_received"] += len(payload)
-        event = run.adapter.parse(payload)
+        self._on_event(run.adapter.parse(payload), now, len(payload))
+
+    def _on_event(self, event: object, now: int, length: int) -> None:
+        """One event of a received frame (a list: a frame that carried several)."""
+        run = self.run
         kind = type(event)
+        if kind is list:
+            for one in event:  # type: ignore[attr-defined]
+                self._on_event(one, now, length)
+            return
         if kind is Delivery:
             arrival = run.delivery(self, event, now)  # type: ignore[arg-type]
             if arrival is None:
@@ -280,7 +288,7 @@ class Conn:
             sent = self.history_pending.pop(event.req_id, None)  # type: ignore[union-attr]
             if sent is not None:
                 run.hist["history"].record_us((now - sent) // 1000)
-                run.fire(HISTORY, (now - sent) / 1e6, length=len(payload))
+                run.fire(HISTORY, (now - sent) / 1e6, length=length)
 
     def _rejected(self, event: Rejected) -> None:
         run = self.run
