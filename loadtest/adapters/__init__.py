@@ -15,6 +15,7 @@ import inspect
 import sys
 from pathlib import Path
 
+from loadtest.adapters.actioncable import ActionCableAdapter
 from loadtest.adapters.base import (
     Ack,
     Adapter,
@@ -44,6 +45,7 @@ ADAPTERS: dict[str, type[Adapter]] = {
     GenericAdapter.name: GenericAdapter,
     PhoenixAdapter.name: PhoenixAdapter,
     CentrifugoAdapter.name: CentrifugoAdapter,
+    ActionCableAdapter.name: ActionCableAdapter,
 }
 
 

@@ -426,6 +426,10 @@ class Worker(Tally):
         started = time.monotonic_ns()
         deadline = started + int(sc.connect_timeout * 1e9)
         token = self.plan.token(conn.index)
+        # before the upgrade: a server that welcomes first (Action Cable, Pusher) may have
+        # its welcome in the same read as the 101, handled before ``dial`` returns
+        conn.setup = asyncio.get_running_loop().create_future()
+        conn.want_welcome = self.adapter.expects_welcome
         try:
             try:
                 await asyncio.wait_for(
@@ -439,13 +443,11 @@ class Worker(Tally):
             self.opened(conn)
             c["opened"] += 1
             self.hist["handshake"].record_us((time.monotonic_ns() - started) // 1000)
-            conn.setup = asyncio.get_running_loop().create_future()
-            conn.want_welcome = self.adapter.expects_welcome
             frames, _ = conn.session.opening_frames(self.adapter, conn.user, token)
             for payload in frames:
                 conn.send(payload)
             rooms = self.rooms_of(conn)
-            if conn.want_welcome:
+            if self.adapter.expects_welcome:  # (done already if the welcome came first)
                 await asyncio.wait_for(conn.setup, (deadline - time.monotonic_ns()) / 1e9)
                 conn.setup = asyncio.get_running_loop().create_future()
             if self.adapter.confirms_join:
