@@ -64,6 +64,7 @@ class ProbeConnection:
         self.ws = ws
         self.adapter = adapter
         self.pending: collections.deque[Event] = collections.deque()
+        self.welcome_id: str | None = None  # the server's name for this connection (Ready)
         interval = adapter.heartbeat_interval_s
         # the protocol's client-driven heartbeat (``Adapter.heartbeat``), owned by close()
         self.beating = asyncio.create_task(self._beat(interval)) if interval else None
@@ -108,7 +109,10 @@ class ProbeConnection:
             for frame in hello if hello is not None else adapter.open(user, token):
                 await conn.send(frame)
             if adapter.expects_welcome:
-                await conn.expect(lambda e: isinstance(e, Ready) and e.room is None, "hello")
+                welcome = await conn.expect(
+                    lambda e: isinstance(e, Ready) and e.room is None, "hello"
+                )
+                conn.welcome_id = welcome.session  # type: ignore[union-attr]
         except BaseException:
             await conn.close()
             raise
@@ -148,7 +152,7 @@ class ProbeConnection:
 
     async def join(self, room: str) -> Ready:
         req = self.next_id()
-        await self.send(self.adapter.join(room, req))
+        await self.send(self.adapter.join_in(self.welcome_id, room, req))
         if not self.adapter.confirms_join:  # the server answers a join with nothing
             return Ready(room, 0)
         event = await self.expect(

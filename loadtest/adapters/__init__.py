@@ -35,6 +35,7 @@ from loadtest.adapters.centrifugo import CentrifugoAdapter
 from loadtest.adapters.echo import EchoAdapter
 from loadtest.adapters.generic import GenericAdapter
 from loadtest.adapters.phoenix import PhoenixAdapter
+from loadtest.adapters.pusher import PusherAdapter
 from loadtest.adapters.reference import ReferenceAdapter
 from loadtest.adapters.socketio import SocketIOAdapter
 
@@ -46,6 +47,7 @@ ADAPTERS: dict[str, type[Adapter]] = {
     PhoenixAdapter.name: PhoenixAdapter,
     CentrifugoAdapter.name: CentrifugoAdapter,
     ActionCableAdapter.name: ActionCableAdapter,
+    PusherAdapter.name: PusherAdapter,
 }
 
 

@@ -204,7 +204,7 @@ class Reconnector:
                     if adapter.confirms_join:
                         session.expect_rooms(rooms)
                     for room in rooms:
-                        conn.send(adapter.join(room, conn.req()))
+                        conn.send(adapter.join_in(conn.welcome_id, room, conn.req()))
                     if not session.settled():
                         await conn.setup
                 conn.setup = None

@@ -86,6 +86,7 @@ class Conn(WSListener):
         self.live = False  # open and every room subscribed: sends go out now
         self.setup: asyncio.Future[None] | None = None
         self.want_welcome = False
+        self.welcome_id: str | None = None  # the server's name for this connection (Ready)
         self.wait_rooms = True  # setup completes when every room answered (False: at welcome)
         # seqs, resume map, request ids and the outbox of unacked sends (req id ->
         # (payload, (stream, scheduled ns))): the shared client library
@@ -453,7 +454,7 @@ class Worker(Tally):
             if self.adapter.confirms_join:
                 conn.session.expect_rooms(rooms)
             for room in rooms:
-                conn.send(self.adapter.join(room, conn.req()))
+                conn.send(self.adapter.join_in(conn.welcome_id, room, conn.req()))
             if not conn.session.settled():
                 await asyncio.wait_for(conn.setup, (deadline - time.monotonic_ns()) / 1e9)
             conn.setup = None
