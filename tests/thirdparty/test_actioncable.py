@@ -22,6 +22,7 @@ from loadtest.adapters import Delivery, Notice, Ready, Rejected, make_adapter, m
 from rtbench.exitcodes import ExitCode
 from tests.loadtest.conftest import run, scenario
 from tests.thirdparty.conftest import _factory
+from tests.thirdparty.docexample import options_block, run_worked_example
 from tests.thirdparty.servers import ServerProc
 from tests.thirdparty.test_socketio import _exact
 
@@ -138,3 +139,10 @@ def test_bad_options_are_one_line_and_exit_2(tmp_path: Path, options: str, expec
     assert done.returncode == ExitCode.USAGE, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], lines
+
+
+def test_worked_example_in_adapters_md(tmp_path: Path, actioncable_server) -> None:  # type: ignore[no-untyped-def]
+    """docs/ADAPTERS.md's options block builds the adapter; its example runs to a verdict."""
+    assert options_block("## Rails Action Cable", "actioncable").name == "actioncable"
+    server = actioncable_server()
+    run_worked_example("## Rails Action Cable", server.url, tmp_path)

@@ -24,6 +24,7 @@ from rtbench.exitcodes import ExitCode
 from rtbench.slo import SLO
 from tests.loadtest.conftest import run, scenario
 from tests.thirdparty.conftest import _factory
+from tests.thirdparty.docexample import options_block, run_worked_example
 from tests.thirdparty.servers import ServerProc
 
 
@@ -156,3 +157,10 @@ def test_bad_options_are_one_line_and_exit_2(tmp_path: Path, options: str, expec
     assert done.returncode == ExitCode.USAGE, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], lines
+
+
+def test_worked_example_in_adapters_md(tmp_path: Path, centrifugo_server) -> None:  # type: ignore[no-untyped-def]
+    """docs/ADAPTERS.md's options block builds the adapter; its example runs to a verdict."""
+    assert options_block("## Centrifugo (", "centrifugo").name == "centrifugo"
+    server = centrifugo_server("--secret", "my-secret")
+    run_worked_example("## Centrifugo (", server.url, tmp_path)

@@ -24,6 +24,7 @@ from rtbench.results import read_results
 from tests.loadtest.conftest import run, scenario
 from tests.monitor.conftest import healthz, monitor_config, poll, running
 from tests.thirdparty.conftest import _factory, scenario_toml
+from tests.thirdparty.docexample import options_block, run_worked_example
 from tests.thirdparty.servers import ServerProc
 from tests.thirdparty.test_locust import FIELDS, _locust
 from tests.thirdparty.test_monitor import _good_probes
@@ -190,3 +191,10 @@ async def test_monitor_probes_and_holds_a_phoenix_target(phoenix_server, tmp_pat
 
 async def _true(value: bool) -> bool | None:
     return True if value else None
+
+
+def test_worked_example_in_adapters_md(tmp_path: Path, phoenix_server) -> None:  # type: ignore[no-untyped-def]
+    """docs/ADAPTERS.md's options block builds the adapter; its example runs to a verdict."""
+    assert options_block("## Phoenix Channels", "phoenix").name == "phoenix"
+    server = phoenix_server()
+    run_worked_example("## Phoenix Channels", server.url, tmp_path)
