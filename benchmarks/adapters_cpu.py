@@ -58,6 +58,7 @@ def one_run(protocol: str, folder: Path) -> dict[str, float]:
     server = ServerProc(module).start()
     try:
         CORES.pin_server(server.proc.pid)  # type: ignore[union-attr]
+        folder.mkdir(parents=True, exist_ok=True)
         scenario = folder / f"{protocol}.toml"
         lines = ['scenario = "chat"', f'protocol = "{protocol}"', "drain = 5.0"]
         lines += [f"{k} = {json.dumps(v)}" for k, v in LOAD.items()]
