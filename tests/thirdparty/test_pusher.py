@@ -131,7 +131,10 @@ def test_client_pings_keep_silent_subscribers_past_the_activity_timeout(pusher_s
     _, results = run(sc)
     truth = server2.stats()
     assert results.totals.connections_held == 11 and not results.totals.closes_by_code
-    assert truth["server_pings"] >= 10 and truth["pongs"] == truth["server_pings"]
+    assert truth["server_pings"] >= 10 and not truth.get("closed_4201")
+    # every ping answered, but for at most one per connection still in flight when the run
+    # closed it (a ping the server wrote as the client said goodbye)
+    assert truth["server_pings"] - 11 <= truth["pongs"] <= truth["server_pings"]
 
 
 async def test_monitor_probes_a_pusher_target(pusher_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
