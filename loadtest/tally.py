@@ -81,6 +81,7 @@ class Peer(Protocol):
     ledger: RecipientLedger
     probe_round: int
     want_welcome: bool
+    welcome_id: str | None
     wait_rooms: bool
 
     @property
@@ -225,6 +226,7 @@ class Tally:
         session = conn.session
         if event.room is None:
             conn.want_welcome = False
+            conn.welcome_id = event.session
             session.welcomed(now)
             settled = session.settled()
         else:

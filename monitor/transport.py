@@ -69,6 +69,7 @@ class ProbeConnection:
         self.ws = ws
         self.adapter = adapter
         self.pending: deque[Event] = deque()  # the rest of a frame that carried several
+        self.welcome_id: str | None = None  # the server's name for this connection (Ready)
         self.beat: asyncio.Task[None] | None = None
         if adapter.heartbeat_interval_s:
             self.beat = asyncio.get_running_loop().create_task(
@@ -116,7 +117,10 @@ class ProbeConnection:
             for frame in hello if hello is not None else adapter.open(user, token):
                 await conn.send(frame)
             if adapter.expects_welcome:
-                await conn.expect(lambda e: isinstance(e, Ready) and e.room is None, "hello")
+                welcome = await conn.expect(
+                    lambda e: isinstance(e, Ready) and e.room is None, "hello"
+                )
+                conn.welcome_id = welcome.session  # type: ignore[union-attr]
         except BaseException:
             await conn.close()
             raise
@@ -158,7 +162,7 @@ class ProbeConnection:
 
     async def join(self, room: str) -> Ready:
         req = self.next_id()
-        await self.send(self.adapter.join(room, req))
+        await self.send(self.adapter.join_in(self.welcome_id, room, req))
         if not self.adapter.confirms_join:  # the server answers a join with nothing
             return Ready(room, 0)
         event = await self.expect(

@@ -3,8 +3,9 @@
 ``--protocol reference``, ``echo``, ``socketio`` (Socket.IO v4), ``generic`` (any
 JSON-over-WebSocket server, configured by ``protocol_options``: docs/ADAPTERS.md),
 ``graphql-ws`` (graphql-transport-ws), ``graphql-legacy`` (subscriptions-transport-ws),
-``nats`` (NATS over WebSocket), ``mqtt`` (MQTT 3.1.1 / 5) and ``stomp`` (STOMP 1.2) are
-built in. ``--protocol
+``nats`` (NATS over WebSocket), ``mqtt`` (MQTT 3.1.1 / 5), ``stomp`` (STOMP 1.2),
+``phoenix`` (Phoenix Channels), ``actioncable`` (Rails Action Cable), ``pusher`` (the
+Pusher Channels protocol) and ``centrifugo`` are built in. ``--protocol
 path/to/myproto.py`` loads that file and uses the one ``Adapter`` subclass it defines
 (or the one named ``path/to/myproto.py:ClassName``): adding a protocol is one file.
 See docs/LOADTEST.md, "Adding a protocol".
@@ -17,6 +18,7 @@ import inspect
 import sys
 from pathlib import Path
 
+from loadtest.adapters.actioncable import ActionCableAdapter
 from loadtest.adapters.base import (
     Ack,
     Adapter,
@@ -32,12 +34,15 @@ from loadtest.adapters.base import (
     parse_marker,
     parse_marker_bytes,
 )
+from loadtest.adapters.centrifugo import CentrifugoAdapter
 from loadtest.adapters.echo import EchoAdapter
 from loadtest.adapters.generic import GenericAdapter
 from loadtest.adapters.graphql_legacy import GraphQLLegacyAdapter
 from loadtest.adapters.graphql_ws import GraphQLWSAdapter
 from loadtest.adapters.mqtt import MqttAdapter
 from loadtest.adapters.nats import NatsAdapter
+from loadtest.adapters.phoenix import PhoenixAdapter
+from loadtest.adapters.pusher import PusherAdapter
 from loadtest.adapters.reference import ReferenceAdapter
 from loadtest.adapters.socketio import SocketIOAdapter
 from loadtest.adapters.stomp import StompAdapter
@@ -52,6 +57,10 @@ ADAPTERS: dict[str, type[Adapter]] = {
     NatsAdapter.name: NatsAdapter,
     MqttAdapter.name: MqttAdapter,
     StompAdapter.name: StompAdapter,
+    PhoenixAdapter.name: PhoenixAdapter,
+    CentrifugoAdapter.name: CentrifugoAdapter,
+    ActionCableAdapter.name: ActionCableAdapter,
+    PusherAdapter.name: PusherAdapter,
 }
 
 

@@ -61,10 +61,16 @@ class Ack(Struct, gc=False):
 
 
 class Ready(Struct, gc=False):
-    """The session (``room`` None: welcome) or a room (joined, with its seq) is ready."""
+    """The session (``room`` None: welcome) or a room (joined, with its seq) is ready.
+
+    ``session``: the name the server gave this connection in its welcome, for protocols
+    whose later frames must carry it (Pusher's ``socket_id``, signed into a private
+    channel's subscribe); every driver keeps it per connection and passes it to
+    ``Adapter.join_in``."""
 
     room: str | None = None
     seq: int = 0
+    session: str | None = None
 
 
 class Rejected(Struct, gc=False):
@@ -246,6 +252,12 @@ class Adapter:
     def join(self, room: str, req_id: int) -> bytes:
         raise NotImplementedError(f"protocol {self.name} has no rooms")
 
+    def join_in(self, session: str | None, room: str, req_id: int) -> bytes:
+        """``join`` on a connection the server named ``session`` in its welcome
+        (``Ready.session``; None when it named none). Every driver joins through this;
+        override it only when a join must carry the connection's name."""
+        return self.join(room, req_id)
+
     def send(self, room: str, body: str, req_id: int) -> bytes:
         raise NotImplementedError(f"protocol {self.name} cannot send to a room")
 
@@ -298,3 +310,12 @@ class Adapter:
         if not missing:
             return None
         return f"protocol {self.name!r} lacks {', '.join(missing)}"
+
+
+def upgrade_headers(adapter: Adapter, user: str, token: str | None) -> dict[str, str] | None:
+    """The adapter's upgrade headers plus ``Sec-WebSocket-Protocol`` for its subprotocols,
+    for clients that take subprotocols as a plain header (picows, websocket-client)."""
+    headers = adapter.headers(user, token)
+    if not adapter.subprotocols:
+        return headers
+    return {**(headers or {}), "Sec-WebSocket-Protocol": ", ".join(adapter.subprotocols)}

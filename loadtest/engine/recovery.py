@@ -178,15 +178,16 @@ class Reconnector:
             # flight stay bounded by what the server actually completes. The wait for a
             # slot is the client's own queue, so the attempt's clock starts after it.
             async with self.gate, asyncio.timeout(timeout):
-                await w.dial(conn, token, timeout)
-                w.opened(conn)
+                # set before the upgrade: a server may welcome first, in the 101's read
                 conn.setup = loop.create_future()
                 conn.wait_rooms = False  # first the welcome
-                frames, rooms_with_hello = session.opening_frames(adapter, conn.user, token)
                 conn.want_welcome = adapter.expects_welcome
+                await w.dial(conn, token, timeout)
+                w.opened(conn)
+                frames, rooms_with_hello = session.opening_frames(adapter, conn.user, token)
                 for payload in frames:
                     conn.send(payload)
-                if conn.want_welcome:
+                if adapter.expects_welcome:  # (done already if the welcome came first)
                     await conn.setup
                 else:
                     session.welcomed(time.monotonic_ns())
@@ -203,7 +204,7 @@ class Reconnector:
                     if adapter.confirms_join:
                         session.expect_rooms(rooms)
                     for room in rooms:
-                        conn.send(adapter.join(room, conn.req()))
+                        conn.send(adapter.join_in(conn.welcome_id, room, conn.req()))
                     if not session.settled():
                         await conn.setup
                 conn.setup = None

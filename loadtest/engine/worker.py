@@ -42,7 +42,7 @@ from loadtest.adapters import (
     make_adapter,
     marker,
 )
-from loadtest.adapters.base import MARKER_PREFIX
+from loadtest.adapters.base import MARKER_PREFIX, upgrade_headers
 from loadtest.client.policy import ReconnectPolicy
 from loadtest.client.reconnect import ClientSession, Recovery
 from loadtest.engine import wire
@@ -86,6 +86,7 @@ class Conn(WSListener):
         self.live = False  # open and every room subscribed: sends go out now
         self.setup: asyncio.Future[None] | None = None
         self.want_welcome = False
+        self.welcome_id: str | None = None  # the server's name for this connection (Ready)
         self.wait_rooms = True  # setup completes when every room answered (False: at welcome)
         # seqs, resume map, request ids and the outbox of unacked sends (req id ->
         # (payload, (stream, scheduled ns))): the shared client library
@@ -408,12 +409,6 @@ class Worker(Tally):
         steady state was no worse (6 of 7 alternating pairs ~1 point of a core lower).
         """
         kwargs = {}
-        headers = self.adapter.headers(conn.user, token)
-        if self.adapter.subprotocols:
-            headers = {
-                **(headers or {}),
-                "Sec-WebSocket-Protocol": ", ".join(self.adapter.subprotocols),
-            }
         local = self.local_addr_for(conn.index)
         if local is not None:
             kwargs["local_addr"] = local
@@ -421,7 +416,7 @@ class Worker(Tally):
             lambda: conn,
             self.url,
             websocket_handshake_timeout=timeout,
-            extra_headers=headers,
+            extra_headers=upgrade_headers(conn.adapter, conn.user, token),
             max_redirects=0,
             enable_auto_pong=True,
             use_aiofastnet=False,
@@ -435,6 +430,10 @@ class Worker(Tally):
         started = time.monotonic_ns()
         deadline = started + int(sc.connect_timeout * 1e9)
         token = self.plan.token(conn.index)
+        # before the upgrade: a server that welcomes first (Action Cable, Pusher) may have
+        # its welcome in the same read as the 101, handled before ``dial`` returns
+        conn.setup = asyncio.get_running_loop().create_future()
+        conn.want_welcome = conn.adapter.expects_welcome
         try:
             try:
                 await asyncio.wait_for(
@@ -448,19 +447,17 @@ class Worker(Tally):
             self.opened(conn)
             c["opened"] += 1
             self.hist["handshake"].record_us((time.monotonic_ns() - started) // 1000)
-            conn.setup = asyncio.get_running_loop().create_future()
-            conn.want_welcome = conn.adapter.expects_welcome
             frames, _ = conn.session.opening_frames(conn.adapter, conn.user, token)
             for payload in frames:
                 conn.send(payload)
             rooms = self.rooms_of(conn)
-            if conn.want_welcome:
+            if conn.adapter.expects_welcome:  # (done already if the welcome came first)
                 await asyncio.wait_for(conn.setup, (deadline - time.monotonic_ns()) / 1e9)
                 conn.setup = asyncio.get_running_loop().create_future()
             if conn.adapter.confirms_join:
                 conn.session.expect_rooms(rooms)
             for room in rooms:
-                conn.send(conn.adapter.join(room, conn.req()))
+                conn.send(conn.adapter.join_in(conn.welcome_id, room, conn.req()))
             if not conn.session.settled():
                 await asyncio.wait_for(conn.setup, (deadline - time.monotonic_ns()) / 1e9)
             conn.setup = None

@@ -85,6 +85,7 @@ class Conn:
         self.counters: dict[int, int] = {}  # stream -> last counter sent
         self.setup: AsyncResult | None = None
         self.want_welcome = False
+        self.welcome_id: str | None = None  # the server's name for this connection (Ready)
         self.wait_rooms = True  # setup completes when every room answered (False: at welcome)
         self.probe_round = 0
         self.reconnecting: gevent.Greenlet | None = None
@@ -201,7 +202,7 @@ class Conn:
                 if adapter.confirms_join:
                     session.expect_rooms(self.rooms)
                 for room in self.rooms:
-                    self.send(adapter.join(room, self.req()))
+                    self.send(adapter.join_in(self.welcome_id, room, self.req()))
                 if not session.settled():
                     self.setup.get(timeout=max(0.0, rooms_deadline - time.perf_counter()))
             return None
