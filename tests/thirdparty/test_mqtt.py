@@ -214,7 +214,11 @@ def test_bad_options_in_a_scenario_file_exit_2_with_one_line(tmp_path: Path) -> 
 
 
 def test_chat_at_qos_0_as_in_the_getting_started_example(mqtt_url: str) -> None:  # noqa: F811
-    sc = scenario("chat", mqtt_url, protocol="mqtt", users=24, room_size=6, rate=5, duration=3)
+    # drain: up to 10 s for the last deliveries of a broker slowed by its neighbours (it
+    # ends as soon as every expected delivery is in); 3 s was once 14 deliveries short
+    sc = scenario(
+        "chat", mqtt_url, protocol="mqtt", users=24, room_size=6, rate=5, duration=3, drain=10
+    )
     _, results = run(sc, LENIENT)
     t = results.totals
     assert t.connections_ready == t.connections_held == 24 and not t.closes_by_code
@@ -276,7 +280,7 @@ def test_persistent_session_resumes_after_every_connection_is_cut(
     options = {"qos": 1, "clean_session": False, "client_id": client_prefix + "{user}"}
     path = scenario_toml(
         tmp_path / "mq.toml", options, scenario="chat", protocol="mqtt", users=16,
-        room_size=4, rate=8.0, ramp=0.3, duration=4.0, drain=4.0, seed=3,
+        room_size=4, rate=8.0, ramp=0.3, duration=4.0, drain=10.0, seed=3,
     )  # fmt: skip
     out = tmp_path / "out"
     slo = lenient_slo(tmp_path)
@@ -286,9 +290,13 @@ def test_persistent_session_resumes_after_every_connection_is_cut(
     assert done.returncode == ExitCode.OK, done.stdout[-3000:] + done.stderr[-2000:]
     results = results_of(out)
     t = results.totals
-    assert t.reconnects == 16 and t.connections_held == 16
-    assert t.events_by_type["session_present"] == 16 and "session_lost" not in t.events_by_type
-    assert results.latency["recovery"].count == 16
+    # every client lost its connection at the cut; a client can lose it again while the
+    # broker still tears down its old connection (seen once: 17 losses for 16 clients), and
+    # each loss must end in a resumed session
+    assert t.reconnects >= 16 and t.connections_held == 16
+    assert t.events_by_type["session_present"] == t.reconnects
+    assert "session_lost" not in t.events_by_type
+    assert results.latency["recovery"].count == t.reconnects
     assert t.lost == 0 and t.delivered == t.expected_deliveries > 0
     # at least once: a publish whose PUBACK the cut lost is sent again, and a message
     # the broker had written to a socket that died is delivered again; both are counted
@@ -371,9 +379,9 @@ def test_the_documented_example_runs_as_written(
     assert done.returncode == ExitCode.OK, done.stdout[-3000:] + done.stderr[-2000:]
     results = results_of(tmp_path / "mqtt-run")
     t = results.totals
-    assert t.reconnects == 40 and t.events_by_type["session_present"] == 40
+    assert t.reconnects >= 40 and t.events_by_type["session_present"] == t.reconnects
     assert t.lost == 0 and t.delivered == t.expected_deliveries > 0 and t.acked == t.sent
-    assert results.latency["recovery"].count == 40
+    assert results.latency["recovery"].count == t.reconnects and t.connections_held == 40
 
 
 def test_the_documented_options_build_an_adapter() -> None:
