@@ -27,6 +27,7 @@ import pytest
 import websockets
 
 from loadtest.adapters.mqtt import connect_packet
+from rtbench.slo import SLO, LatencyTarget, RecoveryTarget
 from tests.conftest import _reachable, need_service
 
 MQTT_URL = os.environ.get("RTBENCH_TEST_MQTT_URL", "ws://127.0.0.1:15675/ws")
@@ -35,6 +36,28 @@ HOW = (
     "RabbitMQ with rabbitmq_web_mqtt / rabbitmq_web_stomp enabled; .ci/run does it "
     "(SERVICES.md), or set RTBENCH_TEST_MQTT_URL / RTBENCH_TEST_STOMP_URL"
 )
+
+
+LENIENT = SLO(
+    delivery_latency=LatencyTarget(threshold_ms=30_000),
+    recovery=RecoveryTarget(threshold_ms=30_000),
+)
+"""Thresholds these tests do not judge, set out of the way. The broker is a shared machine
+service on a 2-core box other runs keep busy: a neighbour's stall (a 2.8 s reconnect of
+40 clients was seen once, at a load average near 5) would fail a latency or recovery
+verdict that these tests are not about. They assert the delivery accounting, the acks
+and the recovery counts exactly instead."""
+LENIENT_TOML = (
+    "[delivery_latency]\npercentile = 99\nthreshold_ms = 30000\n"
+    "[recovery]\npercentile = 99\nthreshold_ms = 30000\n"
+)
+
+
+def lenient_slo(folder: Path) -> str:
+    """``LENIENT`` as an SLO file, for the ``rtbench`` commands the tests run."""
+    path = folder / "lenient-slo.toml"
+    path.write_text(LENIENT_TOML)
+    return str(path)
 
 
 def _up(url: str) -> bool:
@@ -130,11 +153,13 @@ def doc_example(heading: str) -> tuple[str, str]:
 
 
 def run_documented(command: str, name: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """A documented ``rtbench run FILE ...`` command, in ``cwd`` (quietly)."""
+    """A documented ``rtbench run FILE ...`` command, in ``cwd`` (quietly, and judged by
+    ``LENIENT``: the example's figures, not this machine's neighbours, are the subject)."""
     args = shlex.split(command)
     assert args[:3] == ["rtbench", "run", name], args
+    slo = ["--slo", lenient_slo(cwd)]
     return subprocess.run(
-        [sys.executable, "-c", "from rtbench.entry import run; run()", *args[1:], "-q"],
+        [sys.executable, "-c", "from rtbench.entry import run; run()", *args[1:], "-q", *slo],
         cwd=cwd,
         capture_output=True,
         text=True,
