@@ -334,15 +334,9 @@ def judge_uptime_run(
     """
     t = slo.uptime
     objective = f"> {t.objective:g} % of probe intervals over the run"
-    if total == 0:
-        return Verdict(
-            target=Target.UPTIME,
-            status=Status.NOT_MEASURED,
-            objective=objective,
-            unit="%",
-            detail="no probe interval was observed",
-        )
-    ratio = 100.0 * good / total
+    base = msgspec.structs.replace(judge_uptime(slo, good, total, "the run"), objective=objective)
+    if base.status is Status.NOT_MEASURED:
+        return base
     bad = total - good
     allowed_s = (1.0 - t.objective / 100.0) * observed_s
     spent_s = bad * interval_s
@@ -356,14 +350,8 @@ def judge_uptime_run(
         times = f", {spent_s / allowed_s:.1f} times the budget" if allowed_s > 0 else ""
         intervals = f"{bad:,} bad interval{'s' * (bad != 1)} of {_seconds(interval_s)}"
         spent = f"{intervals} spent {_seconds(spent_s)}{times}"
-    return Verdict(
-        target=Target.UPTIME,
-        status=Status.PASS if ratio > t.objective else Status.FAIL,
-        objective=objective,
-        measured=ratio,
-        unit="%",
-        detail=f"{good:,} of {total:,} probe intervals good; {budget}; {spent}",
-    )
+    detail = f"{good:,} of {total:,} probe intervals good; {budget}; {spent}"
+    return msgspec.structs.replace(base, detail=detail)
 
 
 def bound_percentile(percentile: float) -> float:

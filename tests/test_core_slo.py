@@ -99,3 +99,21 @@ def test_a_failure_the_generators_own_delay_could_flip_is_inconclusive():
     assert exit_code_for([passed, server, unsure]) == ExitCode.SLO_FAILED
     assert within_generator_delay(failed, 20, None, hog) is failed  # nothing measured
     assert bound_percentile(99) == 99.5 and bound_percentile(99.9) == pytest.approx(99.95)
+
+
+def test_uptime_over_a_run_says_the_budget_in_words():
+    """The check's window is the run: 99.9 % of 120 s allows 0.12 s of bad intervals."""
+    from rtbench.slo import judge_uptime_run
+
+    slo = SLO()
+    failed = judge_uptime_run(slo, 119, 120, 1.0, 120.0)
+    assert failed.status is Status.FAIL and failed.measured == pytest.approx(99.1667, rel=1e-4)
+    assert failed.detail == (
+        "119 of 120 probe intervals good; at 99.9 % a 120 s run allows 0.12 s of bad "
+        "intervals; 1 bad interval of 1 s spent 1 s, 8.3 times the budget"
+    )
+    kept = judge_uptime_run(slo, 600, 600, 1.0, 600.0)
+    assert kept.status is Status.PASS and kept.detail.endswith(
+        "allows 0.6 s of bad intervals; none was spent"
+    )
+    assert judge_uptime_run(slo, 0, 0, 1.0, 0.0).status is Status.NOT_MEASURED
