@@ -48,7 +48,11 @@ def one_run(neighbours: int, tmp: Path) -> dict[str, Any]:
     hogs: list[subprocess.Popen[bytes]] = []
     try:
         assert server.stdout is not None
-        line = server.stdout.readline()
+        line = ""
+        while "listening on " not in line:  # the server may log a warning first
+            line = server.stdout.readline()
+            if not line:
+                raise SystemExit("the reference server exited before listening")
         url = line.split("listening on ")[1].split()[0]
         hogs = [
             subprocess.Popen(["taskset", "-c", "1", sys.executable, "-c", HOG])
