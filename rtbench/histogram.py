@@ -12,6 +12,7 @@ structure, the encoding and the merge stay hdrhistogram's own.
 from __future__ import annotations
 
 from array import array
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -121,10 +122,29 @@ class LatencyHistogram:
         return self._hdr.get_max_value() / 1000.0
 
     def mean_ms(self) -> float | None:
+        """hdrhistogram's mean (each value at its bucket's median equivalent), vectorised:
+        ``HdrHistogram.get_mean_value`` walks the buckets in Python, and at one call a
+        second on a run's delivery histogram it took 15 % of the generator's core
+        (py-spy, reports/run-metrics.md)."""
         self.flush()
-        if self._hdr.get_total_count() == 0:
+        hdr = self._hdr
+        total = hdr.get_total_count()
+        if total == 0:
             return None
-        return self._hdr.get_mean_value() / 1000.0
+        counts, lowest, size = self.buckets()
+        nonzero = np.nonzero(counts)[0]
+        medians = lowest[nonzero] + (size[nonzero] >> 1)
+        return float(np.dot(counts[nonzero].astype(np.float64), medians)) / total / 1000.0
+
+    def buckets(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The HDR counts array with each index's lowest equivalent value and range size
+        (us): the histogram's data for vectorised readers (the mean, export buckets)."""
+        self.flush()
+        hdr = self._hdr
+        lowest, size = _equivalent_ranges(
+            hdr.counts_len, hdr.sub_bucket_half_count_magnitude, hdr.unit_magnitude
+        )
+        return self._counts[: hdr.counts_len], lowest, size
 
     def summary(self) -> dict[str, float | int | None]:
         """count, p50, p90, p99, p99.9, max and mean in ms: the figures every report shows."""
@@ -161,3 +181,18 @@ def _clz64(values: np.ndarray) -> np.ndarray:
 
 
 PERCENTILE_KEYS = tuple(_percentile_key(p) for p in REPORTED_PERCENTILES)
+
+
+@cache
+def _equivalent_ranges(
+    counts_len: int, half_magnitude: int, unit_magnitude: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each HDR counts index's lowest equivalent value and the size of its range."""
+    index = np.arange(counts_len, dtype=np.int64)
+    half = 1 << half_magnitude
+    bucket = (index >> half_magnitude) - 1
+    sub = (index & (half - 1)) + half
+    low = bucket < 0
+    sub[low] -= half
+    bucket[low] = 0
+    return sub << (bucket + unit_magnitude), np.int64(1) << (bucket + unit_magnitude)

@@ -2,6 +2,7 @@
 
 import random
 
+import pytest
 from hdrh.histogram import HdrHistogram
 
 from rtbench.histogram import HIGHEST_US, LatencyHistogram
@@ -19,6 +20,11 @@ def test_batch_path_matches_hdrhistogram_exactly():
     assert list(ours._hdr.counts) == list(reference.counts)
     for p in (50, 90, 99, 99.9, 100):
         assert ours.percentile_ms(p) == reference.get_value_at_percentile(p) / 1000
+    # the vectorised mean is hdrhistogram's (every value at its bucket's median equivalent)
+    assert ours.mean_ms() == pytest.approx(reference.get_mean_value() / 1000, rel=1e-12)
+    merged = LatencyHistogram.decode(ours.encode())
+    merged.merge(LatencyHistogram.decode(ours.encode()))
+    assert merged.mean_ms() == pytest.approx(ours.mean_ms(), rel=1e-12)
 
 
 def test_merge_and_encode_are_exact():

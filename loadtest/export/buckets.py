@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import cache
 
 import numpy as np
 
@@ -48,27 +47,8 @@ class NativeBuckets:
 
 def _raw(hist: LatencyHistogram) -> tuple[np.ndarray, np.ndarray]:
     """The histogram's counts array and each index's highest equivalent value (us)."""
-    hist.flush()
-    hdr = hist._hdr  # the HDR counts are the data; LatencyHistogram is our own wrapper
-    counts = np.ctypeslib.as_array(hdr.counts)[: hdr.counts_len]
-    highest = _highest_values(
-        hdr.counts_len, hdr.sub_bucket_half_count_magnitude, hdr.unit_magnitude
-    )
-    return counts, highest
-
-
-@cache
-def _highest_values(counts_len: int, half_magnitude: int, unit_magnitude: int) -> np.ndarray:
-    """HdrHistogram's value for each counts index, at the top of its equivalent range."""
-    index = np.arange(counts_len, dtype=np.int64)
-    half = 1 << half_magnitude
-    bucket = (index >> half_magnitude) - 1
-    sub = (index & (half - 1)) + half
-    low = bucket < 0
-    sub[low] -= half
-    bucket[low] = 0
-    lowest = sub << (bucket + unit_magnitude)
-    return lowest + (np.int64(1) << (bucket + unit_magnitude)) - 1
+    counts, lowest, size = hist.buckets()
+    return counts, lowest + size - 1
 
 
 def _sum_s(hist: LatencyHistogram, count: int) -> float:
