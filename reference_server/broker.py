@@ -14,7 +14,7 @@ as before there were workers. ``cluster.redis_broker.RedisBroker`` is the real o
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 Items = list[tuple[int, bytes]]  # (seq, framed item) in seq order
@@ -57,8 +57,14 @@ class Broker(Protocol):
     async def start(self, sink: Sink) -> None:
         """Begin exchanging with the other workers (OSError, one line, if it cannot)."""
 
-    def publish(self, room: str, items: Items) -> None:
-        """A room's newly durable items, to the other workers (never blocks)."""
+    def publish(self, room: str, items: Items, published: Callable[[], None] | None = None) -> None:
+        """A room's newly durable items, to the other workers (never blocks).
+
+        ``published`` is called once the items are on their way to every other worker
+        (Redis took the PUBLISH); until then they are kept, and sent again after an
+        outage. The acks wait for it: an acked item is never one that only a worker
+        which died between its commit and its publish knew of (a room's next item would
+        reveal the gap, but a DM room's last message has no next)."""
 
     def share_frame(
         self, room: str, frame: bytes, exclude_user: str | None = None, chatty: bool = False
@@ -98,8 +104,9 @@ class LocalBroker:
     async def start(self, sink: Sink) -> None:
         self._sink = sink
 
-    def publish(self, room: str, items: Items) -> None:
-        return None
+    def publish(self, room: str, items: Items, published: Callable[[], None] | None = None) -> None:
+        if published is not None:
+            published()  # nobody else to tell
 
     def share_frame(
         self, room: str, frame: bytes, exclude_user: str | None = None, chatty: bool = False

@@ -4,9 +4,14 @@ Every write is an operation handed to ``Store.submit`` (bounded by
 ``max_pending_writes``). The store assigns each appended item its room ``seq``
 inside the transaction that makes it durable, so a seq is never skipped or
 reused; this module never invents one. When a batch commits, ``on_batch`` runs
-on the loop: it acks each append (and any retries of the same ``cid`` waiting
-on it), pushes the item's frame into its room's ring, and then fans each room's
-new items out in one write per recipient. A seq anyone has seen is on disk.
+on the loop: it hands each room's new items to the broker, acks each append
+(and any retries of the same ``cid`` waiting on it) once the broker took them,
+pushes the items into the room's ring and fans them out in one write per
+recipient. A seq anyone has seen is on disk, and an acked item has reached the
+other workers' way (with one process, at once): a worker killed between its
+commit and its publish acked nothing of what it had not published, so the
+sender's retry after its reconnect, which the store answers as a duplicate, is
+fanned out again.
 
 Idempotent sends: ``(room, sender, cid)`` is checked against a bounded map of
 recent cids, then against appends in flight (a retry waits for the original),
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from reference_server.broker import Broker
@@ -140,10 +146,11 @@ class Commits:
         m.commit_seconds.observe(seconds)
         m.batch_sizes.observe(len(batch))
         fan: dict[str, list[Item]] = {}  # room -> its new items, in seq order
+        acks: dict[str, list[tuple[Session, p.Ack]]] = {}  # room -> acks awaiting publish
         for op in batch:
             owner = op.owner
             if type(op) is AppendItem:
-                self._appended(op, fan)
+                self._appended(op, fan, acks)
             elif isinstance(owner, asyncio.Future):
                 if not owner.done():
                     owner.set_result(None)
@@ -153,7 +160,11 @@ class Commits:
                     done(op)
         accept, cached = self.sequencer.accept, self.rooms.cached
         for name, items in fan.items():
-            self.broker.publish(name, [(seq, frame) for seq, frame, _ in items])
+            # the acks go once the other workers can have the items (Broker.publish)
+            replies = acks.get(name, [])
+            self.broker.publish(
+                name, [(seq, frame) for seq, frame, _ in items], partial(self._ack, replies)
+            )
             room = cached(name)
             if room is not None:  # else evicted while the commit was in flight: nobody here
                 ready = accept(room, items)
@@ -166,10 +177,19 @@ class Commits:
         for hook in self._delivered:
             hook(room, items)
 
-    def _appended(self, op: AppendItem, fan: dict[str, list[Item]]) -> None:
-        """Ack a committed append and queue its fan-out (sent per room after the batch)."""
-        s, rid = op.owner
+    def _ack(self, replies: list[tuple[Session, p.Ack]]) -> None:
         reply = self.fanout.reply
+        for s, ack in replies:
+            reply(s, ack)
+
+    def _appended(
+        self,
+        op: AppendItem,
+        fan: dict[str, list[Item]],
+        acks: dict[str, list[tuple[Session, p.Ack]]],
+    ) -> None:
+        """Queue a committed append's acks and fan-out (both go per room after the batch)."""
+        s, rid = op.owner
         waiters = self.inflight.pop((op.room, op.sender, op.cid), ()) if op.cid else ()
         if op.error is not None:
             message = f"not stored: {op.error}"
@@ -181,13 +201,21 @@ class Commits:
             recent[(op.room, op.sender, op.cid)] = (op.seq, op.ts)
             if len(recent) > RECENT_CIDS:
                 del recent[next(iter(recent))]
-        reply(
-            s,
-            p.Ack(id=rid, cid=op.cid, room=op.room, seq=op.seq, ts=op.ts, duplicate=op.duplicate),
+        replies = acks.setdefault(op.room, [])
+        replies.append(
+            (
+                s,
+                p.Ack(
+                    id=rid, cid=op.cid, room=op.room, seq=op.seq, ts=op.ts, duplicate=op.duplicate
+                ),
+            )
         )
         for who, wrid in waiters:
-            reply(
-                who, p.Ack(id=wrid, cid=op.cid, room=op.room, seq=op.seq, ts=op.ts, duplicate=True)
+            replies.append(
+                (
+                    who,
+                    p.Ack(id=wrid, cid=op.cid, room=op.room, seq=op.seq, ts=op.ts, duplicate=True),
+                )
             )
         if not op.duplicate:
             self.metrics.messages_stored += 1
@@ -195,8 +223,9 @@ class Commits:
             if room is not None and op.sender in room.members:  # the store marked it read too
                 room.members[op.sender] = max(room.members[op.sender], op.seq)
         # A retry the store already had is fanned out again: the worker that stored it may
-        # have died between its commit and its publish (the client's retry is the only
-        # sign). Every sequencer drops a seq it already has, so nobody gets it twice.
+        # have died between its commit and its publish, before the ack (the client's
+        # retry is the only sign). Every sequencer drops a seq it already has, so nobody
+        # gets it twice.
         fan.setdefault(op.room, []).append((op.seq, encode_item(op.item()), s))
 
     def _room_ensured(self, op: EnsureRoom) -> None:

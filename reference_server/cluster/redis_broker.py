@@ -144,7 +144,12 @@ class _Command:
     ) -> None:
         self.script = script  # None: PUBLISH args[0]
         self.args = args
-        self.done = done
+        self.done = done  # a PUBLISH with ``done`` is kept until Redis took it (``_unsent``)
+
+    @property
+    def kept(self) -> bool:
+        """A PUBLISH someone waits for (acks): never dropped, sent again after an outage."""
+        return self.script is None and self.done is not None
 
 
 class RedisBroker:
@@ -180,6 +185,7 @@ class RedisBroker:
         self._reap = self._client.register_script(REAP)
         self._sink: Sink | None = None
         self._outbox: deque[_Command] = deque()
+        self._unsent: deque[_Command] = deque()  # kept PUBLISHes that met an outage
         self._wake = asyncio.Event()
         self._broken = False  # the publisher failed: the subscriber must start over
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -254,6 +260,7 @@ class RedisBroker:
             "published": self.published,
             "received": self.received,
             "dropped": self.dropped,
+            "unsent": len(self._unsent),  # committed items (and their acks) awaiting Redis
             "outbox": len(self._outbox),
             "outages": self.outages,
             "last_error": self.last_error,
@@ -269,9 +276,8 @@ class RedisBroker:
             return
         self.available = False
         self.outages += 1
-        dropped = len(self._outbox)
+        self._keep_or_drop(self._outbox)
         self._outbox.clear()
-        self.dropped += dropped
         log.error(
             "rtbench: broker %s unavailable (%s): sends get broker_unavailable until it returns",
             self.url,
@@ -286,6 +292,9 @@ class RedisBroker:
         self._broken = False
         self.available = True
         self._up_once.set()
+        self._outbox.extendleft(reversed(self._unsent))  # first, in their order
+        self._unsent.clear()
+        self._wake.set()
         if recovered:
             log.warning("rtbench: broker %s is back", self.url)
         for user in came:
@@ -308,13 +317,24 @@ class RedisBroker:
 
     def _enqueue(self, command: _Command) -> None:
         if not self.available or len(self._outbox) >= self.outbox_max:
-            self.dropped += 1  # receivers repair gaps from the store; presence resyncs
+            self._keep_or_drop((command,))
             return
         self._outbox.append(command)
         self._wake.set()
 
-    def _send(self, envelope: env.Envelope) -> None:
-        self._enqueue(_Command(None, (env.encode(envelope),)))
+    def _keep_or_drop(self, commands: Iterable[_Command]) -> None:
+        """What cannot be sent now: kept PUBLISHes wait for the broker's return (their
+        acks with them; the store already has the items, and the sends that would add
+        more are refused meanwhile); the rest is dropped, as receivers repair gaps from
+        the store and presence resyncs."""
+        for command in commands:
+            if command.kept:
+                self._unsent.append(command)
+            else:
+                self.dropped += 1
+
+    def _send(self, envelope: env.Envelope, done: Callable[[Any], None] | None = None) -> None:
+        self._enqueue(_Command(None, (env.encode(envelope),), done))
 
     async def _publish_forever(self) -> None:
         while True:
@@ -334,19 +354,29 @@ class RedisBroker:
             try:
                 results = await pipe.execute(raise_on_error=False)
             except DOWN as exc:
+                self._keep_or_drop(batch)  # Redis may or may not have them: sent again
                 self._went_down(exc)
                 continue
             for command, result in zip(batch, results, strict=True):
                 if command.script is None:
                     self.published += 1
+                    if command.done is not None:
+                        command.done(result)
                 elif isinstance(result, Exception):
                     log.error("rtbench: broker command failed: %s", _describe(result))
                 elif command.done is not None:
                     command.done(result)
 
-    def publish(self, room: str, items: list[tuple[int, bytes]]) -> None:
-        """A room's newly durable items, to every other worker (never blocks)."""
-        self._send(env.Items(self.wid, room, items))
+    def publish(
+        self,
+        room: str,
+        items: list[tuple[int, bytes]],
+        published: Callable[[], None] | None = None,
+    ) -> None:
+        """A room's newly durable items, to every other worker (never blocks);
+        ``published`` once Redis took them (``Broker.publish``)."""
+        done = None if published is None else (lambda _result: published())
+        self._send(env.Items(self.wid, room, items), done)
 
     def share_frame(
         self, room: str, frame: bytes, exclude_user: str | None = None, chatty: bool = False

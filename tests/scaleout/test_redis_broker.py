@@ -154,6 +154,9 @@ async def test_outage_refuses_then_recovers_by_itself(own_redis, caplog) -> None
         await until(lambda: not a.available and not b.available)
         a.publish("r", [(2, b"two")])  # nowhere to go: dropped (the store has it)
         assert a.health()["status"] == "down" and a.health()["dropped"] >= 1
+        published: list[str] = []  # a publish whose acks wait for it is kept, not dropped
+        a.publish("k", [(1, b"kept")], published=lambda: published.append("k"))
+        assert a.health()["unsent"] == 1 and published == []
         downs = [r for r in caplog.records if "unavailable" in r.getMessage()]
         assert len(downs) == 2  # one line per worker, not one per attempt
         await asyncio.sleep(1.0)  # a few reconnect attempts fail quietly
@@ -164,9 +167,12 @@ async def test_outage_refuses_then_recovers_by_itself(own_redis, caplog) -> None
         assert any("is back" in r.getMessage() for r in caplog.records)
         # presence was rebuilt from what each worker holds
         assert await a.online(["erin", "frank"]) == {"erin"}
+        # the kept publish was sent once a was back, and only then confirmed (whether b was
+        # already subscribed again is a race: b catches up from the store either way)
+        await until(lambda: published == ["k"])
+        assert a.health()["unsent"] == 0
         a.publish("r", [(3, b"three")])
-        await until(lambda: len(sb.of("items")) == 2)
-        assert sb.of("items")[-1] == ("items", "r", [(3, b"three")])
+        await until(lambda: sb.of("items")[-1] == ("items", "r", [(3, b"three")]))
     finally:
         await a.close()
         await b.close()
