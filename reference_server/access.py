@@ -55,6 +55,19 @@ class Access:
             raise Refuse(*refusal)
         return self.check(s, await self.rooms.get(name), name)
 
+    async def resumable(self, s: Session, name: str) -> Room | None:
+        """``readable`` for ``hello.resume``; None: one of your own DM rooms that has no
+        message yet. A client names every DM room it may get messages in, so that what
+        arrives while it is away is replayed; an empty one is nothing to replay, not an
+        error (docs/PROTOCOL.md, Resume)."""
+        refusal = name_refusal(s.user or "", s.grants, name)
+        if refusal is not None:
+            raise Refuse(*refusal)
+        room = await self.rooms.get(name)
+        if room is None and dm_users(name) is not None:
+            return None  # name_refusal passed: the user is one of the pair
+        return self.check(s, room, name)
+
     def check_dm_name(self, user: str, name: str) -> tuple[str, str] | None:
         """A join of ``name``: its DM pair if it is one of ``user``'s DM rooms.
 

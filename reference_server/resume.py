@@ -82,7 +82,10 @@ class Subscriptions:
                 return
             try:
                 self.access.room_slot(s, name)
-                room = await self.access.readable(s, name)
+                room = await self.access.resumable(s, name)
+                if room is None:  # your DM room, no message in it yet: nothing missed
+                    self.fanout.write(s, [self._joined_empty(name)])
+                    continue
                 if room.dm is None and s.user not in room.members:
                     await self.access.add_member(room, s.user)  # type: ignore[arg-type]
                 await self.attach_async(s, room, since, None, True)
@@ -149,6 +152,12 @@ class Subscriptions:
             s.held.pop(room.name, None)
             if not s.held:
                 s.held = None
+
+    def _joined_empty(self, name: str) -> bytes:
+        """``joined`` of a resumed DM room that holds no message yet (seq 0, both users)."""
+        self.metrics.resumes += 1
+        joined = p.Joined(room=name, seq=0, private=True, members=2, replayed=0, resumed=True)
+        return framed(joined)
 
     def _joined(
         self, s: Session, room: Room, rid: Any, replayed: int, resumed: bool, recovered: bool

@@ -25,6 +25,9 @@ def _lossless_and_measured(results: Results, lost_connections: int | None = None
     assert t.expected_deliveries == t.delivered > 0
     assert t.lost == 0 and t.duplicated_after_dedupe == 0, (t.lost, t.duplicated_after_dedupe)
     assert t.drained
+    # a clean recovery answers nothing with an error frame (an empty DM room a client
+    # resumes is joined at seq 0, not refused: docs/PROTOCOL.md, Resume)
+    assert not t.errors_by_code and t.rejected == 0, t.errors_by_code
     (fault,) = [f for f in results.run.faults if "spec" in f]
     assert not fault.get("error"), fault
     assert "started_s" in fault and "ended_s" in fault

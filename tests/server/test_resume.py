@@ -111,3 +111,25 @@ async def test_resume_of_unknown_or_forbidden_room_is_an_error_not_a_close(
     assert pong["type"] == "pong"
     await c.close()
     await owner.close()
+
+
+async def test_resume_of_an_own_dm_room_with_no_message_yet_is_joined_at_0(
+    reference_server,
+) -> None:
+    """A client names every DM room it may be written in; an empty one resumes at seq 0
+    (nothing missed), where it used to be an ``unknown_room`` error frame. Someone else's
+    DM room is still refused, and the first DM afterwards arrives as usual."""
+    url = reference_server.url
+    ann = await Client.connect(url, "ann", resume={"dm:ann:bob": 0, "dm:bob:cid": 0})
+    joined = await ann.wait_type("joined", room="dm:ann:bob")
+    assert (joined["seq"], joined.get("replayed", 0), joined["resumed"]) == (0, 0, True)
+    refused = await ann.wait_type("error")
+    assert refused["code"] == "forbidden" and "dm:bob:cid" in refused["message"]
+    bob = await Client.connect(url, "bob")
+    await bob.send({"type": "dm", "to": "ann", "body": "first", "cid": "d1", "id": "d1"})
+    assert (await bob.wait_type("ack", id="d1"))["seq"] == 1
+    first = await ann.wait_type("message", room="dm:ann:bob")
+    assert (first["seq"], first["body"]) == (1, "first")
+    assert not [f for f in ann.frames if f.get("type") == "error" and f is not refused]
+    await ann.close()
+    await bob.close()
