@@ -101,7 +101,7 @@ def test_a_small_check_measures_all_four_targets_and_passes(tmp_path: Path) -> N
     assert "through the fault" in by[Target.CONNECTIONS].detail
     assert "over 150 recoveries" in by[Target.RECOVERY].detail  # the restart dropped all
     t = results.totals
-    assert t.lost == 0 and t.duplicated_after_dedupe == 0
+    assert t.lost == 0 and t.duplicated_after_dedupe == 0 and not t.errors_by_code
     assert len(results.probes) >= 15  # every 0.5 s from the ramp to the drain
     names = [p.name for p in results.phases]
     assert names[:2] == ["ramp", "load"] and "restart" in names and names[-1] == "drain"
