@@ -27,7 +27,7 @@ class BrokerError(OSError):
 class Sink(Protocol):
     """This worker's side: where envelopes from other workers are applied."""
 
-    def items(self, room: str, items: Items) -> None: ...
+    def items(self, room: str, items: Items, again: bool = False) -> None: ...
 
     def room_frame(
         self, room: str, frame: bytes, exclude_user: str | None, chatty: bool
@@ -57,14 +57,26 @@ class Broker(Protocol):
     async def start(self, sink: Sink) -> None:
         """Begin exchanging with the other workers (OSError, one line, if it cannot)."""
 
-    def publish(self, room: str, items: Items, published: Callable[[], None] | None = None) -> None:
+    def publish(
+        self,
+        room: str,
+        items: Items,
+        published: Callable[[], None] | None = None,
+        again: bool = False,
+    ) -> None:
         """A room's newly durable items, to the other workers (never blocks).
 
         ``published`` is called once the items are on their way to every other worker
         (Redis took the PUBLISH); until then they are kept, and sent again after an
         outage. The acks wait for it: an acked item is never one that only a worker
         which died between its commit and its publish knew of (a room's next item would
-        reveal the gap, but a DM room's last message has no next)."""
+        reveal the gap, but a DM room's last message has no next).
+
+        ``again``: the items are a resend the store already had, whose ack never came.
+        Their worker may have died before publishing them, and a worker that loaded the
+        room from the store since holds their seqs without its audience ever having got
+        them; so they go out again to the room's audience wherever it is loaded (clients
+        drop a seq they have)."""
 
     def share_frame(
         self, room: str, frame: bytes, exclude_user: str | None = None, chatty: bool = False
@@ -104,7 +116,13 @@ class LocalBroker:
     async def start(self, sink: Sink) -> None:
         self._sink = sink
 
-    def publish(self, room: str, items: Items, published: Callable[[], None] | None = None) -> None:
+    def publish(
+        self,
+        room: str,
+        items: Items,
+        published: Callable[[], None] | None = None,
+        again: bool = False,
+    ) -> None:
         if published is not None:
             published()  # nobody else to tell
 

@@ -145,8 +145,10 @@ class Commits:
         m = self.metrics
         m.commit_seconds.observe(seconds)
         m.batch_sizes.observe(len(batch))
-        fan: dict[str, list[Item]] = {}  # room -> its new items, in seq order
-        acks: dict[str, list[tuple[Session, p.Ack]]] = {}  # room -> acks awaiting publish
+        # (room, resent) -> its items in seq order, and their acks awaiting the publish;
+        # resent: retries the store already had (Broker.publish's ``again``)
+        fan: dict[tuple[str, bool], list[Item]] = {}
+        acks: dict[tuple[str, bool], list[tuple[Session, p.Ack]]] = {}
         for op in batch:
             owner = op.owner
             if type(op) is AppendItem:
@@ -159,15 +161,14 @@ class Commits:
                 if done is not None:
                     done(op)
         accept, cached = self.sequencer.accept, self.rooms.cached
-        for name, items in fan.items():
+        for (name, again), items in fan.items():
             # the acks go once the other workers can have the items (Broker.publish)
-            replies = acks.get(name, [])
-            self.broker.publish(
-                name, [(seq, frame) for seq, frame, _ in items], partial(self._ack, replies)
-            )
+            replies = acks.get((name, again), [])
+            frames = [(seq, frame) for seq, frame, _ in items]
+            self.broker.publish(name, frames, partial(self._ack, replies), again)
             room = cached(name)
             if room is not None:  # else evicted while the commit was in flight: nobody here
-                ready = accept(room, items)
+                ready = accept(room, items, again)
                 if ready:
                     self.deliver(room, ready)
 
@@ -185,8 +186,8 @@ class Commits:
     def _appended(
         self,
         op: AppendItem,
-        fan: dict[str, list[Item]],
-        acks: dict[str, list[tuple[Session, p.Ack]]],
+        fan: dict[tuple[str, bool], list[Item]],
+        acks: dict[tuple[str, bool], list[tuple[Session, p.Ack]]],
     ) -> None:
         """Queue a committed append's acks and fan-out (both go per room after the batch)."""
         s, rid = op.owner
@@ -201,7 +202,10 @@ class Commits:
             recent[(op.room, op.sender, op.cid)] = (op.seq, op.ts)
             if len(recent) > RECENT_CIDS:
                 del recent[next(iter(recent))]
-        replies = acks.setdefault(op.room, [])
+        # a resend goes out again only where other workers exist: one process that crashed
+        # restarted with every client resuming from the store, and nobody missed it
+        key = (op.room, op.duplicate and self.broker.shared)
+        replies = acks.setdefault(key, [])
         replies.append(
             (
                 s,
@@ -222,11 +226,12 @@ class Commits:
             room = self.rooms.cached(op.room)
             if room is not None and op.sender in room.members:  # the store marked it read too
                 room.members[op.sender] = max(room.members[op.sender], op.seq)
-        # A retry the store already had is fanned out again: the worker that stored it may
-        # have died between its commit and its publish, before the ack (the client's
-        # retry is the only sign). Every sequencer drops a seq it already has, so nobody
-        # gets it twice.
-        fan.setdefault(op.room, []).append((op.seq, encode_item(op.item()), s))
+        # A retry the store already had is fanned out again, to the room's whole audience
+        # on every worker (``again``): the worker that stored it may have died between
+        # its commit and its publish, before the ack (the client's retry is the only
+        # sign), and a worker that loaded the room since holds the seq without its
+        # audience having got it. Clients drop a seq they have.
+        fan.setdefault(key, []).append((op.seq, encode_item(op.item()), s))
 
     def _room_ensured(self, op: EnsureRoom) -> None:
         """An unawaited room creation (a first DM) failed: forget the room made for it."""

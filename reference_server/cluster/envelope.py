@@ -17,6 +17,9 @@ class Items(msgspec.Struct, tag="i", array_like=True, gc=False):
     origin: str
     room: str
     items: list[tuple[int, bytes]]
+    # a sender's resend the store already had (its ack never came): delivered again even
+    # where the room already holds these seqs (Broker.publish)
+    again: bool = False
 
 
 class RoomFrame(msgspec.Struct, tag="f", array_like=True, gc=False):

@@ -50,11 +50,11 @@ class Link:
 
     # ------------------------------------------------------------------ rooms
 
-    def items(self, room: str, items: list[tuple[int, bytes]]) -> None:
+    def items(self, room: str, items: list[tuple[int, bytes]], again: bool = False) -> None:
         if self.rooms.cached(room) is None and self._local_dm(room):
             self.sequencer.expect(room, items[0][0] - 1)  # its users get these once loaded
             self._load(room)
-        self.sequencer.remote(room, items)
+        self.sequencer.remote(room, items, again)
 
     def room_frame(self, room: str, frame: bytes, exclude_user: str | None, chatty: bool) -> None:
         cached = self.rooms.cached(room)

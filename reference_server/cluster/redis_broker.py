@@ -372,11 +372,12 @@ class RedisBroker:
         room: str,
         items: list[tuple[int, bytes]],
         published: Callable[[], None] | None = None,
+        again: bool = False,
     ) -> None:
         """A room's newly durable items, to every other worker (never blocks);
         ``published`` once Redis took them (``Broker.publish``)."""
         done = None if published is None else (lambda _result: published())
-        self._send(env.Items(self.wid, room, items), done)
+        self._send(env.Items(self.wid, room, items, again), done)
 
     def share_frame(
         self, room: str, frame: bytes, exclude_user: str | None = None, chatty: bool = False
@@ -512,7 +513,7 @@ class RedisBroker:
         try:
             kind = type(message)
             if kind is env.Items:
-                sink.items(message.room, message.items)  # type: ignore[union-attr]
+                sink.items(message.room, message.items, message.again)  # type: ignore[union-attr]
             elif kind is env.RoomFrame:
                 sink.room_frame(
                     message.room,  # type: ignore[union-attr]

@@ -73,8 +73,15 @@ class Sequencer:
 
     # ------------------------------------------------------------------ ordering
 
-    def accept(self, room: Room, items: list[Item]) -> list[Item]:
-        """Push what is now in order into the room's ring and return it; park the rest."""
+    def accept(self, room: Room, items: list[Item], again: bool = False) -> list[Item]:
+        """Push what is now in order into the room's ring and return it; park the rest.
+
+        ``again`` (a resend the store already had, ``Broker.publish``): the seqs the room
+        already holds are returned too, to go out to its audience once more, instead of
+        being dropped."""
+        if again:
+            known = [item for item in items if item[0] <= room.seq]
+            return known + self.accept(room, items)
         if room.name not in self.parked:
             seq = room.seq
             if items[0][0] == seq + 1 and items[-1][0] == seq + len(items):
@@ -108,8 +115,9 @@ class Sequencer:
             self._repair_soon(name)
         return out
 
-    def remote(self, name: str, items: list[tuple[int, bytes]]) -> None:
-        """Items another worker committed: deliver in order, or park, or remember the seq."""
+    def remote(self, name: str, items: list[tuple[int, bytes]], again: bool = False) -> None:
+        """Items another worker committed: deliver in order, or park, or remember the seq
+        (``again``: as in ``accept``)."""
         room = self.rooms.cached(name)
         tagged: list[Item] = [(seq, frame, None) for seq, frame in items]
         if room is None:
@@ -118,7 +126,7 @@ class Sequencer:
             else:
                 self._note_dropped(name, items[-1][0])
             return
-        out = self.accept(room, tagged)
+        out = self.accept(room, tagged, again)
         if out:
             self.deliver(room, out)
 

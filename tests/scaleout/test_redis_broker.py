@@ -27,8 +27,10 @@ class Sink:
         self.held = held or []
         self.reconnects = 0
 
-    def items(self, room: str, items: list[tuple[int, bytes]]) -> None:
+    def items(self, room: str, items: list[tuple[int, bytes]], again: bool = False) -> None:
         self.calls.append(("items", room, items))
+        if again:
+            self.calls.append(("again", room, [seq for seq, _ in items]))
 
     def room_frame(self, room: str, frame: bytes, exclude_user: str | None, chatty: bool) -> None:
         self.calls.append(("frame", room, frame, exclude_user, chatty))
@@ -78,6 +80,11 @@ async def test_envelopes_reach_the_other_worker_in_order_and_not_the_sender(pair
     a.share_receipt("lobby", "alice", 7, b"receipt")
     a.share_members("team", ["bob", "carol"])
     a.share_left("team", "carol")
+    a.publish("lobby", [(100, b"f100")], again=True)  # a resend the store had: flagged
+    await until(lambda: sb.of("again"))
+    assert sb.of("again") == [("again", "lobby", [100])]
+    # the resent item, checked: the rest is the ordered stream
+    sb.calls = [c for c in sb.calls if c[0] != "again" and c[2:] != ([(100, b"f100")],)]
     await until(lambda: sb.of("left"))
     seqs = [seq for _, _, items in sb.of("items") for seq, _ in items]
     assert seqs == list(range(1, 101))
