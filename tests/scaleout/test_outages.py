@@ -15,6 +15,7 @@ import time
 import pytest
 
 from loadtest.faults.proxy import FaultProxy
+from rtbench.protocol import dm_room
 from tests.scaleout.conftest import with_schema
 from tests.scaleout.polling import until
 from tests.scaleout.test_cluster import seqs, start_node, wait_seq
@@ -148,34 +149,44 @@ async def test_postgres_outage_refuses_sends_then_recovers(nodes, own_postgres) 
     await bob.close()
 
 
+@pytest.mark.parametrize("reloaded", [False, True], ids=["resend", "resend-after-reload"])
 async def test_an_ack_waits_for_the_publish_so_a_killed_worker_loses_no_dm(
-    start_server, own_redis, own_postgres, request
+    start_server, own_redis, own_postgres, reloaded
 ) -> None:
-    """A worker killed between its commit and its publish must not have acked.
+    """A worker killed between its commit and its publish must not have acked, and the
+    sender's resend must reach the DM's receiver wherever it is.
 
     The receiver's worker finds a lost item only by the gap before the room's next item,
     and a DM room's last message has no next: so only the sender's resend can bring it,
-    and the sender resends only what was not acked. (Before the ack waited for the
-    publish, the multi-worker kill-worker fault test lost one DM in about 1 run in 10.)
-    Worker a reaches Redis through a fault proxy that the test blackholes, which holds
-    a's PUBLISH as a worker about to die would.
+    and the sender resends only what was not acked. (The multi-worker kill-worker fault
+    test lost one DM in about 1 run in 10 before both rules.) Worker a reaches Redis
+    through a fault proxy that the test blackholes, which holds a's PUBLISH as a worker
+    about to die would.
+
+    ``reloaded``: the unpublished DM is the room's first item, and the sender resumes the
+    room on b before resending, so b loads the room from the store holding that seq
+    while bob, on b, never got it: the resend must go out to him anyway (``again``).
     """
-    dsn = with_schema(own_postgres.dsn, "t_ack_waits_for_publish")
+    dsn = with_schema(own_postgres.dsn, f"t_ack_waits_{int(reloaded)}")
     config = {"timing": {"presence_grace_ms": 300}}
     proxy = FaultProxy("127.0.0.1", own_redis.port)
     port = await proxy.start()
+    prefix = f"ackpub{int(reloaded)}"
     try:
         # started off the loop: the proxy relays on this loop while a connects through it
         a = await asyncio.to_thread(
-            start_node, start_server, dsn, f"redis://127.0.0.1:{port}/0", "ackpub", config
+            start_node, start_server, dsn, f"redis://127.0.0.1:{port}/0", prefix, config
         )
-        b = await asyncio.to_thread(start_node, start_server, dsn, own_redis.url, "ackpub", config)
+        b = await asyncio.to_thread(start_node, start_server, dsn, own_redis.url, prefix, config)
         alice = await Client.connect(a.url, "alice")
         bob = await Client.connect(b.url, "bob")
-        first = await alice.request({"type": "dm", "to": "bob", "cid": "d1", "body": "first"})
-        assert first["type"] == "ack" and first["seq"] == 1
-        dm = first["room"]
-        await wait_seq(bob, dm, 1)
+        dm = dm_room("alice", "bob")
+        bodies = ["second"]
+        if not reloaded:
+            first = await alice.request({"type": "dm", "to": "bob", "cid": "d1", "body": "first"})
+            assert first["type"] == "ack" and first["room"] == dm
+            await wait_seq(bob, dm, 1)
+            bodies.insert(0, "first")
         proxy.blackhole(True)  # everything a tells Redis from now on goes nowhere
         await alice.send({"type": "dm", "to": "bob", "cid": "d2", "body": "second", "id": 77})
         # Stored (a still takes sends: its broker is not yet known to be down, which takes
@@ -183,18 +194,23 @@ async def test_an_ack_waits_for_the_publish_so_a_killed_worker_loses_no_dm(
         # is the rule holding, not a slow machine.
         with pytest.raises(TimeoutError):
             await alice.wait(lambda f: f.get("id") == 77, timeout=1.0)
-        assert seqs(bob, dm) == [1]
+        assert seqs(bob, dm) == [1][: len(bodies) - 1]
         await asyncio.to_thread(a.stop, "kill")
         await alice.closed()
-        # as every client does after a reconnect: resend what was not acked, same cid
-        again_alice = await Client.connect(b.url, "alice")
+        # as every client does after a reconnect: resume, then resend what was not acked
+        seq = len(bodies)
+        again_alice = await Client.connect(b.url, "alice", resume={dm: seq - 1})
+        joined = await again_alice.wait_type("joined", room=dm)
+        # reloaded: b loaded the room from the store, with the unpublished DM in it; else
+        # b's room is the one bob got "first" in, which never heard of the second
+        assert joined["seq"] == (seq if reloaded else seq - 1)
         again = await again_alice.request(
             {"type": "dm", "to": "bob", "cid": "d2", "body": "second"}
         )
-        assert again["type"] == "ack" and again["seq"] == 2 and again.get("duplicate") is True
-        await wait_seq(bob, dm, 2)
-        assert seqs(bob, dm) == [1, 2]
-        assert [m["body"] for m in bob.received("message", room=dm)] == ["first", "second"]
+        assert again["type"] == "ack" and again["seq"] == seq and again.get("duplicate") is True
+        await wait_seq(bob, dm, seq)
+        assert seqs(bob, dm) == list(range(1, seq + 1))
+        assert [m["body"] for m in bob.received("message", room=dm)] == bodies
         await again_alice.close()
         await bob.close()
     finally:
