@@ -16,8 +16,10 @@ Express examples):
   refuses the join (``http_404``, ``not_event_stream``), an HTTP or stream that cannot
   be parsed is ``bad_http`` / ``bad_event_stream``;
 - send: ``POST /publish/<room>`` with the marker as the body (``text/plain``; a table
-  template posts JSON); a ``2xx`` answer is the ``Ack``, any other a ``Rejected``
-  (``http_<status>``);
+  template posts JSON) and ``Idempotency-Key: <user>.<request id>``, the same on a retry
+  after a reconnect (a server that honours it does not publish a retried POST twice; one
+  that ignores it shows the retry as a duplicate); a ``2xx`` answer is the ``Ack``, any
+  other a ``Rejected`` (``http_<status>``);
 - a delivery is an event whose ``data`` holds a marker (the event's ``id`` is the
   message's seq when it is an integer); the sender's own copy is ``own_message``;
 - **resume** is SSE's own: a reconnecting client sends ``Last-Event-ID`` (the last id it
@@ -176,6 +178,7 @@ class SSEOptions(Struct, forbid_unknown_fields=True, kw_only=True):
     data: Any = "{body}"  # the POST body: a string is sent as text, a table as JSON
     event: str = ""  # the event type of a delivery ("": any type)
     headers: dict[str, str] = {}  # extra request headers ({user}, {token})
+    idempotency_key: str = "Idempotency-Key"  # header naming each POST ("": none)
 
 
 def _path_template(value: str, allowed: frozenset[str], where: str) -> Template:
@@ -205,6 +208,7 @@ class SSEAdapter(Adapter):
         self._data = PayloadTemplate(o.data, f"{where}.data")
         self._json = not isinstance(o.data, str)
         self._event = o.event
+        self._idempotency = o.idempotency_key
         self._headers = [
             (k, Template(v, ALLOWED["hello"], f"{where}.headers.{k}")) for k, v in o.headers.items()
         ]
@@ -254,7 +258,9 @@ class SSEAdapter(Adapter):
         self._parser = EventStreamParser()
         self._broken = False
         self._resumed = last_id is not None
-        values = {"room": quote(room, safe=""), "user": self._user, "token": self._token or ""}
+        token = self._token or self._user
+        values = {"room": room, "user": self._user, "token": token}
+        values = {k: quote(v, safe="") for k, v in values.items()}
         path = self._base + self._stream.render(values)
         extra = [("Accept", "text/event-stream"), ("Cache-Control", "no-cache")]
         if last_id is not None:
@@ -284,7 +290,8 @@ class SSEAdapter(Adapter):
         else:
             content, kind = str(data).encode(), "text/plain; charset=utf-8"
         path = self._base + self._publish.render({"room": quote(room, safe="")})
-        head = "".join(f"{k}: {v}\r\n" for k, v in self._head([]))
+        extra = [(self._idempotency, f"{self._user}.{req_id}")] if self._idempotency else []
+        head = "".join(f"{k}: {v}\r\n" for k, v in self._head(extra))
         payload = (
             f"POST {path} HTTP/1.1\r\n{head}Content-Type: {kind}\r\n"
             f"Content-Length: {len(content)}\r\n\r\n"

@@ -10,10 +10,11 @@ pub/sub a chat needs, the shape of most SSE servers:
   ``id`` is its per-room seq and whose data is the published body, as posted; with a
   ``Last-Event-ID`` header the messages after that id are replayed first (then live);
 - ``POST /publish/{room}``: the body is stored with the room's next seq and sent to every
-  stream of the room (the publisher's too); the answer is ``{"id": seq}``;
+  stream of the room (the publisher's too); the answer is ``{"id": seq}``. A POST whose
+  ``Idempotency-Key`` was seen before is a retry: answered with its seq, not stored again;
 - ``GET /json/{room}``: a 200 that is not an event stream; ``GET /junk/{room}``: an event
   stream whose first line never ends (both for the malformed-stream tests);
-- ``GET /stats``: what the server did (``publishes``, ``deliveries`` sent live,
+- ``GET /stats``: what the server did (``publishes``, ``retries``, ``deliveries`` sent live,
   ``resumed`` streams, ``replayed`` events, ``streams`` opened).
 """
 
@@ -37,6 +38,7 @@ class Room:
     def __init__(self) -> None:
         self.history: list[str] = []  # seq n is history[n - 1]
         self.subscribers: set[asyncio.Queue[tuple[int, str]]] = set()
+        self.keys: dict[str, int] = {}  # Idempotency-Key -> the seq it was stored as
 
 
 def build(ping: float) -> Starlette:
@@ -79,8 +81,14 @@ def build(ping: float) -> Starlette:
     async def publish(request: Request) -> Response:
         room = room_of(request)
         body = (await request.body()).decode()
+        key = request.headers.get("idempotency-key")
+        if key is not None and key in room.keys:
+            stats["retries"] += 1
+            return JSONResponse({"id": room.keys[key]})  # a retry: stored already
         room.history.append(body)
         seq = len(room.history)
+        if key is not None:
+            room.keys[key] = seq
         stats["publishes"] += 1
         for queue in room.subscribers:
             queue.put_nowait((seq, body))
@@ -120,6 +128,7 @@ def main() -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", args.port))
+    sock.listen(4096)  # before the line below: a client may connect at once
     config = uvicorn.Config(
         build(args.ping),
         log_level="warning",
