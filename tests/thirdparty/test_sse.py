@@ -23,10 +23,11 @@ from loadtest.faults.runner import run_scenario
 from loadtest.judge import build_results
 from loadtest.scenarios import Kind, Scenario
 from rtbench.exitcodes import ExitCode
+from rtbench.results import read_results
 from rtbench.slo import SLO
 from tests.conftest import need_service
 from tests.loadtest.conftest import run, scenario
-from tests.thirdparty.conftest import _factory
+from tests.thirdparty.conftest import _factory, scenario_toml
 from tests.thirdparty.docexample import options_block, run_worked_example
 from tests.thirdparty.servers import ServerProc
 
@@ -302,3 +303,23 @@ def test_worked_example_in_adapters_md(tmp_path: Path, sse_server) -> None:  # t
     assert options_block("## Server-Sent Events (", "sse").name == "sse"
     server = sse_server()
     run_worked_example("## Server-Sent Events (", http(server), tmp_path)
+
+
+def test_chat_under_locust(sse_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The Locust users drive the same two lanes on gevent sockets."""
+    server = sse_server()
+    fields = dict(
+        scenario="chat", protocol="sse", users=12, room_size=4, rate=4.0, ramp=0.5,
+        duration=3.0, drain=4.0, seed=5, max_cpu_percent=100.0, max_loop_lag_ms=10000.0,
+    )  # fmt: skip
+    path = scenario_toml(tmp_path / "sse.toml", {}, **fields)
+    command = [sys.executable, "-c", "from rtbench.entry import run; run()", "locust"]
+    command += [str(path), "--headless", "-t", http(server), "--out", str(tmp_path / "out")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=90, check=False)
+    assert done.returncode in (0, 1), done.stdout[-3000:] + done.stderr[-3000:]
+    results = read_results(tmp_path / "out" / "results.json")
+    t = results.totals
+    assert results.run.engine == "locust"
+    assert t.connections_held == 12 and t.sent == server.stats()["publishes"] > 0
+    assert t.acked == t.sent and t.expected_deliveries == t.sent * 3 == t.delivered
+    assert t.lost == t.duplicated == 0 and results.latency["delivery"].count == t.delivered
