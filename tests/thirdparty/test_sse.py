@@ -22,11 +22,13 @@ from loadtest.adapters.sse import MAX_LINE, EventStreamParser, SSEvent, StreamEr
 from loadtest.faults.runner import run_scenario
 from loadtest.judge import build_results
 from loadtest.scenarios import Kind, Scenario
+from monitor.config import TargetConfig
 from rtbench.exitcodes import ExitCode
 from rtbench.results import read_results
 from rtbench.slo import SLO
 from tests.conftest import need_service
 from tests.loadtest.conftest import run, scenario
+from tests.monitor.conftest import healthz, monitor_config, poll, running
 from tests.thirdparty.conftest import _factory, scenario_toml
 from tests.thirdparty.docexample import options_block, run_worked_example
 from tests.thirdparty.servers import ServerProc
@@ -323,3 +325,25 @@ def test_chat_under_locust(sse_server, tmp_path: Path) -> None:  # type: ignore[
     assert t.connections_held == 12 and t.sent == server.stats()["publishes"] > 0
     assert t.acked == t.sent and t.expected_deliveries == t.sent * 3 == t.delivered
     assert t.lost == t.duplicated == 0 and results.latency["delivery"].count == t.delivered
+
+
+async def test_monitor_probes_and_held_stream(sse_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The monitor's delivery probe and held connection over the two lanes (asyncio)."""
+    server = sse_server()
+    target = TargetConfig(
+        url=http(server), name="sse", protocol="sse", health_url="", metrics_url=""
+    )  # type: ignore[arg-type]
+    async with running(monitor_config(target, tmp_path / "m.db")) as monitor:
+
+        async def good() -> dict | None:
+            _, doc = await healthz(monitor)
+            t = doc["targets"][0]
+            window = t["windows"][0]
+            return t if window["good"] >= 3 and window["good"] == window["total"] else None
+
+        t = await poll(good, 30, "3 good probe intervals")
+        kinds = {p["kind"]: p for p in t["probes"]}
+        assert kinds["delivery"]["ok"] and kinds["connect"]["ok"]
+        held = monitor.targets[0].held
+        assert held is not None and held.connected
+    assert server.stats()["publishes"] >= 3
