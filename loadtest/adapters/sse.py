@@ -407,6 +407,8 @@ class SSEAdapter(Adapter):
                         self._reply[1].extend(got.data)
                 elif kind is h11.EndOfMessage:
                     events.append(self._settled())
+                    if conn.their_state is not h11.DONE:  # "Connection: close": it ends
+                        break
                     conn.start_next_cycle()
                 elif kind is h11.ConnectionClosed:
                     break

@@ -133,6 +133,13 @@ def test_requests_and_answers_byte_for_byte() -> None:
         b"HTTP/1.1 403 Forbidden\r\ncontent-length: 6\r\n\r\nno way"
     )
     assert adapter.parse_reply(answers) == [Ack(10), Rejected(11, "http_403", "no way")]
+    # an answer that closes the lane: the next POST goes on a fresh one
+    adapter.opens_stream(adapter.send("lobby", marker(1, 0, 12, 42), 12))
+    closing = b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
+    assert adapter.parse_reply(closing) == [Ack(12)]
+    adapter.reply_lane_closed()  # (the driver, when the server closes it)
+    adapter.opens_stream(adapter.send("lobby", marker(1, 0, 13, 42), 13))
+    assert adapter.parse_reply(b"HTTP/1.1 204 No Content\r\n\r\n") == [Ack(13)]
     # resume: the last id seen goes in Last-Event-ID; the 200 counts "resumed"
     (again,) = adapter.resume("u1", None, {"lobby": 4})
     assert again.endswith(b"Cache-Control: no-cache\r\nLast-Event-ID: 4\r\n\r\n")
