@@ -353,4 +353,17 @@ async def test_monitor_probes_and_held_stream(sse_server, tmp_path: Path) -> Non
         assert kinds["delivery"]["ok"] and kinds["connect"]["ok"]
         held = monitor.targets[0].held
         assert held is not None and held.connected
-    assert server.stats()["publishes"] >= 3
+        assert server.stats()["publishes"] >= 3
+        # the server restarts on the same port: the held stream comes back (Last-Event-ID)
+        port = server.port
+        await asyncio.to_thread(server.stop)
+        again = await asyncio.to_thread(sse_server, "--port", str(port))
+
+        async def recovered() -> dict | None:
+            _, doc = await healthz(monitor)
+            t = doc["targets"][0]
+            return t if t["recovery"]["count"] >= 1 else None
+
+        t = await poll(recovered, 20, "the held stream's recovery")
+        assert t["recovery"]["source"] == "held_connection"
+        assert (await asyncio.to_thread(again.stats))["resumed"] >= 1  # with Last-Event-ID
