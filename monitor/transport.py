@@ -13,10 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import websockets
 from websockets.asyncio.client import ClientConnection
@@ -97,6 +99,8 @@ class ProbeConnection:
         hello: list[bytes] | None = None,
     ) -> ProbeConnection:
         """Upgrade, send the adapter's opening frames (or ``hello``), await its welcome."""
+        if adapter.transport == "http":  # no WebSocket: an event stream (SSE)
+            return await HttpProbeConnection.open_lanes(adapter, url, user, token, hello)
         extra = dict(headers or {})
         extra.update(adapter.headers(user, token) or {})
         ws = await websockets.connect(
@@ -178,6 +182,104 @@ class ProbeConnection:
                 await self.beat
         with contextlib.suppress(Exception):  # a broken connection has nothing left to say
             await self.ws.close()
+
+
+class _Lane(asyncio.Protocol):
+    def __init__(self, inbox: asyncio.Queue[tuple[bool, bytes | None]], stream: bool) -> None:
+        self.inbox = inbox
+        self.stream = stream
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.inbox.put_nowait((self.stream, data))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.inbox.put_nowait((self.stream, None))
+
+
+class HttpProbeConnection(ProbeConnection):
+    """A probe connection of an ``Adapter.transport == "http"`` protocol (Server-Sent
+    Events): a stream lane (the event stream, to ``parse``) and a keep-alive request
+    lane (sends, to ``parse_reply``) on plain asyncio TCP; the adapter does the HTTP."""
+
+    def __init__(self, adapter: Adapter, host: str, port: int, secure: bool) -> None:
+        self.adapter = adapter
+        self.pending = deque()
+        self.welcome_id = None
+        self.beat = None
+        self.host, self.port, self.secure = host, port, secure
+        self.inbox: asyncio.Queue[tuple[bool, bytes | None]] = asyncio.Queue()
+        self.stream: _Lane | None = None
+        self.requests: _Lane | None = None
+
+    @classmethod
+    async def open_lanes(
+        cls, adapter: Adapter, url: str, user: str, token: str | None, hello: list[bytes] | None
+    ) -> HttpProbeConnection:
+        full = adapter.url(url)
+        adapter.bind(full)
+        parts = urlsplit(full)
+        secure = parts.scheme == "https"
+        conn = cls(
+            adapter, parts.hostname or "127.0.0.1", parts.port or (443 if secure else 80), secure
+        )
+        try:
+            conn.stream = await conn._lane(True)
+            conn.requests = await conn._lane(False)
+            for frame in hello if hello is not None else adapter.open(user, token):
+                await conn.send(frame)
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+    async def _lane(self, stream: bool) -> _Lane:
+        loop = asyncio.get_running_loop()
+        context = ssl.create_default_context() if self.secure else None
+        _, lane = await loop.create_connection(
+            lambda: _Lane(self.inbox, stream), self.host, self.port, ssl=context
+        )
+        return lane
+
+    async def send(self, frame: bytes) -> None:
+        if self.adapter.opens_stream(frame):
+            lane = self.stream
+        else:
+            if self.requests is None:  # the server closed an idle one
+                self.requests = await self._lane(False)
+            lane = self.requests
+        if lane is None or lane.transport is None or lane.transport.is_closing():
+            raise ProbeFailure("closed_1006", "the event stream is closed")
+        lane.transport.write(frame)
+
+    async def receive(self) -> Event | None:
+        if self.pending:
+            return self.pending.popleft()
+        stream, payload = await self.inbox.get()
+        if payload is None:
+            if stream:
+                raise ProbeFailure("closed_1006", "the event stream ended")
+            self.requests = None
+            self.adapter.reply_lane_closed()
+            return None
+        parsed = self.adapter.parse(payload) if stream else self.adapter.parse_reply(payload)
+        if type(parsed) is list:
+            if not parsed:
+                return None
+            self.pending.extend(parsed[1:])
+            return parsed[0]
+        return parsed  # type: ignore[return-value]
+
+    async def close(self) -> None:
+        for lane in (self.stream, self.requests):
+            if lane is not None and lane.transport is not None:
+                lane.transport.close()
+        if self.stream is not None:
+            self.adapter.reply_lane_closed()
+        self.stream = self.requests = None
 
 
 def now_ns() -> int:

@@ -5,7 +5,8 @@ JSON-over-WebSocket server, configured by ``protocol_options``: docs/ADAPTERS.md
 ``graphql-ws`` (graphql-transport-ws), ``graphql-legacy`` (subscriptions-transport-ws),
 ``nats`` (NATS over WebSocket), ``mqtt`` (MQTT 3.1.1 / 5), ``stomp`` (STOMP 1.2),
 ``phoenix`` (Phoenix Channels), ``actioncable`` (Rails Action Cable), ``pusher`` (the
-Pusher Channels protocol) and ``centrifugo`` are built in. ``--protocol
+Pusher Channels protocol), ``centrifugo`` and ``sse`` (Server-Sent Events, over HTTP)
+are built in. ``--protocol
 path/to/myproto.py`` loads that file and uses the one ``Adapter`` subclass it defines
 (or the one named ``path/to/myproto.py:ClassName``): adding a protocol is one file.
 See docs/LOADTEST.md, "Adding a protocol".
@@ -45,6 +46,7 @@ from loadtest.adapters.phoenix import PhoenixAdapter
 from loadtest.adapters.pusher import PusherAdapter
 from loadtest.adapters.reference import ReferenceAdapter
 from loadtest.adapters.socketio import SocketIOAdapter
+from loadtest.adapters.sse import SSEAdapter
 from loadtest.adapters.stomp import StompAdapter
 
 ADAPTERS: dict[str, type[Adapter]] = {
@@ -61,6 +63,7 @@ ADAPTERS: dict[str, type[Adapter]] = {
     CentrifugoAdapter.name: CentrifugoAdapter,
     ActionCableAdapter.name: ActionCableAdapter,
     PusherAdapter.name: PusherAdapter,
+    SSEAdapter.name: SSEAdapter,
 }
 
 
@@ -131,6 +134,7 @@ __all__ = [
     "ReferenceAdapter",
     "Rejected",
     "Reply",
+    "SSEAdapter",
     "SocketIOAdapter",
     "StompAdapter",
     "adapter_class",

@@ -196,6 +196,17 @@ class Adapter:
     heart-beating) sets this; every driver then sends ``heartbeat()`` on each open
     connection about this often, from the upgrade to the close. None: no such timer."""
 
+    transport: ClassVar[str] = "websocket"
+    """How the drivers carry the bytes. ``"websocket"``: every payload is a frame of one
+    WebSocket. ``"http"`` (Server-Sent Events): the adapter speaks HTTP/1.1 itself and
+    the driver holds two plain TCP (or TLS) connections per client to the target's host:
+    the *stream* lane carries the request that opens an event stream (``opens_stream``
+    says which payload it is) and its endless response, whose bytes, chunked as they
+    come, go to ``parse``; the *request* lane, kept alive, carries every other payload
+    (sends, publishes), and its bytes go to ``parse_reply``. Losing the stream lane is
+    losing the connection; a request lane the server closed is opened again for the next
+    payload (after ``reply_lane_closed``). There is no ping on a one-way stream."""
+
     schemes: ClassVar[Mapping[str, str]] = {"ws": "ws", "wss": "wss"}
     """The URL schemes a target may be given in, each mapped to the WebSocket scheme that
     is dialled. Socket.IO users name their server ``http(s)://`` everywhere (every
@@ -229,6 +240,23 @@ class Adapter:
         frames, 16-bit packet ids, the rooms a resumed session holds) returns a fresh copy
         sharing the checked options. Drivers call every other method on this copy."""
         return self
+
+    def bind(self, url: str) -> None:
+        """``transport = "http"``: the URL the driver dials (``url``'s result), whose host
+        and path the adapter's requests name. Called once per ``connection()`` copy."""
+
+    def opens_stream(self, payload: bytes) -> bool:
+        """``transport = "http"``: called for every payload just before it is written, in
+        order; True puts it on the stream lane, False on the request lane."""
+        return False
+
+    def parse_reply(self, payload: bytes) -> Event | list[Event] | None:
+        """``transport = "http"``: bytes read on the request lane (the answers to sends)."""
+        return None
+
+    def reply_lane_closed(self) -> None:
+        """``transport = "http"``: the request lane closed; what was in flight on it will
+        never be answered."""
 
     def heartbeat(self) -> bytes | None:
         """The frame to send every ``heartbeat_interval_s`` (None: nothing this time)."""

@@ -47,6 +47,7 @@ from loadtest.client.policy import ReconnectPolicy
 from loadtest.client.reconnect import ClientSession, Recovery
 from loadtest.engine import wire
 from loadtest.engine.failures import classify
+from loadtest.engine.httplanes import HttpLanes
 from loadtest.engine.recovery import Reconnector, new_liveness
 from loadtest.engine.schedule import OpenLoop
 from loadtest.ledger import RecipientLedger
@@ -80,6 +81,8 @@ class Conn(WSListener):
         self.index = index
         self.user = worker.plan.user(index)
         self.adapter = worker.adapter.connection()  # per-connection protocol state, if any
+        if worker.http:
+            self.adapter.bind(worker.start.url)
         self.transport = None
         self.is_open = False
         self.ready = False  # set up once: part of the run
@@ -181,6 +184,7 @@ class Worker(Tally):
         self.plan = Plan(start.scenario, start.tag)
         self.adapter = make_adapter(start.scenario.protocol, start.scenario.protocol_options)
         self.msg_type = _BINARY if self.adapter.binary else _TEXT
+        self.http = self.adapter.transport == "http"  # two TCP lanes, no WebSocket (SSE)
         self.emit = emit
         Tally.__init__(
             self,
@@ -273,6 +277,15 @@ class Worker(Tally):
                     self.on_event(conn, one, now)
                 return
         self.on_event(conn, event, now)
+
+    def on_reply(self, conn: Conn, payload: bytes) -> None:
+        """Bytes of an HTTP client's request lane (``Adapter.transport == "http"``)."""
+        now = time.monotonic_ns()
+        self.c["bytes_received"] += len(payload)
+        events = conn.adapter.parse_reply(payload)
+        for event in events if type(events) is list else (events,):
+            if event is not None:
+                self.on_event(conn, event, now)
 
     def on_event(self, conn: Conn, event: object, now: int) -> None:
         """Account one event of a received frame."""
@@ -410,6 +423,8 @@ class Worker(Tally):
         """
         kwargs = {}
         local = self.local_addr_for(conn.index)
+        if self.http:
+            return HttpLanes(self, conn, self.url, local).connect()
         if local is not None:
             kwargs["local_addr"] = local
         return ws_connect(

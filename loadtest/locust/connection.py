@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import random
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import gevent
 from gevent.event import AsyncResult
@@ -30,6 +30,7 @@ from loadtest.adapters.base import Page, Reply
 from loadtest.client import FATAL_CLOSE_CODES, ClientSession
 from loadtest.engine.failures import describe
 from loadtest.ledger import Arrival, RecipientLedger
+from loadtest.locust.httplanes import HttpLanesConnection
 from loadtest.locust.wsclient import WsConnection, classify
 from loadtest.plan import PROBE_STREAM, compose, receipt
 from loadtest.scenarios import Kind
@@ -70,8 +71,11 @@ class Conn:
         self.index = index
         self.user = run.plan.user(index)
         self.adapter = run.adapter.connection()  # per-connection protocol state, if any
+        self.http = self.adapter.transport == "http"  # two TCP lanes, no WebSocket (SSE)
+        if self.http:
+            self.adapter.bind(run.url)
         self.rooms = [run.plan.room_name(r) for r in run.plan.rooms_of(index)]
-        self.ws: WsConnection | None = None
+        self.ws: WsConnection | HttpLanesConnection | None = None
         self.ready = False  # set up (hello, joins) at least once
         self.in_run = False  # live at the go: its sends and receipts are accounted
         self.stopping = False  # the run or the user is ending: no reconnect
@@ -163,7 +167,12 @@ class Conn:
         adapter = self.adapter
         session = self.session
         token = run.plan.token(self.index)
-        ws = WsConnection(run.url, self._on_payload, self._on_closed, binary=adapter.binary)
+        if self.http:
+            ws: Any = HttpLanesConnection(
+                run.url, adapter, self._on_payload, self._on_reply, self._on_closed
+            )
+        else:
+            ws = WsConnection(run.url, self._on_payload, self._on_closed, binary=adapter.binary)
         try:
             with gevent.Timeout(welcome_s):
                 ws.connect(welcome_s, adapter.headers(self.user, token), adapter.subprotocols)
@@ -243,6 +252,15 @@ class Conn:
                 self._on_event(one, now, len(payload))
             return
         self._on_event(event, now, len(payload))
+
+    def _on_reply(self, payload: bytes) -> None:
+        """Bytes of the request lane (``Adapter.transport == "http"``)."""
+        now = time.time_ns()
+        self.run.c["bytes_received"] += len(payload)
+        events = self.adapter.parse_reply(payload)
+        for one in events if type(events) is list else (events,):
+            if one is not None:
+                self._on_event(one, now, 0)
 
     def _on_event(self, event: object, now: int, size: int) -> None:
         run = self.run

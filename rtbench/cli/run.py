@@ -40,7 +40,10 @@ def register(app: typer.Typer) -> None:
 def run_command(
     scenario: str = typer.Argument(..., help="connect | chat | fanout | rtt | soak | FILE.toml"),
     target: str | None = typer.Option(
-        None, "--target", "-t", help="ws:// or wss:// URL (http(s):// for --protocol socketio)."
+        None,
+        "--target",
+        "-t",
+        help="ws:// or wss:// URL (http(s):// for --protocol socketio and sse).",
     ),
     protocol: str | None = typer.Option(
         None,
