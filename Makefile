@@ -26,9 +26,10 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/rtbench bench
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache reports/runs
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache reports/runs
