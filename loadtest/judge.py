@@ -125,7 +125,7 @@ def generator_bound(
     if not parts or any(h is None or not h.count for h in parts):
         return None
     q = slo_mod.bound_percentile(percentile)
-    return round(sum(h.percentile_ms(q) or 0.0 for h in parts), 3)  # type: ignore[union-attr]
+    return round(sum(h.percentile_ms(q) or 0.0 for h in parts if h is not None), 3)
 
 
 def delay_cause(outcome: Outcome) -> str:
