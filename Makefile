@@ -26,9 +26,11 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_layers.py
 
 bench: $(STAMP)
 	$(BIN)/rtbench bench
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache reports/runs
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache reports/runs

@@ -125,7 +125,7 @@ def generator_bound(
     if not parts or any(h is None or not h.count for h in parts):
         return None
     q = slo_mod.bound_percentile(percentile)
-    return round(sum(h.percentile_ms(q) or 0.0 for h in parts), 3)  # type: ignore[union-attr]
+    return round(sum(h.percentile_ms(q) or 0.0 for h in parts if h is not None), 3)
 
 
 def delay_cause(outcome: Outcome) -> str:
@@ -216,6 +216,7 @@ def windows_of(outcome: Outcome) -> list[Window]:
         return []
     width = max(1, int(sc.window or 60))
     first = (outcome.go_ns - outcome.t0_ns) // 1_000_000_000
+    # send_end_ns is set with go_ns (both drivers set them at the go): not None here
     last = (outcome.send_end_ns - outcome.t0_ns) // 1_000_000_000  # type: ignore[operator]
     by_second = {s.t: s for s in outcome.seconds}
     windows = []

@@ -64,7 +64,11 @@ class HttpGuard:
     def wrap(self, http: Callable[[str], HttpAnswer]) -> Callable[[str, str | None], HttpAnswer]:
         """The listener's HTTP answer, with /metrics refused (401) without the token."""
         if self._metrics_token is None:
-            return lambda target, authorization=None: http(target)
+
+            def answer(target: str, authorization: str | None = None) -> HttpAnswer:
+                return http(target)
+
+            return answer
 
         def guarded(target: str, authorization: str | None = None) -> HttpAnswer:
             if urlsplit(target).path == "/metrics" and not self.metrics_allowed(authorization):

@@ -40,7 +40,7 @@ log = logging.getLogger("rtbench.server")
 
 Handler = Callable[[Session, Any], Coroutine[Any, Any, None] | None]
 Routes = Mapping[type, Handler]
-CLIENT_MESSAGES: frozenset[type] = frozenset(p.ClientMessage.__args__)  # type: ignore[attr-defined]
+CLIENT_MESSAGES: frozenset[type] = frozenset(p.ClientMessage.__args__)
 
 
 def merge_routes(*tables: Routes) -> dict[type, Handler]:

@@ -62,6 +62,7 @@ class Health:
             from prometheus_client import CONTENT_TYPE_LATEST  # at the first scrape, not at start
 
             collector = self.collector if self.cluster is None else self.cluster.collector()
+            # a ClusterCollector has the same collect() as the MetricsCollector render names
             return 200, render(collector), CONTENT_TYPE_LATEST  # type: ignore[arg-type]
         body, healthy = self.report()
         return (200 if healthy else 503), encode(body) + b"\n", "application/json"

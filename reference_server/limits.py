@@ -114,8 +114,8 @@ class ConnectionLimits:
             ip = ipaddress.ip_address(address)
         except ValueError:  # a peer we cannot parse (a Unix socket): nothing to count
             return True
-        if ip.version == 6 and ip.ipv4_mapped is not None:  # type: ignore[union-attr]
-            ip = ip.ipv4_mapped  # type: ignore[union-attr]
+        if ip.version == 6 and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
         return any(ip in net for net in self.exempt)
 
     def open(self, peer: str) -> tuple[bool, str | None]:

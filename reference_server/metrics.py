@@ -117,8 +117,8 @@ class MetricsCollector:
         for close_code, count in sorted(m.closes.items()):
             closes.add_metric([str(close_code)], count)
         yield closes
-        for name, value in self.gauges().items():
-            yield GaugeMetricFamily(p + name, f"Current {name.replace('_', ' ')}.", value=value)
+        for name, gauge in self.gauges().items():
+            yield GaugeMetricFamily(p + name, f"Current {name.replace('_', ' ')}.", value=gauge)
         yield GaugeMetricFamily(
             p + "queue_high_water_bytes",
             "Largest outgoing buffer seen on one connection.",
@@ -143,5 +143,5 @@ def render(collector: MetricsCollector) -> bytes:
     from prometheus_client import CollectorRegistry, generate_latest
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(collector)  # type: ignore[arg-type]
+    registry.register(collector)
     return generate_latest(registry)

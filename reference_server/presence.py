@@ -92,6 +92,7 @@ class Presence:
             room = self.rooms.cached(name)
             if room is None or room.dm is not None or not self.small(room):
                 continue
+            # state: "online" or "offline" from every caller (the protocol's Literal)
             frame = frame or framed(p.Presence(user=user, state=state))  # type: ignore[arg-type]
             self.fanout.to_room(room, frame, exclude_user=user)
 

@@ -87,6 +87,7 @@ class Subscriptions:
                     self.fanout.write(s, [self._joined_empty(name)])
                     continue
                 if room.dm is None and s.user not in room.members:
+                    # s.user: a resume is a hello's, which has set it
                     await self.access.add_member(room, s.user)  # type: ignore[arg-type]
                 await self.attach_async(s, room, since, None, True)
             except Refuse as exc:

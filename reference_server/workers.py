@@ -33,6 +33,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -165,8 +166,9 @@ class Supervisor:
         stop = asyncio.ensure_future(self.stopping.wait())
         failed = asyncio.ensure_future(self._first_failure())
         try:
+            pending: list[asyncio.Future[Any]] = [asyncio.gather(*waits), stop, failed]
             done, _ = await asyncio.wait(
-                [asyncio.gather(*waits), stop, failed],
+                pending,
                 timeout=START_TIMEOUT_S,
                 return_when=asyncio.FIRST_COMPLETED,
             )

@@ -47,7 +47,8 @@ class LatencySummary(Struct, omit_defaults=True, kw_only=True):
 
     @classmethod
     def of(cls, histogram: LatencyHistogram) -> LatencySummary:
-        return cls(**histogram.summary(), hdr=histogram.encode() if histogram.count else None)
+        summary = histogram.summary()  # its keys are this struct's fields: count, p50, ..., mean
+        return cls(**summary, hdr=histogram.encode() if histogram.count else None)  # type: ignore[arg-type]
 
     def histogram(self) -> LatencyHistogram | None:
         return LatencyHistogram.decode(self.hdr) if self.hdr else None

@@ -212,7 +212,8 @@ def judge_with_missing(
         verdict = judge(slo, None, 0)
         if total == 0:
             return verdict
-        detail = words.none.format(missing=missing, total=total)  # type: ignore[union-attr]
+        assert words.none is not None  # total > 0, so the second condition held
+        detail = words.none.format(missing=missing, total=total)
         return msgspec.structs.replace(verdict, status=Status.FAIL, detail=detail)
     assert hist is not None or arrived == 0
     rank = math.ceil(percentile / 100.0 * total)

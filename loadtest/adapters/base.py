@@ -125,6 +125,7 @@ class _class_or_instance:
 
     def __init__(self, fn: Callable[..., Any]) -> None:
         self.fn = fn
+        # a descriptor, not a callable: only the name and docstring are copied onto it
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
 
     def __get__(self, obj: object, cls: type) -> Callable[..., Any]:
@@ -179,11 +180,11 @@ class Adapter:
     """
 
     name: ClassVar[str] = "base"
-    features: ClassVar[frozenset[str]] = frozenset()
-    default_path: ClassVar[str] = ""  # appended to a target URL that has no path
-    expects_welcome: ClassVar[bool] = False  # wait for Ready(room=None) after open()
+    features: frozenset[str] = frozenset()
+    default_path: str = ""  # appended to a target URL that has no path
+    expects_welcome: bool = False  # wait for Ready(room=None) after open()
     binary: ClassVar[bool] = False  # send binary frames instead of text
-    confirms_join: ClassVar[bool] = True
+    confirms_join: bool = True
     """False: the server answers a join with nothing, so a room counts as joined once the
     join frame is sent (no ``Ready(room)`` will come). An adapter configured from options
     may set this, ``features`` and ``expects_welcome`` per instance in ``__init__``."""
@@ -191,7 +192,7 @@ class Adapter:
     """WebSocket subprotocols to offer in the upgrade (``Sec-WebSocket-Protocol``), e.g.
     ``("mqtt",)``: some servers refuse an upgrade that does not name theirs. Every driver
     offers them through its own client library, which also checks the server's choice."""
-    heartbeat_interval_s: ClassVar[float | None] = None
+    heartbeat_interval_s: float | None = None
     """A protocol whose server drops a client that stays silent (MQTT keepalive, STOMP
     heart-beating) sets this; every driver then sends ``heartbeat()`` on each open
     connection about this often, from the upgrade to the close. None: no such timer."""

@@ -179,10 +179,10 @@ class CentrifugoAdapter(Adapter):
             for line in payload.split(b"\n"):
                 if line.strip():
                     one = self._one(line)
-                    if type(one) is list:
-                        events.extend(one)  # type: ignore[arg-type]
+                    if isinstance(one, list):
+                        events.extend(one)
                     elif one is not None:
-                        events.append(one)  # type: ignore[arg-type]
+                        events.append(one)
             return events
         return self._one(payload)
 

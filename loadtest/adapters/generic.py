@@ -135,7 +135,7 @@ class GenericAdapter(Adapter):
                 f"{where}: the generic protocol needs join + send + delivery (rooms) or "
                 "ping + delivery (round trips); see docs/ADAPTERS.md"
             )
-        self.features = frozenset(have)  # type: ignore[misc]
+        self.features = frozenset(have)
 
     # -- frames out -------------------------------------------------------------------------
 
@@ -147,30 +147,39 @@ class GenericAdapter(Adapter):
         return [_encode(t.render(values)) for t in self._hello]
 
     def join(self, room: str, req_id: int) -> bytes:
+        t = self._join
+        assert t is not None  # called only with Feature.ROOMS, which needs the join template
         join_id = remember_join(self._joins, self._join_ids, room) if self.confirms_join else req_id
-        return _encode(self._join.render({"room": room, "req": join_id}))  # type: ignore[union-attr]
+        return _encode(t.render({"room": room, "req": join_id}))
 
     def send(self, room: str, body: str, req_id: int) -> bytes:
         t = self._send
+        assert t is not None  # called only with Feature.ROOMS, which needs the send template
         return _encode(t.render(frame_values(t.marked, body, req_id, room=room)))
 
     def publish(self, room: str, event: str, data: str, req_id: int) -> bytes:
         t = self._publish
+        assert t is not None  # called only with Feature.PUBLISH (a publish or send template)
         return _encode(t.render(frame_values(t.marked, data, req_id, room=room, event=event)))
 
     def dm(self, to_user: str, body: str, req_id: int) -> bytes:
         t = self._dm
+        assert t is not None  # called only with Feature.DM
         return _encode(t.render(frame_values(t.marked, body, req_id, to=to_user)))
 
     def typing(self, room: str, started: bool) -> bytes:
-        values = {"room": room, "state": "start" if started else "stop"}
-        return _encode(self._typing.render(values))  # type: ignore[union-attr]
+        t = self._typing
+        assert t is not None  # called only with Feature.TYPING
+        return _encode(t.render({"room": room, "state": "start" if started else "stop"}))
 
     def read(self, room: str, seq: int) -> bytes:
-        return _encode(self._read.render({"room": room, "seq": seq}))  # type: ignore[union-attr]
+        t = self._read
+        assert t is not None  # called only with Feature.RECEIPTS
+        return _encode(t.render({"room": room, "seq": seq}))
 
     def ping(self, text: str, req_id: int) -> bytes:
         t = self._ping
+        assert t is not None  # called only with Feature.PING
         return _encode(t.render(frame_values(t.marked, text, req_id)))
 
     # -- frames in --------------------------------------------------------------------------

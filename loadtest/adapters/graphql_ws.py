@@ -162,7 +162,7 @@ class GraphQLWSAdapter(Adapter):
             have.add(Feature.ACK)
         if self.has_ping:
             have.add(Feature.PING)
-        self.features = frozenset(have)  # type: ignore[misc]
+        self.features = frozenset(have)
 
     # -- frames out -------------------------------------------------------------------------
 

@@ -276,13 +276,13 @@ class MqttAdapter(Adapter):
         self._client_id = Template(o.client_id, CLIENT_ID_ALLOWED, f"{where}.client_id")
         self._username = Template(o.username, hello, f"{where}.username") if o.username else None
         self._password = Template(o.password, hello, f"{where}.password") if o.password else None
-        self.heartbeat_interval_s = o.keepalive / 2 if o.keepalive else None  # type: ignore[misc]
+        self.heartbeat_interval_s = o.keepalive / 2 if o.keepalive else None
         have = {Feature.ROOMS, Feature.PUBLISH}
         if o.qos:
             have.add(Feature.ACK)
         if not o.clean_session:
             have.add(Feature.RESUME)
-        self.features = frozenset(have)  # type: ignore[misc]
+        self.features = frozenset(have)
         self._reset_connection_state()
 
     def _reset_connection_state(self) -> None:

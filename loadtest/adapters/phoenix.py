@@ -98,7 +98,7 @@ class PhoenixAdapter(Adapter):
         self.heartbeat_interval_s = o.heartbeat_s or None
         self._beats = itertools.count(1)
         if o.ack:
-            self.features = frozenset({Feature.ROOMS, Feature.PUBLISH, Feature.ACK})  # type: ignore[misc]
+            self.features = frozenset({Feature.ROOMS, Feature.PUBLISH, Feature.ACK})
 
     # -- frames out ---------------------------------------------------------------------
 

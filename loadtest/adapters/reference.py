@@ -8,6 +8,7 @@ dm), ``data`` (publish) and ``ts`` (ping), fields the server relays untouched.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
 
 import msgspec
 
@@ -88,31 +89,31 @@ class ReferenceAdapter(Adapter):
             msg = decode_server(payload)
         except msgspec.DecodeError:  # ValidationError included: unknown type, bad fields
             return Notice("unparsed")
-        kind = type(msg)
-        if kind is m.Message:
+        if type(msg) is m.Message:
             found = parse_marker(msg.body)
             if found is None:
                 return Notice("message", msg.room, msg.seq)
             return Delivery(*found, room=msg.room, seq=msg.seq)
-        if kind is m.Ack:
+        if type(msg) is m.Ack:
             return Ack(msg.id, msg.room, msg.seq)
-        if kind is m.Event:
+        if type(msg) is m.Event:
             found = parse_marker(msg.data) if isinstance(msg.data, str) else None
             if found is None:
                 return Notice("event", msg.room, msg.seq)
             return Delivery(*found, room=msg.room, seq=msg.seq)
-        if kind is m.Pong:
+        if type(msg) is m.Pong:
             found = parse_marker(msg.ts) if isinstance(msg.ts, str) else None
             if found is None:
                 return Notice("pong")
             return Delivery(*found)
-        if kind is m.HistoryPage:
+        if type(msg) is m.HistoryPage:
             return Page(msg.id, msg.room, len(msg.messages), msg.has_more)
-        if kind is m.Joined:
+        if type(msg) is m.Joined:
             return Ready(msg.room, msg.seq)
-        if kind is m.Welcome:
+        if type(msg) is m.Welcome:
             return Ready(None, 0)
-        if kind is m.Error:
+        if type(msg) is m.Error:
             return Rejected(msg.id, msg.code, msg.message)
         room = getattr(msg, "room", None)
-        return Notice(msg.__struct_config__.tag, room, getattr(msg, "seq", None))
+        tag = cast(str, msg.__struct_config__.tag)  # every server frame is tagged by a string
+        return Notice(tag, room, getattr(msg, "seq", None))

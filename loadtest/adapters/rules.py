@@ -209,8 +209,8 @@ class Recogniser:
             self.rules.append(lambda frame: Ready(None, 0) if match(frame) else None)
         if error is not None:
             self.rules.append(self._error(error, f"{where}.error"))
-        for i, rule in enumerate(reply):
-            self.rules.append(self._reply(rule, f"{where}.reply.{i}"))
+        for i, reply_rule in enumerate(reply):
+            self.rules.append(self._reply(reply_rule, f"{where}.reply.{i}"))
         self.kind = _path(kind, f"{where}.kind")
 
     def __call__(self, frame: Any) -> Event:
@@ -237,15 +237,16 @@ class Recogniser:
                 return find_marker(marker.get(frame))
 
         else:
-            missing = [n for n in ("sender", "counter", "timestamp") if not getattr(rule, n)]
-            if missing:
+            sender_at, counter_at, stamp_at = rule.sender, rule.counter, rule.timestamp
+            if not (sender_at and counter_at and stamp_at):
+                missing = [n for n in ("sender", "counter", "timestamp") if not getattr(rule, n)]
                 raise AdapterError(
                     f"{where}: needs marker (the field holding {{body}}), or sender, counter "
                     f"and timestamp paths (missing: {', '.join(missing)})"
                 )
-            sender = FieldPath(rule.sender, f"{where}.sender")  # type: ignore[arg-type]
-            counter = FieldPath(rule.counter, f"{where}.counter")  # type: ignore[arg-type]
-            stamp = FieldPath(rule.timestamp, f"{where}.timestamp")  # type: ignore[arg-type]
+            sender = FieldPath(sender_at, f"{where}.sender")
+            counter = FieldPath(counter_at, f"{where}.counter")
+            stamp = FieldPath(stamp_at, f"{where}.timestamp")
             stream = _path(rule.stream, f"{where}.stream")
 
             def fields(frame: Any) -> tuple[int, int, int, int] | None:

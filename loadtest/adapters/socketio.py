@@ -173,18 +173,19 @@ class SocketIOAdapter(Adapter):
         self._join_ids = itertools.count(JOIN_ID_BASE)
         self._ping_ids = itertools.count(PING_ID_BASE)
 
-        def emit(kind: str, value: Emit | None) -> _EmitTemplate | None:
-            if value is None:
-                return None
+        def emit(kind: str, value: Emit) -> _EmitTemplate:
             return _EmitTemplate(kind, value, o.namespace, f"{where}.{kind}")
+
+        def optional(kind: str, value: Emit | None) -> _EmitTemplate | None:
+            return None if value is None else emit(kind, value)
 
         self._join = emit("join", o.join)
         self._send = emit("send", o.send)
         self._publish = emit("publish", o.publish or o.send)
-        self._dm = emit("dm", o.dm)
-        self._typing = emit("typing", o.typing)
-        self._read = emit("read", o.read)
-        self._ping = emit("ping", o.ping)
+        self._dm = optional("dm", o.dm)
+        self._typing = optional("typing", o.typing)
+        self._read = optional("read", o.read)
+        self._ping = optional("ping", o.ping)
         self._auth = Template(o.auth, ALLOWED["hello"], f"{where}.auth") if o.auth else None
         self._headers = {
             k: Template(v, ALLOWED["hello"], f"{where}.headers.{k}") for k, v in o.headers.items()
@@ -213,7 +214,7 @@ class SocketIOAdapter(Adapter):
         ):
             if present:
                 have.add(feature)
-        self.features = frozenset(have)  # type: ignore[misc]
+        self.features = frozenset(have)
 
     # -- frames out -------------------------------------------------------------------------
 
@@ -238,33 +239,38 @@ class SocketIOAdapter(Adapter):
 
     def join(self, room: str, req_id: int) -> bytes:
         ack_id = remember_join(self._joins, self._join_ids, room) if self.confirms_join else None
-        return self._join.render({"room": room, "req": req_id}, ack_id)  # type: ignore[union-attr]
+        return self._join.render({"room": room, "req": req_id}, ack_id)
 
     def send(self, room: str, body: str, req_id: int) -> bytes:
         t = self._send
         values = frame_values(t.marked, body, req_id, room=room)
-        return t.render(values, req_id if self._ack else None)  # type: ignore[union-attr]
+        return t.render(values, req_id if self._ack else None)
 
     def publish(self, room: str, event: str, data: str, req_id: int) -> bytes:
         t = self._publish
         values = frame_values(t.marked, data, req_id, room=room, event=event)
-        return t.render(values, req_id if self._ack else None)  # type: ignore[union-attr]
+        return t.render(values, req_id if self._ack else None)
 
     def dm(self, to_user: str, body: str, req_id: int) -> bytes:
         t = self._dm
+        assert t is not None  # called only with Feature.DM, which the dm emit gives
         values = frame_values(t.marked, body, req_id, to=to_user)
-        return t.render(values, req_id if self._ack else None)  # type: ignore[union-attr]
+        return t.render(values, req_id if self._ack else None)
 
     def typing(self, room: str, started: bool) -> bytes:
-        values = {"room": room, "state": "start" if started else "stop"}
-        return self._typing.render(values)  # type: ignore[union-attr]
+        t = self._typing
+        assert t is not None  # called only with Feature.TYPING
+        return t.render({"room": room, "state": "start" if started else "stop"})
 
     def read(self, room: str, seq: int) -> bytes:
-        return self._read.render({"room": room, "seq": seq})  # type: ignore[union-attr]
+        t = self._read
+        assert t is not None  # called only with Feature.RECEIPTS
+        return t.render({"room": room, "seq": seq})
 
     def ping(self, text: str, req_id: int) -> bytes:
         t = self._ping
-        return t.render(frame_values(t.marked, text, req_id), next(self._ping_ids))  # type: ignore[union-attr]
+        assert t is not None  # called only with Feature.PING
+        return t.render(frame_values(t.marked, text, req_id), next(self._ping_ids))
 
     # -- frames in --------------------------------------------------------------------------
 

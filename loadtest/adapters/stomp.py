@@ -187,7 +187,7 @@ class StompAdapter(Adapter):
         self.heart_beat = o.heart_beat
         self.content_type = o.content_type
         self.receipts = o.receipts
-        self.confirms_join = o.join_receipt  # type: ignore[misc]
+        self.confirms_join = o.join_receipt
         hello = ALLOWED["hello"]
         self._connect_headers = {
             k: Template(v, hello, f"{where}.headers.{k}") for k, v in o.headers.items()
@@ -195,11 +195,11 @@ class StompAdapter(Adapter):
         for key, value in (("login", o.login), ("passcode", o.passcode)):
             if value is not None:
                 self._connect_headers[key] = Template(value, hello, f"{where}.{key}")
-        self.heartbeat_interval_s = o.heart_beat[0] / 1000 if o.heart_beat[0] else None  # type: ignore[misc]
+        self.heartbeat_interval_s = o.heart_beat[0] / 1000 if o.heart_beat[0] else None
         have = {Feature.ROOMS, Feature.PUBLISH}
         if o.receipts:
             have.add(Feature.ACK)
-        self.features = frozenset(have)  # type: ignore[misc]
+        self.features = frozenset(have)
         self._decoder = FrameDecoder()
 
     def connection(self) -> StompAdapter:

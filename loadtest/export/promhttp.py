@@ -55,9 +55,11 @@ class _SnapshotCollector(Collector):
                     b = point.buckets
                     buckets = [(repr(float(le)), n) for le, n in b.cumulative]
                     buckets.append(("+Inf", b.count))
-                    metric.add_metric(values, buckets, b.sum_s)  # type: ignore[call-arg]
+                    # each Metric subclass has its own add_metric: histogram points come
+                    # in a histogram family, the others in a counter or gauge one
+                    metric.add_metric(values, buckets, b.sum_s)  # type: ignore[attr-defined]
                 else:
-                    metric.add_metric(values, point.value)  # type: ignore[call-arg]
+                    metric.add_metric(values, point.value)  # type: ignore[attr-defined]
             yield metric
 
 

@@ -16,7 +16,7 @@ import urllib.request
 
 import cramjam
 
-from loadtest.export.buckets import native_buckets, spans_and_deltas
+from loadtest.export.buckets import NativeBuckets, native_buckets, spans_and_deltas
 from loadtest.export.model import Family, Kind, Snapshot
 from loadtest.export.prompb import remote_pb2 as pb
 from loadtest.export.sink import PushSink, SendError
@@ -38,11 +38,13 @@ def _le(edge: float) -> str:
     return "+Inf" if math.isinf(edge) else repr(float(edge))
 
 
-def _series(family: Family, snapshot: Snapshot, *, native: bool) -> list[tuple[tuple, object]]:
+def _series(
+    family: Family, snapshot: Snapshot, *, native: bool
+) -> list[tuple[tuple, float | NativeBuckets]]:
     """(labels, value) pairs of one family; value is a float or a NativeBuckets."""
     base = snapshot.run_labels
     name = family.spec.full_name
-    out: list[tuple[tuple, object]] = []
+    out: list[tuple[tuple, float | NativeBuckets]] = []
     for point in family.points:
         labels = base + point.labels
         if family.spec.kind is not Kind.HISTOGRAM:
@@ -86,7 +88,7 @@ def encode(batch: list[Snapshot], *, native: bool = False) -> bytes:
     return request.SerializeToString()
 
 
-def _add_native(series: pb.TimeSeries, native, timestamp_ms: int) -> None:  # type: ignore[no-untyped-def]
+def _add_native(series: pb.TimeSeries, native: NativeBuckets, timestamp_ms: int) -> None:
     spans, deltas = spans_and_deltas(native.indexes, native.counts)
     histogram = series.histograms.add(
         count_int=native.count,

@@ -35,7 +35,7 @@ import resource
 import socket
 import struct
 import sys
-from typing import Any
+from typing import Any, cast
 
 LINGER_RESET = struct.pack("ii", 1, 0)
 WRITE_HIGH_WATER = 256 * 1024
@@ -57,8 +57,8 @@ class _Side(asyncio.Protocol):
         self.held: list[bytes] = []  # read before it could be passed on (at most one read)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        transport.set_write_buffer_limits(WRITE_HIGH_WATER)  # type: ignore[attr-defined]
+        self.transport = cast(asyncio.Transport, transport)  # a stream protocol's transport
+        self.transport.set_write_buffer_limits(WRITE_HIGH_WATER)
         self.sync()  # no reading before the other side is connected (nor while blackholed)
 
     def data_received(self, data: bytes) -> None:
@@ -106,8 +106,9 @@ class _Side(asyncio.Protocol):
         if want:
             if self.held:
                 held, self.held = self.held, []
+                assert self.peer is not None and self.peer.transport is not None  # want says so
                 for data in held:
-                    self.peer.transport.write(data)  # type: ignore[union-attr]
+                    self.peer.transport.write(data)
             transport.resume_reading()
         else:
             transport.pause_reading()

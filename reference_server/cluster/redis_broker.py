@@ -512,23 +512,23 @@ class RedisBroker:
         assert sink is not None
         try:
             kind = type(message)
-            if kind is env.Items:
-                sink.items(message.room, message.items, message.again)  # type: ignore[union-attr]
-            elif kind is env.RoomFrame:
+            if type(message) is env.Items:
+                sink.items(message.room, message.items, message.again)
+            elif type(message) is env.RoomFrame:
                 sink.room_frame(
-                    message.room,  # type: ignore[union-attr]
-                    message.frame,  # type: ignore[union-attr]
-                    message.exclude_user,  # type: ignore[union-attr]
-                    message.chatty,  # type: ignore[union-attr]
+                    message.room,
+                    message.frame,
+                    message.exclude_user,
+                    message.chatty,
                 )
-            elif kind is env.Receipt:
-                sink.receipt(message.room, message.user, message.seq, message.frame)  # type: ignore[union-attr]
-            elif kind is env.Presence:
-                sink.presence(message.user, message.state)  # type: ignore[union-attr]
-            elif kind is env.Members:
-                sink.members(message.room, message.added)  # type: ignore[union-attr]
-            elif kind is env.Left:
-                sink.left(message.room, message.user)  # type: ignore[union-attr]
+            elif type(message) is env.Receipt:
+                sink.receipt(message.room, message.user, message.seq, message.frame)
+            elif type(message) is env.Presence:
+                sink.presence(message.user, message.state)
+            elif type(message) is env.Members:
+                sink.members(message.room, message.added)
+            elif type(message) is env.Left:
+                sink.left(message.room, message.user)
         except Exception:  # a bug in applying one envelope must not stop the feed
             log.exception("rtbench: broker: applying a %s envelope failed", kind.__name__)
 

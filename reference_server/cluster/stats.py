@@ -222,11 +222,11 @@ def merged_metrics(snapshots: list[Snapshot]) -> tuple[Metrics, dict[str, float]
             setattr(total, name, getattr(total, name) + value)
         total.errors.update(snap.errors)
         total.closes.update(snap.closes)
-        for name, (counts, value) in snap.histograms.items():
+        for name, (counts, summed) in snap.histograms.items():
             hist = getattr(total, name)
             if len(hist.counts) == len(counts):
                 hist.counts = [a + b for a, b in zip(hist.counts, counts, strict=True)]
-                hist.total += value
+                hist.total += summed
         for name in _SUMMED_GAUGES:
             gauges[name] += snap.gauges.get(name, 0.0)
         total.loop_lag = max(total.loop_lag, snap.loop_lag)

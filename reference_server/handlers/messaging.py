@@ -81,7 +81,8 @@ class Messaging:
     async def _first_dm(self, s: Session, m: p.Direct, name: str) -> None:
         room = await self.rooms.get(name)
         if room is None and self.rooms.cached(name) is None:
-            members = sorted({s.user, m.to})  # type: ignore[type-var]
+            assert s.user is not None  # on_dm checked it: a session past hello
+            members = sorted({s.user, m.to})
             self.rooms.create(name, True, members)
             self.commits.submit(EnsureRoom(None, name, True, members))  # committed before it
         self.commits.append(s, m.id, name, m.cid, KIND_MESSAGE, body=m.body, meta=m.meta)
@@ -94,6 +95,7 @@ class Messaging:
             return
         self.commits.require_broker()
         ts = _ms()
+        # s.user: set by hello, which the dispatcher requires before any publish
         frame = framed(p.Event(room=room.name, event=m.event, data=m.data, sender=s.user, ts=ts))  # type: ignore[arg-type]
         self.fanout.reply(s, p.Ack(id=m.id, cid=m.cid, room=room.name, ts=ts))
         self.fanout.to_cluster(room, frame, exclude=s)

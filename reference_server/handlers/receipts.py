@@ -51,6 +51,7 @@ class Receipts:
             raise Refuse(
                 ErrorCode.BAD_RANGE, f"read seq {m.seq} is past room {room.name!r}'s seq {room.seq}"
             )
+        # s.user: set by hello, which the dispatcher requires before any read
         self.commits.submit(MarkRead((s, m.id), room.name, s.user, m.seq))  # type: ignore[arg-type]
 
     def read_done(self, op: MarkRead) -> None:

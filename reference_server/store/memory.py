@@ -129,8 +129,10 @@ class MemoryStore(Store):
 
     async def find_cid(self, room: str, sender: str, cid: str) -> tuple[int, int] | None:
         r = self._rooms.get(room)
-        seq = None if r is None else r.cids.get((sender, cid))
-        return None if seq is None else (seq, r.items[seq - 1].ts)  # type: ignore[union-attr]
+        if r is None:
+            return None
+        seq = r.cids.get((sender, cid))
+        return None if seq is None else (seq, r.items[seq - 1].ts)
 
     async def max_seq(self, room: str) -> int:
         r = self._rooms.get(room)

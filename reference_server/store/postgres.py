@@ -29,7 +29,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
@@ -419,9 +419,12 @@ class PostgresStore(Store):
                 row = await conn.fetchrow("SELECT private, seq FROM rooms WHERE id = $1", room)
                 if row is None:
                     return None
-                members = dict(
-                    await conn.fetch("SELECT user_id, read FROM members WHERE room = $1", room)
-                )
+                members: dict[str, int] = {
+                    user: read
+                    for user, read in await conn.fetch(
+                        "SELECT user_id, read FROM members WHERE room = $1", room
+                    )
+                }
                 rows = await conn.fetch(
                     f"SELECT {ITEM_COLUMNS} FROM items WHERE room = $1 AND seq > $2 ORDER BY seq",
                     room,
@@ -476,22 +479,22 @@ async def _apply(conn: asyncpg.Connection, batch: list[WriteOp]) -> None:
     ensure: dict[str, bool] = {}
     for op in batch:
         if type(op) is EnsureRoom and op.room not in ensure:
-            ensure[op.room] = op.private  # type: ignore[attr-defined]
+            ensure[op.room] = op.private
     if ensure:
         names = sorted(ensure)
         await conn.execute(SQL_ENSURE_ROOMS, names, [ensure[n] for n in names], now)
     seqs: dict[str, int] = {}
     if appends:
-        rooms = sorted({op.room for op in appends})  # type: ignore[attr-defined]
+        rooms = sorted({op.room for op in appends})
         seqs = {r["id"]: r["seq"] for r in await conn.fetch(SQL_LOCK_ROOMS, rooms)}
     stored: dict[tuple[str, str, str], tuple[int, int]] = {}
-    keyed = [op for op in appends if op.cid is not None]  # type: ignore[attr-defined]
+    keyed = [op for op in appends if op.cid is not None]
     if keyed:
         rows = await conn.fetch(
             SQL_FIND_CIDS,
-            [op.room for op in keyed],  # type: ignore[attr-defined]
-            [op.sender for op in keyed],  # type: ignore[attr-defined]
-            [op.cid for op in keyed],  # type: ignore[attr-defined]
+            [op.room for op in keyed],
+            [op.sender for op in keyed],
+            [op.cid for op in keyed],
         )
         stored = {(r[0], r[1], r[2]): (r[3], r[4]) for r in rows}
     columns: list[list[Any]] = [[] for _ in range(10)]
@@ -500,8 +503,8 @@ async def _apply(conn: asyncpg.Connection, batch: list[WriteOp]) -> None:
     run: list[WriteOp] = []  # consecutive member operations of one kind, applied together
     for op in batch:
         kind = type(op)
-        if kind is AppendItem:
-            _take_seq(op, seqs, stored, now, columns, touched, own)  # type: ignore[arg-type]
+        if type(op) is AppendItem:
+            _take_seq(op, seqs, stored, now, columns, touched, own)
             continue
         if run and type(run[0]) is not kind:
             await _members(conn, run)
@@ -569,19 +572,21 @@ def _take_seq(
 
 async def _members(conn: asyncpg.Connection, run: list[WriteOp]) -> None:
     """Apply a run of same-kind member operations in one statement."""
-    kind = type(run[0])
+    kind = type(run[0])  # a run holds operations of one kind (``_apply`` cuts it so)
     if kind is EnsureRoom:
-        pairs = sorted({(op.room, u) for op in run for u in op.members})  # type: ignore[attr-defined]
+        ensures = cast(list[EnsureRoom], run)
+        pairs = sorted({(op.room, u) for op in ensures for u in op.members})
         if pairs:
             await conn.execute(SQL_ADD_MEMBERS, [p[0] for p in pairs], [p[1] for p in pairs])
     elif kind is RemoveMember:
-        pairs = sorted({(op.room, op.user) for op in run})  # type: ignore[attr-defined]
+        removes = cast(list[RemoveMember], run)
+        pairs = sorted({(op.room, op.user) for op in removes})
         await conn.execute(SQL_REMOVE_MEMBERS, [p[0] for p in pairs], [p[1] for p in pairs])
     else:
         best: dict[tuple[str, str], int] = {}
-        for op in run:
-            key = (op.room, op.user)  # type: ignore[attr-defined]
-            best[key] = max(best.get(key, 0), op.seq)  # type: ignore[attr-defined]
+        for op in cast(list[MarkRead], run):
+            key = (op.room, op.user)
+            best[key] = max(best.get(key, 0), op.seq)
         keys = sorted(best)
         await conn.execute(
             SQL_MARK_READ, [k[0] for k in keys], [k[1] for k in keys], [best[k] for k in keys]

@@ -126,7 +126,8 @@ class SqliteStore(Store):
             self._thread = None
         if self._reader is not None:
             if self._read_conn is not None:
-                await self._loop.run_in_executor(self._reader, self._read_conn.close)  # type: ignore[union-attr]
+                assert self._loop is not None  # set by open(), before the reader
+                await self._loop.run_in_executor(self._reader, self._read_conn.close)
             self._reader.shutdown(wait=True)
             self._reader = None
 
@@ -174,13 +175,19 @@ class SqliteStore(Store):
             conn.executescript(SCHEMA)
         except (sqlite3.Error, OSError) as exc:
             err = exc
-            loop.call_soon_threadsafe(
-                lambda: (
-                    ready.done() or ready.set_exception(OSError(f"cannot open {self.url}: {err}"))
-                )
-            )
+
+            def refuse() -> None:
+                if not ready.done():
+                    ready.set_exception(OSError(f"cannot open {self.url}: {err}"))
+
+            loop.call_soon_threadsafe(refuse)
             return
-        loop.call_soon_threadsafe(lambda: ready.done() or ready.set_result(None))
+
+        def opened() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        loop.call_soon_threadsafe(opened)
         writer = _Writer(conn)
         stop = False
         while not stop:

@@ -22,7 +22,9 @@ from rtbench.protocol import WS_PATHS
 class Connection(Protocol):
     """One open WebSocket, as the core sees it."""
 
-    peer: str
+    @property
+    def peer(self) -> str:
+        """``host:port`` of the client (an attribute or a property)."""
 
     def send(self, data: bytes) -> None:
         """Queue bytes made by ``text_frame`` (one or more frames); never blocks."""

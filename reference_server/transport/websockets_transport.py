@@ -49,7 +49,7 @@ class WsConnection(ServerConnection):
 
     # ---- Connection (the core's side)
     @property
-    def peer(self) -> str:  # type: ignore[override]
+    def peer(self) -> str:
         addr = self.remote_address
         return f"{addr[0]}:{addr[1]}" if addr else ""
 
@@ -72,7 +72,9 @@ class WsConnection(ServerConnection):
     def write_buffer_size(self) -> int:
         return self.transport.get_write_buffer_size()
 
-    def ping(self) -> None:
+    # the core's Connection.ping; websockets' own keepalive, the only caller of the
+    # coroutine it replaces, is off (ping_interval=None in start)
+    def ping(self) -> None:  # type: ignore[override]
         if self.protocol.state is State.OPEN:
             self.protocol.send_ping(b"")
             self.send_data()
@@ -142,7 +144,7 @@ class WebsocketsServer:
         return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
 
     async def _handler(self, ws: WsConnection) -> None:
-        session = self.core.open_session(_CoreView(ws), ws.token)  # type: ignore[arg-type]
+        session = self.core.open_session(_CoreView(ws), ws.token)
         ws.session = session
         try:
             async for message in ws:
@@ -160,10 +162,10 @@ class WebsocketsServer:
 
     async def start(self, host: str, port: int) -> int:
         self._server = await serve(
-            self._handler,
+            self._handler,  # type: ignore[arg-type]  # create_connection: a WsConnection
             **self.options.address(host, port),
             create_connection=WsConnection,
-            process_request=self._process_request,  # type: ignore[arg-type]
+            process_request=self._process_request,  # type: ignore[arg-type]  # as _handler
             max_size=self.options.max_frame_bytes,
             write_limit=self.options.send_buffer_bytes,
             ping_interval=None,  # the core's sweeper pings silent connections

@@ -19,7 +19,7 @@ import typer
 try:  # typer >= 0.22 vendors its own click; its exceptions are the ones raised
     from typer._click import exceptions as click_exc
 except ImportError:  # pragma: no cover - older typer on real click
-    from click import exceptions as click_exc
+    from click import exceptions as click_exc  # type: ignore[no-redef]  # same API, real click
 
 from rtbench import __version__
 from rtbench.exitcodes import ExitCode

@@ -115,6 +115,7 @@ def execute_check(
     prober = UptimeProber(scenario, probe_interval)
     console.print(_plan_line(scenario, probe_interval, slo), highlight=False)
     run_id = new_run_id()
+    assert scenario.target is not None  # check_command refuses a scenario without one
     labels = RunLabels(run_id, "check", scenario.target, scenario.protocol)
     view = ProgressView(console, enabled=not quiet)
     try:

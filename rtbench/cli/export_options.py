@@ -71,7 +71,7 @@ def exporting(
     settings: ExportSettings,
     labels: RunLabels,
     slo: SLO,
-    console=None,  # type: ignore[no-untyped-def]
+    console=None,
 ) -> Iterator[Exporters]:
     """Open the exporters ``settings`` ask for (none: a no-op) around a run."""
     from loadtest.export import ExportError, open_exporters

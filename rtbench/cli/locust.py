@@ -242,6 +242,7 @@ def _render(
             typer.echo(f"wrote {written}")
 
 
+# typer reads the generated signature; a function declares no __signature__ attribute
 locust_command.__signature__ = _signature()  # type: ignore[attr-defined]
 
 

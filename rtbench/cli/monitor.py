@@ -173,13 +173,11 @@ def monitor(
         typer.echo("rtbench monitor: stopped", err=True)
 
     try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
-        uvloop = None
-    try:
-        if uvloop is not None:
-            uvloop.run(main())
-        else:  # pragma: no cover
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
             asyncio.run(main())
+        else:
+            uvloop.run(main())
     except KeyboardInterrupt:  # pragma: no cover - a signal before the handler was set
         raise typer.Exit(ExitCode.OK) from None

@@ -9,7 +9,9 @@ unreachable, 4 inconclusive (generator saturated).
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
@@ -23,6 +25,16 @@ from rtbench.cli.export_options import (
     exporting,
 )
 from rtbench.exitcodes import ExitCode
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from loadtest.export import Exporters, ExportSettings
+    from loadtest.scenarios import Scenario
+    from rtbench.results import Results
+    from rtbench.slo import SLO
+
+T = TypeVar("T")
 
 HELP = """Load a realtime WebSocket server with SCENARIO and judge the four SLO targets.
 
@@ -174,15 +186,15 @@ def run_command(
 
 
 def execute(
-    scenario,  # type: ignore[no-untyped-def]  # loadtest.scenarios.Scenario, imported lazily
+    scenario: Scenario,
     *,
     slo_path: Path | None,
     out: Path | None,
     junit: Path | None = None,
     summary_md: Path | None = None,
     quiet: bool = False,
-    console=None,  # type: ignore[no-untyped-def]
-    export=None,  # type: ignore[no-untyped-def]  # loadtest.export.ExportSettings
+    console: Console | None = None,
+    export: ExportSettings | None = None,
 ) -> int:
     """Run a resolved scenario, print and write its results; return the exit code.
 
@@ -198,12 +210,23 @@ def execute(
     except SLOFileError as exc:
         raise UserError(str(exc)) from None
     run_id = new_run_id()
+    assert scenario.target is not None  # run_command refuses a scenario without one
     labels = RunLabels(run_id, scenario.scenario.value, scenario.target, scenario.protocol)
     with exporting(export or ExportSettings(), labels, slo, console) as exporters:
         return _execute(scenario, slo, run_id, exporters, console, out, junit, summary_md, quiet)
 
 
-def _execute(scenario, slo, run_id, exporters, console, out, junit, summary_md, quiet) -> int:  # type: ignore[no-untyped-def]
+def _execute(
+    scenario: Scenario,
+    slo: SLO,
+    run_id: str,
+    exporters: Exporters,
+    console: Console,
+    out: Path | None,
+    junit: Path | None,
+    summary_md: Path | None,
+    quiet: bool,
+) -> int:
     from loadtest.adapters import AdapterError
     from loadtest.console import ProgressView, print_summary
     from loadtest.engine.coordinator import EngineError
@@ -246,7 +269,7 @@ def _execute(scenario, slo, run_id, exporters, console, out, junit, summary_md, 
     return results.exit_code
 
 
-def make_console():  # type: ignore[no-untyped-def]
+def make_console() -> Console:
     """A rich console; 120 columns when writing to a pipe or a CI log (not 80)."""
     import sys
 
@@ -255,7 +278,7 @@ def make_console():  # type: ignore[no-untyped-def]
     return Console() if sys.stdout.isatty() else Console(width=120)
 
 
-def _run_loop(coro):  # type: ignore[no-untyped-def]
+def _run_loop(coro: Coroutine[Any, Any, T]) -> T:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
@@ -273,7 +296,7 @@ def _causes(counts: dict[str, int]) -> str:
     )
 
 
-def unreachable_line(results) -> str:  # type: ignore[no-untyped-def]
+def unreachable_line(results: Results) -> str:
     """One line: why no connection became usable, with counts by cause."""
     t = results.totals
     if t.connections_opened == 0:
@@ -287,7 +310,7 @@ def unreachable_line(results) -> str:  # type: ignore[no-untyped-def]
     )
 
 
-def warning_lines(results) -> list[str]:  # type: ignore[no-untyped-def]
+def warning_lines(results: Results) -> list[str]:
     t = results.totals
     lines = []
     if t.connections_failed:
@@ -304,7 +327,9 @@ def warning_lines(results) -> list[str]:  # type: ignore[no-untyped-def]
     return lines
 
 
-def write_all(results, out: Path | None, junit: Path | None, summary_md: Path | None) -> list[Path]:  # type: ignore[no-untyped-def]
+def write_all(
+    results: Results, out: Path | None, junit: Path | None, summary_md: Path | None
+) -> list[Path]:
     """results.json, then whatever ``rtbench.report`` renders (when it is installed)."""
     from rtbench.results import write_results
 
@@ -328,6 +353,6 @@ def write_all(results, out: Path | None, junit: Path | None, summary_md: Path | 
     return paths
 
 
-def _print_paths(console, paths: list[Path]) -> None:  # type: ignore[no-untyped-def]
+def _print_paths(console: Console, paths: list[Path]) -> None:
     for path in paths:
         console.print(f"wrote {path}", highlight=False)

@@ -113,10 +113,7 @@ ClientMessage = (
     | Rooms
     | Ping
 )
-CLIENT_TYPES: frozenset[str] = frozenset(
-    t.__struct_config__.tag
-    for t in ClientMessage.__args__  # type: ignore[attr-defined]
-)
+CLIENT_TYPES: frozenset[str] = frozenset(t.__struct_config__.tag for t in ClientMessage.__args__)
 
 # --------------------------------------------------------------------------
 # server -> client

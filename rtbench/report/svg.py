@@ -212,7 +212,15 @@ class _Frame:
         return self.top + (1.0 - min(max(frac, 0.0), 1.0)) * self.plot_h
 
 
-def _path(points: Sequence[Point], xs: Scale, ys: Scale, frame: _Frame) -> tuple[str, int]:
+class _Box(Protocol):
+    """What ``_path`` needs of a frame (a chart's ``_Frame``, a timeline's ``_LaneFrame``)."""
+
+    def x(self, frac: float) -> float: ...
+
+    def y(self, frac: float) -> float: ...
+
+
+def _path(points: Sequence[Point], xs: Scale, ys: Scale, frame: _Box) -> tuple[str, int]:
     """SVG path data with a new sub-path after every gap; returns (d, points drawn)."""
     parts: list[str] = []
     pen_down = False
@@ -434,7 +442,7 @@ def timeline_chart(
             )
         if lane.line is not None and lane.y_scale is not None:
             frame = _LaneFrame(left, y0 + 8, plot_w, LANE_H - 16, x_scale)
-            d, drawn = _path(lane.line.points, x_scale, lane.y_scale, frame)  # type: ignore[arg-type]
+            d, drawn = _path(lane.line.points, x_scale, lane.y_scale, frame)
             top_label = format_number(lane.y_scale.hi)
             out.append(
                 f'<path class="series" data-series="{escape(lane.line.name)}" '
