@@ -324,15 +324,14 @@ class SSEAdapter(Adapter):
                 got = conn.next_event()
                 if got is h11.NEED_DATA or got is h11.PAUSED:
                     break
-                kind = type(got)
-                if kind is h11.Data:
+                if type(got) is h11.Data:
                     for one in self._parser.feed(bytes(got.data)):
                         events.append(self._event_of(one))
-                elif kind is h11.Response:
+                elif type(got) is h11.Response:
                     events.extend(self._answered(got))
                     if self._broken:
                         break
-                elif kind is h11.EndOfMessage or kind is h11.ConnectionClosed:
+                elif type(got) is h11.EndOfMessage or type(got) is h11.ConnectionClosed:
                     events.append(Notice("stream_end", self._room))
                     break
         except h11.RemoteProtocolError as exc:
@@ -399,18 +398,17 @@ class SSEAdapter(Adapter):
                 got = conn.next_event()
                 if got is h11.NEED_DATA or got is h11.PAUSED:
                     break
-                kind = type(got)
-                if kind is h11.Response:
+                if type(got) is h11.Response:
                     self._reply = (got.status_code, bytearray())
-                elif kind is h11.Data and self._reply is not None:
+                elif type(got) is h11.Data and self._reply is not None:
                     if len(self._reply[1]) < 200:
                         self._reply[1].extend(got.data)
-                elif kind is h11.EndOfMessage:
+                elif type(got) is h11.EndOfMessage:
                     events.append(self._settled())
                     if conn.their_state is not h11.DONE:  # "Connection: close": it ends
                         break
                     conn.start_next_cycle()
-                elif kind is h11.ConnectionClosed:
+                elif type(got) is h11.ConnectionClosed:
                     break
         except h11.ProtocolError as exc:
             self.reply_lane_closed()
