@@ -37,6 +37,8 @@ DONE_GRACE_S = 10.0
 """After the send window, how long senders may still be finishing before the node reports
 done anyway (a sender killed by Locust never says so)."""
 LOCUST_HISTOGRAMS = (*HISTOGRAMS, "history", "reconnect")
+DELAY_HISTOGRAMS = ("send_lag", "loop_delay")
+"""The generator's own delay (``loadtest.judge.DELAY_PARTS``), in each live snapshot."""
 
 
 class Node:
@@ -298,6 +300,11 @@ class NodeRun(Tally):
             "missing": self.missing(),
             "delivery": delivery.encode() if delivery.count else None,
             "reconnect": reconnect.encode() if reconnect.count else None,
+            # the generator's own delay so far: the tab bounds each latency verdict by it
+            **{
+                name: self.hist[name].encode() for name in DELAY_HISTOGRAMS if self.hist[name].count
+            },
+            "cpu_max": max(self.cpu_samples, default=0.0),
         }
 
     # -- the end ------------------------------------------------------------------------------
