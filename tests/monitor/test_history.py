@@ -317,6 +317,16 @@ def test_a_version_1_database_is_migrated_in_place(tmp_path):
     path = tmp_path / "v1.db"
     ProbeStore(path).close()
     with sqlite3.connect(path) as db:  # make it exactly what schema 1 was
+        db.execute("DROP TABLE probes")  # (before schema 3: no own delay, every probe counted)
+        db.execute(
+            "CREATE TABLE probes (id INTEGER PRIMARY KEY, target TEXT NOT NULL, kind TEXT NOT"
+            " NULL, ts REAL NOT NULL, ok INTEGER NOT NULL, latency_ms REAL, value REAL,"
+            " error TEXT)"
+        )
+        db.execute(
+            "INSERT INTO probes (target, kind, ts, ok, latency_ms) VALUES"
+            " ('chat', 'delivery', 1.0, 1, 4.5)"
+        )
         db.execute("DROP TABLE runs")
         db.execute(
             "CREATE TABLE runs (run_id TEXT PRIMARY KEY, target TEXT NOT NULL, url TEXT NOT"
@@ -335,6 +345,9 @@ def test_a_version_1_database_is_migrated_in_place(tmp_path):
         None,
         0,
     )
+    old_probe = store.last_probe("chat", "delivery")
+    assert old_probe is not None and old_probe.latency_ms == 4.5
+    assert old_probe.counted and old_probe.own_ms is None  # not measured then
     store.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == "2"
+        assert db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == "3"
