@@ -143,6 +143,32 @@ def test_a_stopped_locust_process_makes_a_tight_verdict_inconclusive_exit_4(
     assert results.totals.lost == 0  # every message arrived: only late, by our own stop
 
 
+def test_a_server_that_stalls_for_a_second_fails_a_locust_run_trusted(
+    reference_server: ServerProcess, tmp_path: Path
+) -> None:
+    """The server's own stall is never excused: the Locust process kept running."""
+
+    def stall_the_server(rtbench_pid: int) -> None:
+        import os
+
+        locust_of(rtbench_pid)  # Locust is starting
+        time.sleep(5.0)  # into the load, as above
+        os.kill(reference_server.pid, signal.SIGSTOP)
+        try:
+            time.sleep(1.0)  # the server's stall
+        finally:
+            os.kill(reference_server.pid, signal.SIGCONT)
+
+    with machine_lock():
+        code, out = run_headless(reference_server, tmp_path, stall_the_server)
+    results = read_results(tmp_path / "out" / "results.json")
+    verdict = delivery(results)
+    assert code == ExitCode.SLO_FAILED, f"{verdict}\n{out[-3000:]}"
+    assert verdict.status is Status.FAIL and verdict.trusted
+    assert verdict.measured is not None and verdict.measured > 500
+    assert "does not explain it" in verdict.detail
+
+
 def test_the_realtime_slo_tab_says_inconclusive_with_the_generators_delay(
     reference_server: ServerProcess, browser, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
