@@ -9,7 +9,10 @@ as JSON for scripts.
 
 While a run is going the rows are live figures from every Locust process (merged on the
 master from the realtime snapshot each worker adds to its stats report); once the run
-has drained they are the run's final verdicts, the ones the exit code follows.
+has drained they are the run's final verdicts, the ones the exit code follows. Live or
+final, each latency verdict is bounded by the Locust processes' own delay (their delay
+meter and send lag) through the native rule (``loadtest.judge.bounded_by``): the bound
+is shown beside the figure, and a failure within it reads "inconclusive".
 """
 
 from __future__ import annotations
