@@ -69,6 +69,21 @@ class OwnDelay:
         return self.log.own_s(start, end)
 
 
+async def within_own_time(
+    waiter: asyncio.Future, start: float, limit_s: float, own: OwnDelay | None
+) -> bool:
+    """Wait for ``waiter`` until ``limit_s`` of the monitor's own running time since
+    ``start`` (monotonic) have passed: the deadline moves by every stall of the monitor's
+    meanwhile. True when it is done; it is left running otherwise."""
+    while not waiter.done():
+        own_s = own.own_s(start, time.monotonic()) if own is not None else 0.0
+        remaining = start + limit_s + own_s - time.monotonic()
+        if remaining <= 0:
+            return False
+        await asyncio.wait([waiter], timeout=remaining)
+    return True
+
+
 async def probe_once(
     target: str, kind: str, probe: Probe, limit_s: float, own: OwnDelay | None = None
 ) -> ProbeResult:
@@ -83,13 +98,7 @@ async def probe_once(
     finally:
         _span.reset(token)
     try:
-        while not task.done():
-            # the probe's deadline moves by every stall of the monitor's since it began
-            own_s = own.own_s(start, time.monotonic()) if own is not None else 0.0
-            remaining = start + limit_s + own_s - time.monotonic()
-            if remaining <= 0:
-                break
-            await asyncio.wait([task], timeout=remaining)
+        await within_own_time(task, start, limit_s, own)
     finally:
         timed_out = not task.done()
         if timed_out:

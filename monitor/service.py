@@ -130,7 +130,12 @@ class Monitor:
                 self._tasks.append(spawn(loop, name=f"{t.name}:{kind}"))
             if t.config.held_connection:
                 t.held = HeldConnection(
-                    t.probes, t.name, self.settings.interval, self.settings.timeout, self._recovered
+                    t.probes,
+                    t.name,
+                    self.settings.interval,
+                    self.settings.timeout,
+                    self._recovered,
+                    self.own,
                 )
                 self._tasks.append(spawn(t.held.run(), name=f"{t.name}:held"))
         self._tasks.append(spawn(self._evaluate_loop(), name="evaluate"))

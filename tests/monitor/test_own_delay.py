@@ -168,6 +168,12 @@ def test_a_monitor_stopped_longer_than_its_timeout_records_no_server_failure(
     assert not (latency["status"] == "fail" and latency["trusted"]), latency
     assert status == 200, target["verdicts"]
     assert 'rtbench_monitor_own_delay_seconds_count{kind="delivery"' in metrics
+    # the held connection: a loss of the monitor's own making (the server closes a client
+    # silent that long) is logged as not counted, and no recovery is stored
+    assert target["recovery"]["count"] == 0, target["recovery"]
+    log = (tmp_path / "monitor.log").read_text()
+    losses = [line for line in log.splitlines() if "held connection lost" in line]
+    assert all("(not counted: the monitor itself was kept from running" in x for x in losses), log
 
 
 def test_a_server_stopped_longer_than_the_timeout_fails_its_probe(
