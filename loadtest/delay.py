@@ -58,6 +58,12 @@ async def meter(on_late: Callable[[float], None], log: StallLog | None = None) -
         on_late(late)
 
 
+STALL_FLOOR_MS = 1.0
+"""A ``StallLog`` keeps wake-ups at least this late: less is the timer's own slack (epoll
+waits whole milliseconds), during which a frame arriving would have woken the loop at
+once, not a stall."""
+
+
 class StallLog:
     """The late wake-ups of the last ``keep_s`` seconds as stalls on the monotonic clock:
     how much of a span the process itself was kept from running."""
@@ -70,7 +76,7 @@ class StallLog:
     def late(self, late_ms: float, now: float) -> None:
         """The meter woke at ``now``, ``late_ms`` after it was due."""
         self.due = None
-        if late_ms > 0:
+        if late_ms >= STALL_FLOOR_MS:
             self.stalls.append((now - late_ms / 1000.0, now))
         while self.stalls and self.stalls[0][1] < now - self.keep_s:
             self.stalls.popleft()
@@ -84,6 +90,7 @@ class StallLog:
             if e <= start:
                 break
             total += max(0.0, min(e, end) - max(s, start))
-        if self.due is not None:
-            total += max(0.0, min(time.monotonic(), end) - max(self.due, start))
+        now = time.monotonic()
+        if self.due is not None and (now - self.due) * 1000.0 >= STALL_FLOOR_MS:
+            total += max(0.0, min(now, end) - max(self.due, start))
         return total
