@@ -17,6 +17,7 @@ Verdicts come from ``rtbench.slo``. Two rules make them honest:
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import msgspec
@@ -130,8 +131,13 @@ def generator_bound(
 
 def delay_cause(outcome: Outcome) -> str:
     """Why the generator was slow, in words, from what its processes measured."""
-    sc = outcome.scenario
-    if any(v >= sc.max_cpu_percent for samples in outcome.cpu_samples for v in samples):
+    cpu = (v for samples in outcome.cpu_samples for v in samples)
+    return delay_cause_of(cpu, outcome.scenario.max_cpu_percent)
+
+
+def delay_cause_of(cpu_samples: Iterable[float], max_cpu_percent: float) -> str:
+    """``delay_cause`` from the generator's CPU samples (% of a core) and its limit."""
+    if any(v >= max_cpu_percent for v in cpu_samples):
         return "its own work filled its core"
     return (
         "it was kept from running while its own CPU share was low: another process on its "
@@ -143,9 +149,26 @@ def bounded(
     verdict: slo_mod.Verdict, outcome: Outcome, latency: str, threshold_ms: float
 ) -> slo_mod.Verdict:
     """``verdict`` judged with the generator's own delay on ``latency`` at its percentile."""
-    percentile = slo_mod.percentile_of(verdict)
-    bound = generator_bound(outcome.histograms, latency, percentile)
-    return slo_mod.within_generator_delay(verdict, threshold_ms, bound, delay_cause(outcome))
+    return bounded_by(verdict, outcome.histograms, latency, threshold_ms, delay_cause(outcome))
+
+
+def bounded_by(
+    verdict: slo_mod.Verdict,
+    histograms: dict[str, LatencyHistogram],
+    latency: str,
+    threshold_ms: float,
+    cause: str,
+) -> slo_mod.Verdict:
+    """``bounded`` from the delay histograms themselves (a Locust master's live figures)."""
+    bound = verdict_bound(verdict, histograms, latency)
+    return slo_mod.within_generator_delay(verdict, threshold_ms, bound, cause)
+
+
+def verdict_bound(
+    verdict: slo_mod.Verdict, histograms: dict[str, LatencyHistogram], latency: str
+) -> float | None:
+    """The generator's own delay on ``latency`` at ``verdict``'s percentile (ms)."""
+    return generator_bound(histograms, latency, slo_mod.percentile_of(verdict))
 
 
 def verdicts_for(

@@ -24,6 +24,7 @@ import psutil
 from loadtest.adapters import Ack, Delivery, Ready, Rejected
 from loadtest.client.reconnect import ClientSession, Recovery
 from loadtest.cpumeter import CpuMeter
+from loadtest.delay import corrected_us
 from loadtest.engine import wire
 from loadtest.ledger import Arrival, RecipientLedger
 from loadtest.plan import PROBE_STREAM
@@ -63,10 +64,6 @@ COUNTERS = (
     "gave_up",
 )
 HISTOGRAMS = ("delivery", "ack", "handshake", "send_lag", "heartbeat", "setup", "loop_delay")
-DELAY_PERIOD_S = 0.01
-"""How often each driver's delay meter wakes (``Tally.loop_late``): 100 wake-ups a second
-cost a worker well under 1 % of a core, and sample a neighbour's CPU slices (a few ms
-each) finely enough that a stall of one period is seen."""
 _NEW = Arrival.NEW
 _LATE = Arrival.LATE
 _DUPLICATE = Arrival.DUPLICATE
@@ -262,20 +259,18 @@ class Tally:
             conn.setup_fail(code)
 
     def loop_late(self, late_ms: float) -> None:
-        """The delay meter's timer woke ``late_ms`` after it was due: the generator's own
-        delay at that moment, whatever its cause (its own work, a neighbour on its core, a
-        GC pause, a stopped process). Every frame that arrived, and every send that was
-        due, meanwhile waited as long. Recorded into ``loop_delay`` as if a wake-up had
-        been due every period through the stall (HdrHistogram's coordinated-omission
-        correction), so the distribution is that of a moment taken at random: what a
-        delivery landing at a random time waits for the generator."""
+        """The delay meter's timer (``loadtest.delay``) woke ``late_ms`` after it was due:
+        the generator's own delay at that moment, whatever its cause (its own work, a
+        neighbour on its core, a GC pause, a stopped process). Every frame that arrived,
+        and every send that was due, meanwhile waited as long. Recorded into ``loop_delay``
+        as if a wake-up had been due every period through the stall
+        (``loadtest.delay.corrected_us``), so the distribution is that of a moment taken at
+        random: what a delivery landing at a random time waits for the generator."""
         if late_ms > self.lag_worst_ms:
             self.lag_worst_ms = late_ms
         if not self.measuring:
             return
-        late_us = int(late_ms * 1000)
-        period_us = int(DELAY_PERIOD_S * 1_000_000)
-        self.hist["loop_delay"].record_many_us(range(late_us, -1, -period_us))
+        self.hist["loop_delay"].record_many_us(corrected_us(late_ms))
 
     def second_tick(
         self, second: int, open_now: int, recoveries: list[Recovery] | None = None

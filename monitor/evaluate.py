@@ -44,6 +44,7 @@ from rtbench.slo import (
     judge_recovery,
     judge_uptime,
     parse_window,
+    within_generator_delay,
 )
 
 ProbeKind = Literal["connect", "delivery", "echo", "health", "metrics"]
@@ -82,6 +83,16 @@ class LatencyView(LatencySummary, kw_only=True, omit_defaults=False):
     window: str
 
 
+class OwnDelayView(Struct, kw_only=True):
+    """The monitor's own delay in its uptime probes over the health window
+    (``monitor.prober``): never charged to the target."""
+
+    window: str
+    not_counted: int  # failures its own stop explains: neither good nor bad intervals
+    measured: int  # probes whose own delay was measured
+    max_ms: float | None = None  # the most the monitor itself added to one probe
+
+
 class RecoveryView(Struct, kw_only=True):
     window: str
     source: Literal["held_connection", "incidents"]
@@ -116,6 +127,7 @@ class TargetStatus(Struct, kw_only=True):
     windows: list[WindowView]
     budget: BudgetView
     latency: LatencyView
+    own_delay: OwnDelayView
     recovery: RecoveryView
     connections: ConnectionsView
     probes: list[ProbeResult]  # the last of each kind
@@ -188,16 +200,23 @@ def _evaluate_target(
     health_label = _label(settings.health_window)
     health_since = now - settings.health_window
 
-    latencies = store.latencies(name, kind, health_since)
-    latency_hist = LatencyHistogram()
-    latency_hist.record_many_us(int(ms * 1000) for ms in latencies)
+    pairs = store.latencies(name, kind, health_since)
+    latency_hist, low_hist = LatencyHistogram(), LatencyHistogram()
+    latency_hist.record_many_us(int(ms * 1000) for ms, _ in pairs)
+    # each probe's figure without the monitor's own delay inside it: the server's share
+    low_hist.record_many_us(int(max(0.0, ms - own) * 1000) for ms, own in pairs)
     latency = LatencyView(
         window=health_label,
-        count=len(latencies),
+        count=len(pairs),
         # HDR's own mean walks every bucket (0.4 s); the raw values give it exactly
-        mean=sum(latencies) / len(latencies) if latencies else None,
+        mean=sum(ms for ms, _ in pairs) / len(pairs) if pairs else None,
         max=latency_hist.max_ms(),
         **{key: latency_hist.percentile_ms(p) for key, p in _PERCENTILES},
+        bound=own_bounds(latency_hist, low_hist),
+    )
+    not_counted, with_own, own_max = store.own_delay(name, kind, health_since)
+    own_delay = OwnDelayView(
+        window=health_label, not_counted=not_counted, measured=with_own, max_ms=own_max
     )
 
     recovery, recovery_verdict = _recovery(
@@ -209,13 +228,18 @@ def _evaluate_target(
         _uptime_verdict(
             slo, slo_count.total, slo_count.good, budget, open_incident, settings.interval
         ),
-        _with_window(
-            judge_latency(
-                slo,
-                latency_hist.percentile_ms(slo.delivery_latency.percentile),
-                latency_hist.count,
+        within_own_delay(
+            _with_window(
+                judge_latency(
+                    slo,
+                    latency_hist.percentile_ms(slo.delivery_latency.percentile),
+                    latency_hist.count,
+                ),
+                f"probe deliveries, last {health_label}",
             ),
-            f"probe deliveries, last {health_label}",
+            slo,
+            latency_hist,
+            low_hist,
         ),
         connections_verdict,
         recovery_verdict,
@@ -231,18 +255,49 @@ def _evaluate_target(
         name=name,
         url=target.url,
         protocol=target.protocol,
-        status="fail" if any(v.failed for v in verdicts) else "pass",
+        status="fail" if any(v.failed and v.trusted for v in verdicts) else "pass",
         up=up,
         verdicts=verdicts,
         windows=views,
         budget=budget,
         latency=latency,
+        own_delay=own_delay,
         recovery=recovery,
         connections=connections,
         probes=probes,
         incidents=store.incidents(name, RECENT_INCIDENTS),
         bars_hourly=_bars(store, name, kind, now, 3600, 24),
         bars_daily=_bars(store, name, kind, now, 86400, 30),
+    )
+
+
+OWN_CAUSE = "its own process was kept from running: its own work, another process, a pause"
+
+
+def own_bounds(latency: LatencyHistogram, low: LatencyHistogram) -> dict[str, float]:
+    """The monitor's own delay that may be inside each latency percentile (ms): the
+    percentile of the probes' figures minus that of their figures without it."""
+    if not latency.count:
+        return {}
+    return {
+        key: round(max(0.0, (latency.percentile_ms(p) or 0.0) - (low.percentile_ms(p) or 0.0)), 3)
+        for key, p in _PERCENTILES
+    }
+
+
+def within_own_delay(
+    verdict: Verdict, slo: SLO, latency: LatencyHistogram, low: LatencyHistogram
+) -> Verdict:
+    """The latency verdict judged with the monitor's own delay in its probes, by the rule
+    a load run's generator delay is judged by (``rtbench.slo.within_generator_delay``):
+    the server's own percentile lies between that of the figures without the monitor's
+    delay and that of the figures."""
+    if not latency.count:
+        return verdict
+    percentile = slo.delivery_latency.percentile
+    bound = (latency.percentile_ms(percentile) or 0.0) - (low.percentile_ms(percentile) or 0.0)
+    return within_generator_delay(
+        verdict, slo.delivery_latency.threshold_ms, max(0.0, bound), OWN_CAUSE, "the monitor"
     )
 
 

@@ -2,13 +2,14 @@
 
 It joins the probe room and stays, answering heartbeats, so it sees what a real user
 sees. When the connection is lost (closed by the server, reset, or found dead by a
-missed WebSocket pong), it reconnects and resumes with the shared client library
-(``loadtest.client``, the same code the load engine and the Locust users run): backoff,
-the resume hello naming the last seq seen in the room, dedupe of the replay, and the
-recovery timing from the moment the loss was noticed to the moment the room is joined
-again with every missed seq received (DESIGN.md, "connection recovery"); a resume that
-leaves a gap is stored as incomplete. Protocols without resume recover by reconnecting
-and joining again.
+missed WebSocket pong: no pong within the timeout of the monitor's own running time, so
+the monitor's own stop is not a loss, ``monitor.prober.within_own_time``), it reconnects
+and resumes with the shared client library (``loadtest.client``, the same code the load
+engine and the Locust users run): backoff, the resume hello naming the last seq seen in
+the room, dedupe of the replay, and the recovery timing from the moment the loss was
+noticed to the moment the room is joined again with every missed seq received
+(DESIGN.md, "connection recovery"); a resume that leaves a gap is stored as incomplete.
+Protocols without resume recover by reconnecting and joining again.
 
 The backoff is capped at one probe interval (at most 1 s): the monitor measures how
 fast the service lets clients back, so its own waiting must stay small against it.
@@ -21,9 +22,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from websockets.exceptions import ConnectionClosed
+
 from loadtest.adapters import Delivery, Feature, Notice, Ready, Rejected
 from loadtest.client import ClientSession, ReconnectPolicy, Recovery
 from loadtest.session import ITEM_KINDS
+from monitor.prober import OwnDelay, within_own_time
 from monitor.probes import USERS, TargetProbes
 from monitor.store import Recovery as StoredRecovery
 from monitor.transport import ProbeConnection, ProbeFailure, failure_text
@@ -43,8 +47,11 @@ class HeldConnection:
         interval: float,
         timeout: float,
         on_recovery: Callable[[StoredRecovery], Awaitable[None]],
+        own: OwnDelay | None = None,
     ) -> None:
         self.probes = probes
+        self.own = own  # the monitor's own delay: a pong waits out the monitor's stops
+        self.dead: str | None = None  # why the keepalive gave the connection up
         self.name = name
         self.interval = interval
         self.timeout = timeout
@@ -65,6 +72,7 @@ class HeldConnection:
         session = self.session
         room = self.probes.target.room if Feature.ROOMS in self.probes.adapter.features else None
         lost_wall = 0.0
+        own_loss = 0.0  # the last loss was of the monitor's own making (its own delay, s)
         while True:
             session.attempt(time.monotonic_ns())
             try:
@@ -78,20 +86,64 @@ class HeldConnection:
             self.connected = True
             finished = session.records[-1] if session.records else None
             if finished is not None and lost_wall:
-                await self.on_recovery(self._stored(finished, lost_wall))
+                if own_loss:
+                    ms = (finished.resumed_ns - finished.lost_ns) / 1e6
+                    log.info("%s: held connection back in %.0f ms: not counted", self.name, ms)
+                else:
+                    await self.on_recovery(self._stored(finished, lost_wall))
                 session.records.clear()
                 lost_wall = 0.0
+            self.dead = None
+            keepalive = asyncio.get_running_loop().create_task(self._keepalive(conn))
             try:
                 while True:
                     self._observe(await conn.receive())
             except Exception as exc:
                 reason = failure_text(exc, "held connection lost")
+                if self.dead is not None:
+                    reason = f"held connection lost: {self.dead}"
             finally:
+                keepalive.cancel()
                 await conn.close()
             self.connected = False
+            own_loss = self._own_loss()
+            if own_loss:
+                reason += (
+                    f" (not counted: the monitor itself was kept from running {own_loss:.2f} s "
+                    f"of the last {self.interval + self.timeout:g} s, longer than the "
+                    f"{self.timeout:g}s timeout)"
+                )
             session.lost(time.monotonic_ns(), reason)
             lost_wall = time.time()
             log.info("%s: %s", self.name, reason)
+
+    def _own_loss(self) -> float:
+        """The monitor's own delay over the last ping interval and timeout before the loss
+        was noticed (s), when it is longer than the timeout: the connection was silent that
+        long by the monitor's doing, a server may close a client that silent, and the loss
+        is then of the monitor's making (0.0 otherwise). A frame processed after a stall
+        may have arrived at any time during it, so the window is the clock's, not the last
+        frame's."""
+        if self.own is None:
+            return 0.0
+        now = time.monotonic()
+        own_s = self.own.own_s(now - self.interval - self.timeout, now)
+        return own_s if own_s >= self.timeout else 0.0
+
+    async def _keepalive(self, conn: ProbeConnection) -> None:
+        """A WebSocket ping every interval; no pong within the timeout of the monitor's own
+        running time ends the connection (the reader then reports the loss)."""
+        while True:
+            await asyncio.sleep(self.interval)
+            start = time.monotonic()
+            try:
+                pong = await conn.ws.ping()
+            except ConnectionClosed:
+                return  # the reader reports it
+            if not await within_own_time(pong, start, self.timeout, self.own):
+                self.dead = f"no pong within {self.timeout:g}s"
+                conn.ws.transport.abort()
+                return
 
     def _observe(self, event: object) -> None:
         """Stored items (not a receipt's read marker) move the resume point and dedupe."""
@@ -121,8 +173,8 @@ class HeldConnection:
         conn = await self.probes.open(
             "held",
             adapter,
-            ping_interval=self.interval,
-            ping_timeout=self.timeout,
+            ping_interval=None,  # pinged by _keepalive, in the monitor's own running time
+            ping_timeout=None,
             hello=frames,
         )
         try:

@@ -48,6 +48,8 @@ class IncidentTracker:
 
     def observe(self, result: ProbeResult) -> IncidentChange | None:
         """Feed one uptime-probe result; returns the change to store with it, if any."""
+        if not result.counted:  # the monitor's own stop explains it: no interval at all
+            return None
         if result.ok:
             self.streak = 0
             self.streak_started_at = None

@@ -52,7 +52,8 @@ class MonitorMetrics:
         recovery_s = slo.recovery.threshold_ms / 1000.0
         self.probes = Counter(
             "rtbench_monitor_probes",
-            "Probes run, by target, probe kind and result.",
+            "Probes run, by target, probe kind and result (ok, fail, not_counted: a failure "
+            "the monitor's own stop explains).",
             ["target", "kind", "result"],
             registry=self.registry,
         )
@@ -60,6 +61,14 @@ class MonitorMetrics:
             "rtbench_monitor_probe_duration_seconds",
             "Figure of each passing probe: delivery latency, echo round trip, handshake time, "
             "health-check time.",
+            ["target", "kind"],
+            buckets=_with(_BASE_BUCKETS, latency_s),
+            registry=self.registry,
+        )
+        self.own_delay = Histogram(
+            "rtbench_monitor_own_delay_seconds",
+            "The monitor's own delay during each probe (its process kept from running: its "
+            "own work, another process, a pause); the probe's timeout is extended by it.",
             ["target", "kind"],
             buckets=_with(_BASE_BUCKETS, latency_s),
             registry=self.registry,
@@ -87,14 +96,22 @@ class MonitorMetrics:
         self.registry.register(_SnapshotCollector(slo, snapshot))
 
     def observe_probe(self, result: ProbeResult) -> None:
-        self.probes.labels(result.target, result.kind, "ok" if result.ok else "fail").inc()
+        outcome = "ok" if result.ok else "fail" if result.counted else "not_counted"
+        self.probes.labels(result.target, result.kind, outcome).inc()
+        if result.own_ms is not None:
+            self.own_delay.labels(result.target, result.kind).observe(result.own_ms / 1000.0)
         if result.ok and result.latency_ms is not None:
             self.duration.labels(result.target, result.kind).observe(result.latency_ms / 1000.0)
-        if result.kind == self.uptime_kind.get(result.target):
+        if result.kind == self.uptime_kind.get(result.target) and result.counted:
             self._event(result.target, Target.UPTIME, result.ok)
             if result.ok and result.latency_ms is not None:
-                ok = result.latency_ms < self.slo.delivery_latency.threshold_ms
-                self._event(result.target, Target.DELIVERY_LATENCY, ok)
+                # over the threshold only by the monitor's own delay: neither good nor bad
+                threshold = self.slo.delivery_latency.threshold_ms
+                own = result.latency_own_ms or 0.0
+                if result.latency_ms < threshold:
+                    self._event(result.target, Target.DELIVERY_LATENCY, True)
+                elif result.latency_ms - own >= threshold:
+                    self._event(result.target, Target.DELIVERY_LATENCY, False)
 
     def observe_recovery(self, recovery: Recovery) -> None:
         self.recovery.labels(recovery.target).observe(recovery.ms / 1000.0)
@@ -143,7 +160,8 @@ class _SnapshotCollector(Collector):
         )
         state = GaugeMetricFamily(
             "rtbench_monitor_slo_state",
-            "Verdict of each SLO target: 1 on the current state (pass, fail, not_measured).",
+            "Verdict of each SLO target: 1 on the current state (pass, fail, not_measured, "
+            "inconclusive: a failure the monitor's own delay could explain).",
             labels=["target", "slo", "state"],
         )
         objective = GaugeMetricFamily(
@@ -209,8 +227,11 @@ class _SnapshotCollector(Collector):
                     burn.add_metric([t.name, w.window], w.burn_rate)
             budget.add_metric([t.name], t.budget.remaining)
             for v in t.verdicts:
+                inconclusive = v.failed and not v.trusted  # the monitor's own delay may explain it
                 for s in Status:
-                    state.add_metric([t.name, v.target.value, s.value], float(v.status is s))
+                    on = v.status is s and not (inconclusive and s is Status.FAIL)
+                    state.add_metric([t.name, v.target.value, s.value], float(on))
+                state.add_metric([t.name, v.target.value, "inconclusive"], float(inconclusive))
             objective.add_metric([t.name, Target.UPTIME.value], slo.uptime.objective / 100.0)
             objective.add_metric(
                 [t.name, Target.DELIVERY_LATENCY.value], slo.delivery_latency.percentile / 100.0

@@ -27,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from loadtest.adapters import Ack, Adapter, Delivery, Feature, marker
 from monitor.config import TargetConfig, default_metrics
 from monitor.httpclient import http_get
+from monitor.prober import mark_span
 from monitor.transport import ProbeConnection, ProbeFailure, now_ns, together
 
 RESEND_S = 0.25
@@ -129,6 +130,7 @@ class TargetProbes:
         if Feature.ACK in self.adapter.features:
             waits.append(tx.expect(lambda e: isinstance(e, Ack) and e.req_id == req, "ack", req))
         await together(*waits)
+        mark_span(sched, received_ns)
         return (received_ns - sched) / 1e6, None
 
     async def echo(self) -> tuple[float, float | None]:
@@ -145,7 +147,9 @@ class TargetProbes:
                 "echo",
                 req,
             )
-            return (now_ns() - sched) / 1e6, None
+            received_ns = now_ns()
+            mark_span(sched, received_ns)
+            return (received_ns - sched) / 1e6, None
         finally:
             await conn.close()
 

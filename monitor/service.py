@@ -26,7 +26,7 @@ from monitor.held import HeldConnection
 from monitor.httpserver import HttpServer, Response
 from monitor.incidents import IncidentTracker
 from monitor.metrics import CONTENT_TYPE, MonitorMetrics
-from monitor.prober import probe_every
+from monitor.prober import OwnDelay, probe_every
 from monitor.probes import TargetProbes
 from monitor.status_page import render_status
 from monitor.store import AsyncStore, CloseIncident, OpenIncident, ProbeResult, Recovery
@@ -97,6 +97,7 @@ class Monitor:
         self.address: tuple[str, int] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._dirty = asyncio.Event()
+        self.own = OwnDelay()  # the monitor's own delay, never charged to a target
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -114,6 +115,7 @@ class Monitor:
         await self._evaluate()
         self.address = await self.http.start(self.settings.listen_host, self.settings.listen_port)
         spawn = asyncio.get_running_loop().create_task
+        self._tasks.append(spawn(self.own.run(), name="own-delay"))
         for t in self.targets:
             for kind in t.kinds:
                 loop = probe_every(
@@ -123,11 +125,17 @@ class Monitor:
                     self.settings.interval,
                     self.settings.timeout,
                     functools.partial(self._record, t),
+                    self.own,
                 )
                 self._tasks.append(spawn(loop, name=f"{t.name}:{kind}"))
             if t.config.held_connection:
                 t.held = HeldConnection(
-                    t.probes, t.name, self.settings.interval, self.settings.timeout, self._recovered
+                    t.probes,
+                    t.name,
+                    self.settings.interval,
+                    self.settings.timeout,
+                    self._recovered,
+                    self.own,
                 )
                 self._tasks.append(spawn(t.held.run(), name=f"{t.name}:held"))
         self._tasks.append(spawn(self._evaluate_loop(), name="evaluate"))

@@ -73,6 +73,8 @@ def status_word(verdict: Verdict) -> str:
     young monitor that saw an outage is "within budget", never a bare "pass" beside 80 %."""
     if verdict.target.value == "uptime" and verdict.status.value != "not_measured":
         return "within budget" if verdict.status.value == "pass" else "budget spent or down"
+    if verdict.failed and not verdict.trusted:  # the monitor's own delay could explain it
+        return "inconclusive"
     return verdict.status.value.replace("_", " ")
 
 

@@ -24,12 +24,18 @@ from typing import Any, TypeVar
 
 from msgspec import Struct
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     # 1 -> 2: an ingested `rtbench check` also carries its clients' recoveries
     1: (
         "ALTER TABLE runs ADD COLUMN recovery_hdr TEXT",
         "ALTER TABLE runs ADD COLUMN recoveries INTEGER NOT NULL DEFAULT 0",
+    ),
+    # 2 -> 3: each probe carries the monitor's own delay, and whether it counted
+    2: (
+        "ALTER TABLE probes ADD COLUMN own_ms REAL",
+        "ALTER TABLE probes ADD COLUMN latency_own_ms REAL",
+        "ALTER TABLE probes ADD COLUMN counted INTEGER NOT NULL DEFAULT 1",
     ),
 }
 """Statements that bring a database of schema N to N + 1, applied in order on open."""
@@ -45,7 +51,10 @@ CREATE TABLE IF NOT EXISTS probes (
     ok INTEGER NOT NULL,
     latency_ms REAL,             -- the probe's own figure (delivery, round trip, handshake)
     value REAL,                  -- a reading (the target's open connections)
-    error TEXT
+    error TEXT,
+    own_ms REAL,                 -- the monitor's own delay during the probe (monitor.prober)
+    latency_own_ms REAL,         -- the part of it inside latency_ms
+    counted INTEGER NOT NULL DEFAULT 1  -- 0: the monitor's own stop explains the failure
 );
 CREATE INDEX IF NOT EXISTS probes_by_target ON probes (target, kind, ts);
 CREATE TABLE IF NOT EXISTS minutes (
@@ -101,6 +110,9 @@ class ProbeResult(Struct, kw_only=True):
     latency_ms: float | None = None
     value: float | None = None
     error: str | None = None
+    own_ms: float | None = None  # the monitor's own delay during the probe (monitor.prober)
+    latency_own_ms: float | None = None  # the part of it inside ``latency_ms``
+    counted: bool = True  # False: not charged to the target (the monitor's own stop)
 
 
 class Incident(Struct, kw_only=True):
@@ -226,8 +238,8 @@ class ProbeStore:
         opened: int | None = None
         with self._tx() as db:
             db.execute(
-                "INSERT INTO probes (target, kind, ts, ok, latency_ms, value, error)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO probes (target, kind, ts, ok, latency_ms, value, error, own_ms,"
+                " latency_own_ms, counted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     result.target,
                     result.kind,
@@ -236,8 +248,13 @@ class ProbeStore:
                     result.latency_ms,
                     result.value,
                     result.error,
+                    result.own_ms,
+                    result.latency_own_ms,
+                    int(result.counted),
                 ),
             )
+            if not result.counted:  # not an interval of the target's: no rollup, no incident
+                return None
             db.execute(
                 "INSERT INTO minutes (target, kind, minute, total, good, peak)"
                 " VALUES (?, ?, ?, 1, ?, ?)"
@@ -328,7 +345,7 @@ class ProbeStore:
     def trailing_failures(self, target: str, kind: str, limit: int) -> list[ProbeResult]:
         """The failing probes since the last passing one (newest first), at most ``limit``."""
         rows = self._db.execute(
-            "SELECT ts, ok, error FROM probes WHERE target = ? AND kind = ?"
+            "SELECT ts, ok, error FROM probes WHERE target = ? AND kind = ? AND counted = 1"
             " ORDER BY ts DESC LIMIT ?",
             (target, kind, limit),
         ).fetchall()
@@ -341,13 +358,13 @@ class ProbeStore:
 
     def last_probe(self, target: str, kind: str) -> ProbeResult | None:
         row = self._db.execute(
-            "SELECT ts, ok, latency_ms, value, error FROM probes"
+            "SELECT ts, ok, latency_ms, value, error, own_ms, latency_own_ms, counted FROM probes"
             " WHERE target = ? AND kind = ? ORDER BY ts DESC LIMIT 1",
             (target, kind),
         ).fetchone()
         if row is None:
             return None
-        ts, ok, latency_ms, value, error = row
+        ts, ok, latency_ms, value, error, own_ms, latency_own_ms, counted = row
         return ProbeResult(
             target=target,
             kind=kind,
@@ -356,6 +373,9 @@ class ProbeStore:
             latency_ms=latency_ms,
             value=value,
             error=error,
+            own_ms=own_ms,
+            latency_own_ms=latency_own_ms,
+            counted=bool(counted),
         )
 
     def window_counts(
@@ -389,16 +409,28 @@ class ProbeStore:
         ).fetchone()
         return None if row[0] is None else float(row[0]) * 60.0
 
-    def latencies(self, target: str, kind: str, since: float) -> list[float]:
-        """Latencies of the passing probes since ``since`` (raw rows: exact percentiles)."""
+    def latencies(self, target: str, kind: str, since: float) -> list[tuple[float, float]]:
+        """(latency, the monitor's own delay inside it) of the passing probes since
+        ``since`` (raw rows: exact percentiles; own delay 0 where it was not measured)."""
         return [
-            r[0]
+            (r[0], r[1] or 0.0)
             for r in self._db.execute(
-                "SELECT latency_ms FROM probes WHERE target = ? AND kind = ? AND ts >= ?"
+                "SELECT latency_ms, latency_own_ms FROM probes"
+                " WHERE target = ? AND kind = ? AND ts >= ?"
                 " AND ok = 1 AND latency_ms IS NOT NULL",
                 (target, kind, since),
             )
         ]
+
+    def own_delay(self, target: str, kind: str, since: float) -> tuple[int, int, float | None]:
+        """Since ``since``: (probes not counted, probes with the monitor's own delay
+        measured, the largest own delay in ms)."""
+        row = self._db.execute(
+            "SELECT COALESCE(SUM(counted = 0), 0), COUNT(own_ms), MAX(own_ms) FROM probes"
+            " WHERE target = ? AND kind = ? AND ts >= ?",
+            (target, kind, since),
+        ).fetchone()
+        return int(row[0]), int(row[1]), row[2]
 
     def peak_value(self, target: str, kind: str, since: float) -> tuple[float | None, float | None]:
         """(largest reading since ``since``, latest reading) of a probe kind."""

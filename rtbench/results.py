@@ -117,6 +117,8 @@ class ProbeSample(Struct, omit_defaults=True, kw_only=True):
     ok: bool
     latency_ms: float | None = None
     error: str | None = None
+    own_ms: float | None = None  # the prober's own delay inside it (docs/RESULTS.md)
+    counted: bool = True  # False: a failure the prober's own stop explains, not an interval
 
 
 class Phase(Struct, kw_only=True):

@@ -363,7 +363,11 @@ def bound_percentile(percentile: float) -> float:
 
 
 def within_generator_delay(
-    verdict: Verdict, threshold_ms: float, bound_ms: float | None, cause: str
+    verdict: Verdict,
+    threshold_ms: float,
+    bound_ms: float | None,
+    cause: str,
+    who: str = "the generator",
 ) -> Verdict:
     """Judge a failed latency verdict against the generator's own delay at its percentile.
 
@@ -372,7 +376,8 @@ def within_generator_delay(
     figure lies in ``[measured - bound, measured]``. A pass stays a pass (the truth is no
     slower). A failure that still fails at ``measured - bound`` is the server's, trusted:
     a server's own stall is never excused. One the bound could flip is inconclusive (not
-    trusted: exit code 4), saying the figures and the ``cause`` in words.
+    trusted: exit code 4), saying the figures and the ``cause`` in words. ``who`` names
+    the measuring side in them (the monitor's probes: "the monitor").
     """
     if (
         verdict.status is not Status.FAIL
@@ -387,7 +392,7 @@ def within_generator_delay(
         return msgspec.structs.replace(
             verdict,
             detail=(
-                f"{verdict.detail}; the generator's own delay, at most {bound_ms:,.1f} ms at "
+                f"{verdict.detail}; {who}'s own delay, at most {bound_ms:,.1f} ms at "
                 f"{at}, does not explain it"
             ),
         )
@@ -395,7 +400,7 @@ def within_generator_delay(
         verdict,
         trusted=False,
         detail=(
-            f"inconclusive: the generator itself added up to {bound_ms:,.1f} ms at {at} "
+            f"inconclusive: {who} itself added up to {bound_ms:,.1f} ms at {at} "
             f"({cause}); the threshold is {threshold_ms:g} ms, and the server's own {at} lies "
             f"between {low:,.1f} and {verdict.measured:,.1f} ms; {verdict.detail}"
         ),

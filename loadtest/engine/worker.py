@@ -45,6 +45,7 @@ from loadtest.adapters import (
 from loadtest.adapters.base import MARKER_PREFIX, upgrade_headers
 from loadtest.client.policy import ReconnectPolicy
 from loadtest.client.reconnect import ClientSession, Recovery
+from loadtest.delay import meter as delay_meter
 from loadtest.engine import wire
 from loadtest.engine.failures import classify
 from loadtest.engine.httplanes import HttpLanes
@@ -54,7 +55,7 @@ from loadtest.ledger import RecipientLedger
 from loadtest.plan import PROBE_STREAM, Plan, compose, receipt
 from loadtest.scenarios import Kind
 from loadtest.session import ITEM_KINDS
-from loadtest.tally import COUNTERS, DELAY_PERIOD_S, Tally
+from loadtest.tally import COUNTERS, Tally
 
 __all__ = ["COUNTERS", "Worker"]  # COUNTERS: still importable from here
 
@@ -698,10 +699,7 @@ class Worker(Tally):
 
     async def _measure_lag(self) -> None:
         """The delay meter's timer (``Tally.loop_late`` counts what it says)."""
-        while True:
-            before = time.monotonic()
-            await asyncio.sleep(DELAY_PERIOD_S)
-            self.loop_late(max(0.0, (time.monotonic() - before - DELAY_PERIOD_S) * 1000))
+        await delay_meter(self.loop_late)
 
     async def drain_counts(self) -> None:
         """While the coordinator drains, report counters often so it stops as soon as done."""

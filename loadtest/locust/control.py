@@ -28,8 +28,9 @@ from loadtest.engine import wire
 from loadtest.engine.coordinator import Outcome, outcome_from
 from loadtest.export import Exporters, ExportSettings, RunLabels, new_run_id, open_exporters
 from loadtest.export.feed import LiveFeed
-from loadtest.judge import build_results, exit_code
+from loadtest.judge import build_results, delay_cause_of, exit_code, verdict_bound
 from loadtest.locust import messages
+from loadtest.locust.node import DELAY_HISTOGRAMS
 from loadtest.locust.options import resolve
 from loadtest.plan import Plan, bitmap_count, bitmap_or
 from loadtest.scenarios import Kind, Scenario
@@ -39,6 +40,8 @@ from rtbench.results import Results, write_results
 
 log = logging.getLogger("rtbench.locust")
 
+BOUNDED = {slo_mod.Target.DELIVERY_LATENCY: "delivery", slo_mod.Target.RECOVERY: "recovery"}
+"""The latency (``loadtest.judge.DELAY_PARTS``) behind each verdict the generator's delay bounds."""
 GO_LEAD_S = 0.5
 """Sends start this long after the go, so every worker (on any machine) has it in time."""
 FINAL_WAIT_S = 15.0
@@ -102,6 +105,7 @@ class MasterRun:
         self.end_ns: int | None = None
         self.drained = False
         self.results: Results | None = None
+        self.bounds: dict[slo_mod.Target, float | None] = {}  # with the results
         self.changed = Event()
         self.greenlet = gevent.spawn(self._conduct)
 
@@ -242,6 +246,11 @@ class MasterRun:
         if self.live is not None:
             self.live.finish(outcome)
         results = build_results(outcome, self.slo, run_id=self.run_id)
+        self.bounds = {  # the generator's own delay at each latency verdict's percentile
+            v.target: verdict_bound(v, outcome.histograms, latency)
+            for v in results.verdicts
+            if (latency := BOUNDED.get(v.target)) is not None
+        }
         # the recovery verdict is the native one: every loss's record from the shared
         # client (loss -> every room resumed), one that never came back counting slowest
         verdicts = list(results.verdicts)
@@ -281,8 +290,10 @@ class MasterRun:
     def live_view(self, snapshots: list[dict]) -> dict[str, Any]:
         """The four targets now, from the processes' latest snapshots (the SLO tab)."""
         counters: dict[str, int] = {}
-        delivery, reconnect = LatencyHistogram(), LatencyHistogram()
+        names = ("delivery", "reconnect", *DELAY_HISTOGRAMS)
+        histograms = {name: LatencyHistogram() for name in names}
         open_now = missing = 0
+        cpu_max = 0.0
         for snap in snapshots:
             if snap.get("tag") != self.tag:
                 continue
@@ -290,16 +301,19 @@ class MasterRun:
                 counters[name] = counters.get(name, 0) + value
             open_now += snap["open_now"]
             missing += snap["missing"]
-            if snap.get("delivery"):
-                delivery.merge(LatencyHistogram.decode(snap["delivery"]))
-            if snap.get("reconnect"):
-                reconnect.merge(LatencyHistogram.decode(snap["reconnect"]))
+            cpu_max = max(cpu_max, snap.get("cpu_max", 0.0))
+            for name in names:
+                if snap.get(name):
+                    histograms[name].merge(LatencyHistogram.decode(snap[name]))
         return {
             "counters": counters,
             "open_now": open_now,
             "missing": missing,
-            "delivery": delivery,
-            "reconnect": reconnect,
+            "delivery": histograms["delivery"],
+            "reconnect": histograms["reconnect"],
+            # the generator's own delay so far (what ``loadtest.judge.bounded_by`` reads)
+            "histograms": histograms,
+            "cause": delay_cause_of([cpu_max], self.scenario.max_cpu_percent),
         }
 
 

@@ -20,12 +20,13 @@ from gevent.event import AsyncResult, Event
 
 from loadtest.adapters import Feature, make_adapter
 from loadtest.client import ReconnectPolicy
+from loadtest.delay import DELAY_PERIOD_S, lateness_ms
 from loadtest.engine import wire
 from loadtest.locust import messages
 from loadtest.locust.connection import PENDING_LIMIT, Conn, sleep_until
 from loadtest.plan import Plan
 from loadtest.scenarios import Kind
-from loadtest.tally import DELAY_PERIOD_S, HISTOGRAMS, Tally
+from loadtest.tally import HISTOGRAMS, Tally
 
 CLAIM_BATCH_S = 0.02
 """Claims made within this long go to the master in one message."""
@@ -37,6 +38,8 @@ DONE_GRACE_S = 10.0
 """After the send window, how long senders may still be finishing before the node reports
 done anyway (a sender killed by Locust never says so)."""
 LOCUST_HISTOGRAMS = (*HISTOGRAMS, "history", "reconnect")
+DELAY_HISTOGRAMS = ("send_lag", "loop_delay")
+"""The generator's own delay (``loadtest.judge.DELAY_PARTS``), in each live snapshot."""
 
 
 class Node:
@@ -280,7 +283,7 @@ class NodeRun(Tally):
         while True:
             before = time.monotonic()
             gevent.sleep(DELAY_PERIOD_S)
-            self.loop_late(max(0.0, (time.monotonic() - before - DELAY_PERIOD_S) * 1000))
+            self.loop_late(lateness_ms(before, time.monotonic()))
 
     def missing(self) -> int:
         """Deliveries known to be missing so far: gaps in the sender streams received."""
@@ -298,6 +301,11 @@ class NodeRun(Tally):
             "missing": self.missing(),
             "delivery": delivery.encode() if delivery.count else None,
             "reconnect": reconnect.encode() if reconnect.count else None,
+            # the generator's own delay so far: the tab bounds each latency verdict by it
+            **{
+                name: self.hist[name].encode() for name in DELAY_HISTOGRAMS if self.hist[name].count
+            },
+            "cpu_max": max(self.cpu_samples, default=0.0),
         }
 
     # -- the end ------------------------------------------------------------------------------

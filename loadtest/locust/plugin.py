@@ -11,7 +11,7 @@ that imports the user classes gets everything:
   Locust's own stats report and is merged on the master for the live tab;
 - ``test_stopping``: a test stopped early is judged as interrupted;
 - ``quitting`` / ``quit``: the exit code follows the SLO verdicts (0 pass, 1 fail,
-  3 unreachable, 4 generator saturated, 2 usage), and the verdicts are printed last.
+  3 unreachable, 4 inconclusive, 2 usage), and the verdicts are printed last.
 """
 
 from __future__ import annotations

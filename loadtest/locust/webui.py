@@ -9,7 +9,10 @@ as JSON for scripts.
 
 While a run is going the rows are live figures from every Locust process (merged on the
 master from the realtime snapshot each worker adds to its stats report); once the run
-has drained they are the run's final verdicts, the ones the exit code follows.
+has drained they are the run's final verdicts, the ones the exit code follows. Live or
+final, each latency verdict is bounded by the Locust processes' own delay (their delay
+meter and send lag) through the native rule (``loadtest.judge.bounded_by``): the bound
+is shown beside the figure, and a failure within it reads "inconclusive".
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from loadtest.judge import delivery_verdict
+from loadtest.judge import bounded_by, delivery_verdict, verdict_bound
 from loadtest.locust.control import Conductor, MasterRun, no_drop_detail
 from rtbench import slo as slo_mod
 from rtbench.slo import Status, Target, Verdict
@@ -30,6 +33,7 @@ COLUMNS = (  # no "name" column: Locust's table sorts by it, and our order is th
     ("figure", "Target / figure"),
     ("objective", "Objective"),
     ("measured", "Measured"),
+    ("bound", "Generator's own delay"),
     ("status", "Status"),
     ("detail", "Detail"),
 )
@@ -39,6 +43,8 @@ TARGET_NAMES = {
     Target.CONNECTIONS: "concurrent connections",
     Target.RECOVERY: "connection recovery",
 }
+LIVE_BOUNDED = {Target.DELIVERY_LATENCY: "delivery", Target.RECOVERY: "reconnect"}
+"""The latency behind each live verdict the generator's own delay bounds."""
 STATUS_TEXT = {Status.PASS: "pass", Status.FAIL: "FAIL", Status.NOT_MEASURED: "not measured"}
 
 
@@ -49,38 +55,59 @@ def _measured(v: Verdict) -> str:
     return f"{v.measured:,.{digits}f} {v.unit}".strip()
 
 
-def _row(name: str, objective: str, measured: str, status: str, detail: str) -> dict[str, str]:
+def _row(
+    name: str, objective: str, measured: str, status: str, detail: str, bound: str = ""
+) -> dict[str, str]:
     return {
         "figure": name,
         "objective": objective,
         "measured": measured,
+        "bound": bound,
         "status": status,
         "detail": detail,
     }
 
 
-def verdict_row(v: Verdict, live: bool) -> dict[str, str]:
+def _bound(v: Verdict, bound_ms: float | None) -> str:
+    """The generator's own delay beside a latency figure: the most it added at the
+    verdict's percentile (``loadtest.judge.generator_bound``)."""
+    if bound_ms is None or v.status is Status.NOT_MEASURED:
+        return ""
+    return f"up to {bound_ms:,.2f} ms at {v.objective.split(' ', 1)[0]}"
+
+
+def verdict_row(v: Verdict, live: bool, bound_ms: float | None = None) -> dict[str, str]:
     status = STATUS_TEXT[v.status]
+    if v.failed and not v.trusted:
+        # exit code 4: the generator's own delay (or its saturation) could explain the
+        # failure; the detail says which, with the figures
+        status = "inconclusive"
     if v.status is not Status.NOT_MEASURED and live:
         status += " so far"
-    if not v.trusted:
+    if v.status is Status.PASS and not v.trusted:
         status += " (untrusted)"
-    return _row(TARGET_NAMES[v.target], v.objective, _measured(v), status, v.detail)
+    name = TARGET_NAMES[v.target]
+    return _row(name, v.objective, _measured(v), status, v.detail, _bound(v, bound_ms))
 
 
 def live_verdicts(run: MasterRun, view: dict[str, Any]) -> list[Verdict]:
-    """The four targets judged on the figures so far (known gaps count as lost)."""
+    """The four targets judged on the figures so far (known gaps count as lost), each
+    latency verdict bounded by the generator's own delay so far, as at the end."""
     slo = run.slo
+    delays, cause = view["histograms"], view["cause"]
     delivered = view["counters"].get("delivered", 0)
     latency = delivery_verdict(slo, view["delivery"], delivered + view["missing"], delivered)
     if delivered == 0 and view["missing"] == 0:
         latency = slo_mod.judge_latency(slo, None, 0)
+    threshold = slo.delivery_latency.threshold_ms
+    latency = bounded_by(latency, delays, "delivery", threshold, cause)
     reconnect = view["reconnect"]
     recovery = slo_mod.judge_recovery(
         slo,
         reconnect.percentile_ms(slo.recovery.percentile) if reconnect.count else None,
         reconnect.count,
     )
+    recovery = bounded_by(recovery, delays, "reconnect", slo.recovery.threshold_ms, cause)
     uptime = slo_mod.judge_uptime(slo, 0, 0, slo.uptime.window)
     return [
         Verdict(
@@ -108,7 +135,7 @@ def slo_rows(conductor: Conductor, snapshots: Callable[[MasterRun], list[dict]])
     if run.results is not None:
         results = run.results
         t = results.totals
-        rows = [verdict_row(v, live=False) for v in results.verdicts]
+        rows = [verdict_row(v, False, run.bounds.get(v.target)) for v in results.verdicts]
         rows += [
             _row("deliveries", "", f"{t.delivered:,} of {t.expected_deliveries:,}", "", ""),
             _row("lost deliveries", "0", f"{t.lost:,}", "ok" if not t.lost else "LOST", ""),
@@ -124,7 +151,13 @@ def slo_rows(conductor: Conductor, snapshots: Callable[[MasterRun], list[dict]])
         return [*rows, phase]
     view = run.live_view(snapshots(run))
     c = view["counters"]
-    rows = [verdict_row(v, live=True) for v in live_verdicts(run, view)]
+    delays = view["histograms"]
+    rows = [
+        verdict_row(v, True, verdict_bound(v, delays, LIVE_BOUNDED[v.target]))
+        if v.target in LIVE_BOUNDED
+        else verdict_row(v, True)
+        for v in live_verdicts(run, view)
+    ]
     rows += [
         _row(
             "deliveries",

@@ -46,6 +46,7 @@ class UptimeProber:
         from loadtest.adapters import make_adapter
         from monitor.config import TargetConfig
         from monitor.evaluate import uptime_kind
+        from monitor.prober import OwnDelay
         from monitor.probes import TargetProbes
 
         assert scenario.target is not None
@@ -65,19 +66,27 @@ class UptimeProber:
         adapter = make_adapter(scenario.protocol, scenario.protocol_options)
         self.probes = TargetProbes(self.config, adapter, None)
         self.results: list[ProbeResult] = []
+        self.own = OwnDelay()  # this process's own delay: never charged to the target
 
     async def run(self, session: FaultSession | None = None) -> None:
         """Probe until cancelled (``run_scenario`` cancels its observer when the load ends)."""
+        import asyncio
+
         from monitor.prober import probe_every
 
-        await probe_every(
-            "check",
-            self.kind,
-            getattr(self.probes, self.kind),
-            self.interval_s,
-            self.interval_s,
-            self._record,
-        )
+        meter = asyncio.get_running_loop().create_task(self.own.run())
+        try:
+            await probe_every(
+                "check",
+                self.kind,
+                getattr(self.probes, self.kind),
+                self.interval_s,
+                self.interval_s,
+                self._record,
+                self.own,
+            )
+        finally:
+            meter.cancel()
 
     async def _record(self, result: ProbeResult) -> None:
         if len(self.results) >= MAX_PROBES:
@@ -204,6 +213,8 @@ def check_results(
             ok=r.ok,
             latency_ms=None if r.latency_ms is None else round(r.latency_ms, 3),
             error=r.error,
+            own_ms=r.own_ms,
+            counted=r.counted,
         )
         for r in prober.results
     ]
@@ -227,11 +238,18 @@ def check_verdicts(
     """The four verdicts of a check, each measured or failed with the reason."""
     by_target = {v.target: v for v in results.verdicts}
     observed_s = (probes[-1].t - probes[0].t + interval_s) if probes else 0.0
-    good = sum(1 for p in probes if p.ok)
-    uptime = slo_mod.judge_uptime_run(slo, good, len(probes), interval_s, observed_s)
-    if probes and not good:
+    counted = [p for p in probes if p.counted]  # not: the prober's own stop explains it
+    good = sum(1 for p in counted if p.ok)
+    uptime = slo_mod.judge_uptime_run(slo, good, len(counted), interval_s, observed_s)
+    if len(counted) < len(probes):
         uptime = msgspec.structs.replace(
-            uptime, detail=f"no probe got through: {probes[-1].error}; {uptime.detail}"
+            uptime,
+            detail=f"{uptime.detail}; {len(probes) - len(counted)} failed probes not counted: "
+            "the prober's own process was stopped for longer than their timeout",
+        )
+    if counted and not good:
+        uptime = msgspec.structs.replace(
+            uptime, detail=f"no probe got through: {counted[-1].error}; {uptime.detail}"
         )
     connections = slo_mod.judge_connections(slo, outcome.held, outcome.plan.connections)
     if connections.status is slo_mod.Status.PASS:

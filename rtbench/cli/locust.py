@@ -28,7 +28,7 @@ from rtbench.cli.run import run_command
 HELP = """Run SCENARIO as Locust users: Locust's web UI with a Realtime SLO tab, or --headless.
 
 SCENARIO and the flags are `rtbench run`'s. Headless runs exit with the SLO verdicts'
-code: 0 pass, 1 a target fails, 2 usage, 3 unreachable, 4 generator saturated. Spread
+code: 0 pass, 1 a target fails, 2 usage, 3 unreachable, 4 inconclusive. Spread
 the users with --procs N (Locust processes here), or over machines with --master on one
 and `rtbench locust --worker --master-host HOST` on the others. Arguments after `--`
 go to Locust unchanged (e.g. `-- --csv out/stats`).

@@ -398,7 +398,7 @@ def check_timeline(results: Results) -> Chart | None:
         ),
     ]
     marks = [Rule(b.start, b.label, axis="x") for b in faults]
-    bad = sum(1 for p in results.probes if not p.ok)
+    bad = sum(1 for p in results.probes if not p.ok and p.counted)
     caption = (
         "One time axis for the whole check: the ramp, the load and the drain, the fault as "
         f"it really happened (red band), each uptime probe ({len(results.probes)}, "

@@ -103,6 +103,8 @@ def test_a_small_check_measures_all_four_targets_and_passes(tmp_path: Path) -> N
     t = results.totals
     assert t.lost == 0 and t.duplicated_after_dedupe == 0 and not t.errors_by_code
     assert len(results.probes) >= 15  # every 0.5 s from the ramp to the drain
+    # each probe carries the prober's own delay (monitor.prober), and every one counted
+    assert all(p.own_ms is not None and p.counted for p in results.probes), results.probes
     names = [p.name for p in results.phases]
     assert names[:2] == ["ramp", "load"] and "restart" in names and names[-1] == "drain"
     restart = next(p for p in results.phases if p.name == "restart")

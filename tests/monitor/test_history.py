@@ -57,7 +57,15 @@ class Feed:
             self.store.trailing_failures("chat", "delivery", failures_to_open),
         )
 
-    def run(self, ok: bool, n: int = 1, latency_ms: float = 4.0) -> list:
+    def run(
+        self,
+        ok: bool,
+        n: int = 1,
+        latency_ms: float = 4.0,
+        own_ms: float | None = None,
+        counted: bool = True,
+    ) -> list:
+        """``own_ms``: the monitor's own delay during each probe (all inside its figure)."""
         changes = []
         for _ in range(n):
             result = ProbeResult(
@@ -67,6 +75,9 @@ class Feed:
                 ok=ok,
                 latency_ms=latency_ms if ok else None,
                 error=None if ok else "delivery: connection refused",
+                own_ms=own_ms,
+                latency_own_ms=own_ms if ok else None,
+                counted=counted,
             )
             change = self.tracker.observe(result)
             opened = self.store.record_probe(result, change)
@@ -317,6 +328,16 @@ def test_a_version_1_database_is_migrated_in_place(tmp_path):
     path = tmp_path / "v1.db"
     ProbeStore(path).close()
     with sqlite3.connect(path) as db:  # make it exactly what schema 1 was
+        db.execute("DROP TABLE probes")  # (before schema 3: no own delay, every probe counted)
+        db.execute(
+            "CREATE TABLE probes (id INTEGER PRIMARY KEY, target TEXT NOT NULL, kind TEXT NOT"
+            " NULL, ts REAL NOT NULL, ok INTEGER NOT NULL, latency_ms REAL, value REAL,"
+            " error TEXT)"
+        )
+        db.execute(
+            "INSERT INTO probes (target, kind, ts, ok, latency_ms) VALUES"
+            " ('chat', 'delivery', 1.0, 1, 4.5)"
+        )
         db.execute("DROP TABLE runs")
         db.execute(
             "CREATE TABLE runs (run_id TEXT PRIMARY KEY, target TEXT NOT NULL, url TEXT NOT"
@@ -335,6 +356,55 @@ def test_a_version_1_database_is_migrated_in_place(tmp_path):
         None,
         0,
     )
+    old_probe = store.last_probe("chat", "delivery")
+    assert old_probe is not None and old_probe.latency_ms == 4.5
+    assert old_probe.counted and old_probe.own_ms is None  # not measured then
     store.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == "2"
+        assert db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == "3"
+
+
+def test_slow_probes_the_monitors_own_delay_explains_are_inconclusive_not_failing(tmp_path):
+    """The rule of a load run's generator delay (rtbench.slo.within_generator_delay): the
+    server's own p99 lies between that of the figures without the monitor's delay and
+    that of the figures; a failure it could flip is inconclusive, /healthz stays green."""
+    s = settings(tmp_path)
+    store = ProbeStore(s.db)
+    feed = Feed(store)
+    feed.run(True, 50, latency_ms=4.0, own_ms=0.5)
+    feed.run(True, 2, latency_ms=900.0, own_ms=895.0)  # the monitor was stopped inside
+    t = evaluate(store, s, now=feed.ts).target("chat")
+    latency = {v.target.value: v for v in t.verdicts}["delivery_latency"]
+    assert latency.status is Status.FAIL and not latency.trusted
+    assert latency.detail.startswith("inconclusive: the monitor itself added up to 895.")
+    assert "the threshold is 100 ms" in latency.detail
+    assert t.status == "pass"  # never charged to the target
+    assert t.latency.bound["p99"] == pytest.approx(895.0, rel=0.01)
+    assert t.own_delay.max_ms == 895.0 and t.own_delay.measured == 52
+    store.close()
+
+
+def test_slow_probes_the_monitors_own_delay_does_not_explain_fail_trusted(tmp_path):
+    s = settings(tmp_path)
+    store = ProbeStore(s.db)
+    feed = Feed(store)
+    feed.run(True, 50, latency_ms=250.0, own_ms=0.5)  # a slow server, a monitor on time
+    t = evaluate(store, s, now=feed.ts).target("chat")
+    latency = {v.target.value: v for v in t.verdicts}["delivery_latency"]
+    assert latency.status is Status.FAIL and latency.trusted
+    assert "the monitor's own delay, at most 0.5 ms at p99, does not explain it" in latency.detail
+    assert t.status == "fail"
+    store.close()
+
+
+def test_a_failure_not_counted_is_no_interval_and_no_step_to_an_incident(tmp_path):
+    s = settings(tmp_path)
+    store = ProbeStore(s.db)
+    feed = Feed(store, failures_to_open=2)
+    feed.run(True, 10)
+    assert feed.run(False, 3, own_ms=6000.0, counted=False) == [None, None, None]
+    feed.run(False, 1)  # one counted failure: a blip, not yet an incident
+    t = evaluate(store, s, now=feed.ts).target("chat")
+    assert (t.windows[0].total, t.windows[0].good) == (11, 10)
+    assert t.own_delay.not_counted == 3 and t.incidents == []
+    store.close()
