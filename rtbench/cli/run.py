@@ -4,7 +4,8 @@ The command is a thin shell over ``loadtest``: it resolves the scenario (built-i
 or TOML file, then flags), runs the native engine with a live panel, prints figures and
 verdicts, writes results.json (and the HTML/JUnit/Markdown reports when ``rtbench.report``
 is installed) and exits with ``rtbench.exitcodes``: 0 pass, 1 fail, 2 usage, 3
-unreachable, 4 inconclusive (generator saturated).
+unreachable, 4 inconclusive (the generator's own delay or saturation could explain a
+failure).
 """
 
 from __future__ import annotations
