@@ -11,7 +11,7 @@ from loadtest.scenarios import Kind, Scenario
 from rtbench.exitcodes import ExitCode
 from rtbench.histogram import LatencyHistogram
 from rtbench.slo import SLO, Status, exit_code_for
-from tests.loadtest.conftest import run, scenario
+from tests.loadtest.conftest import UNTIMED, run, scenario
 
 
 def _consistent(results) -> None:  # type: ignore[no-untyped-def]
@@ -24,7 +24,7 @@ def _consistent(results) -> None:  # type: ignore[no-untyped-def]
 def test_chat_is_sane_and_expected_matches_server(tiny, procs: int) -> None:  # type: ignore[no-untyped-def]
     server = tiny()
     sc = scenario("chat", server.url, users=24, room_size=6, rate=4, duration=2, procs=procs)
-    _, results = run(sc)
+    _, results = run(sc, UNTIMED)
     t = results.totals
     _consistent(results)
     assert t.connections_ready == t.connections_held == 24
@@ -100,7 +100,7 @@ def test_a_stall_shows_in_latency(tiny) -> None:  # type: ignore[no-untyped-def]
 def test_fanout_counts_every_subscriber(tiny) -> None:  # type: ignore[no-untyped-def]
     server = tiny()
     sc = scenario("fanout", server.url, users=30, room_size=15, publishers=2, rate=5, duration=2)
-    _, results = run(sc)
+    _, results = run(sc, UNTIMED)
     t = results.totals
     _consistent(results)
     assert t.connections_ready == 34

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rtbench.exitcodes import ExitCode
-from tests.loadtest.conftest import run, scenario
+from tests.loadtest.conftest import UNTIMED, run, scenario
 
 
 def test_chat_with_dms_typing_and_receipts(reference_server) -> None:  # type: ignore[no-untyped-def]
@@ -11,7 +11,7 @@ def test_chat_with_dms_typing_and_receipts(reference_server) -> None:  # type: i
         "chat", reference_server.url, users=30, room_size=6, rate=3, duration=2, procs=2,
         dm_share=0.2, typing_share=0.3, receipt_share=0.3,
     )  # fmt: skip
-    _, results = run(sc)
+    _, results = run(sc, UNTIMED)
     t = results.totals
     assert t.connections_ready == 30
     assert t.expected_deliveries == t.delivered > 0 and t.lost == 0
