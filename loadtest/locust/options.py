@@ -6,9 +6,10 @@ already owns three of those knobs, so they map onto Locust's own options:
 
 - ``-H/--host`` is the target, ``-u/--users`` the users, ``--processes`` the worker
   processes (Locust's own master/worker engine);
-- every other scenario field is a Locust custom argument with the same name as
-  ``rtbench run``'s flag (``--rate``, ``--room-size``, ``--ramp`` ...), shown in the web
-  UI's start form under "Custom parameters".
+- every other scenario knob for Locust (a field's ``Knob``, ``loadtest.scenarios.knobs``)
+  is a Locust custom argument with the same name and help as ``rtbench run``'s flag
+  (``--rate``, ``--room-size``, ``--ramp`` ...), shown in the web UI's start form under
+  "Custom parameters".
 
 Connections open over ``--ramp`` seconds, and Locust's spawn rate follows from it; a
 spawn rate given with ``-r`` (or changed in the web UI's form) paces the ramp instead,

@@ -1,7 +1,8 @@
 """``rtbench locust``: a scenario as Locust users, with the web UI or ``--headless``.
 
-It takes ``rtbench run``'s arguments and flags (the same signature, read from
-``run_command``, so the two cannot drift), checks them with the same code, and runs
+It takes ``rtbench run``'s arguments and flags (the scenario's generated from the
+``Scenario`` struct as run's are, the rest read from ``run_command``, so the two cannot
+drift), checks them with the same code, and runs
 ``locust -f loadtest/locustfile.py`` with the flags mapped onto Locust's options
 (``--target`` is ``-H``, ``--users`` is ``-u``, ``--procs`` is ``--processes``; the rest
 are the locustfile's own arguments). Anything after ``--`` goes to Locust unchanged.

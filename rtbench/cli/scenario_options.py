@@ -51,7 +51,7 @@ def overrides(flags: dict[str, Any], command: Command) -> dict[str, Any]:
     given = {}
     for option in cli_options(command):
         value = flags.get(option.field)
-        given[option.field] = value or None if option.kind in (bool, list) else value
+        given[option.field] = (value or None) if option.kind in (bool, list) else value
     return given
 
 
@@ -71,15 +71,14 @@ def with_scenario_options(command: Command) -> Callable[[F], F]:
     """
 
     def decorate(func: F) -> F:
-        own = list(inspect.signature(func, eval_str=True).parameters.values())
-        if not own or own[-1].kind is not inspect.Parameter.VAR_KEYWORD:
+        signature = inspect.signature(func, eval_str=True)
+        first, *rest = signature.parameters.values()
+        if not rest or rest[-1].kind is not inspect.Parameter.VAR_KEYWORD:
             raise TypeError(f"{func.__name__} takes the scenario options as **knobs")
-        first, *rest = own[:-1]
-        keyword = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in rest]
-        params = [first, *parameters(command), *keyword]
+        own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in rest[:-1]]
         # typer reads the generated signature; a function declares no __signature__ attribute
-        func.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-            params, return_annotation=inspect.signature(func, eval_str=True).return_annotation
+        func.__signature__ = signature.replace(  # type: ignore[attr-defined]
+            parameters=[first, *parameters(command), *own]
         )
         return func
 
