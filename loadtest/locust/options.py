@@ -6,9 +6,10 @@ already owns three of those knobs, so they map onto Locust's own options:
 
 - ``-H/--host`` is the target, ``-u/--users`` the users, ``--processes`` the worker
   processes (Locust's own master/worker engine);
-- every other scenario field is a Locust custom argument with the same name as
-  ``rtbench run``'s flag (``--rate``, ``--room-size``, ``--ramp`` ...), shown in the web
-  UI's start form under "Custom parameters".
+- every other scenario knob for Locust (a field's ``Knob``, ``loadtest.scenarios.knobs``)
+  is a Locust custom argument with the same name and help as ``rtbench run``'s flag
+  (``--rate``, ``--room-size``, ``--ramp`` ...), shown in the web UI's start form under
+  "Custom parameters".
 
 Connections open over ``--ramp`` seconds, and Locust's spawn rate follows from it; a
 spawn rate given with ``-r`` (or changed in the web UI's form) paces the ramp instead,
@@ -23,46 +24,35 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from loadtest.scenarios import Scenario, ScenarioError, scenario_from
+from loadtest.scenarios import Scenario, ScenarioError, cli_options, scenario_from
 
-JWT_ENV = "RTBENCH_JWT_SECRET"
+LOCUST_OWN = {"target": "-H", "users": "-u", "procs": "--processes"}
+"""Scenario knobs that are Locust's own options (``rtbench locust``'s flag: Locust's)."""
 
 
 @dataclass(frozen=True)
 class Arg:
-    """One scenario field exposed as a Locust custom argument."""
+    """One scenario field (or output option) exposed as a Locust custom argument."""
 
     field: str  # Scenario field name
     kind: type  # float, int, str or bool (a flag)
     help: str
+    envvar: str | None = None  # read from this environment variable too
+    secret: bool = False  # through the environment only: never on argv, not in the web UI
+    name: str | None = None  # the flag when it is not --field-name
 
     @property
     def flag(self) -> str:
-        return "--" + self.field.replace("_", "-")
+        return self.name or "--" + self.field.replace("_", "-")
 
 
-SCENARIO_ARGS: tuple[Arg, ...] = (
-    Arg("protocol", str, "reference | echo | a built-in adapter | path/to/adapter.py[:Class]"),
-    Arg("room_size", int, "members per room (fanout: subscribers per room)"),
-    Arg("publishers", int, "fanout: publishing connections per room"),
-    Arg("rate", float, "messages per second per sending user (Poisson, open loop)"),
-    Arg("ramp", float, "seconds to open every connection (sets Locust's spawn rate)"),
-    Arg("duration", float, "seconds of load after every user joined (connect: of holding)"),
-    Arg("drain", float, "seconds to wait for in-flight deliveries after the last send"),
-    Arg("dm_share", float, "chat: share of sends that are direct messages"),
-    Arg("typing_share", float, "chat: share of sends preceded by a typing indicator"),
-    Arg("receipt_share", float, "chat: share of sends followed by a read receipt"),
-    Arg("message_bytes", int, "message text size in bytes (at least 64)"),
-    Arg("window", float, "soak: seconds per reported window"),
-    Arg("heartbeat", float, "connect: seconds between heartbeat probes"),
-    Arg("closed_loop", bool, "rtt: send the next request on each reply"),
-    Arg("token", str, "token template, {user} filled in (default what --insecure-dev takes)"),
-    Arg("jwt_secret", str, f"sign HS256 JWTs (sub = user) with this secret (env {JWT_ENV})"),
-    Arg("connect_timeout", float, "seconds for upgrade, hello and joins of one connection"),
-    Arg("seed", int, "random seed (arrivals, DM/typing/receipt choices)"),
+SCENARIO_ARGS: tuple[Arg, ...] = tuple(
+    Arg(option.field, option.kind, option.help, option.knob.envvar, option.knob.secret, option.flag)
+    for option in cli_options("locust")
+    if option.field not in LOCUST_OWN
 )
-"""Scenario fields that are Locust custom arguments (target, users, procs map onto Locust's
-own -H, -u and --processes)."""
+"""The scenario's knobs for Locust (``Knob`` on ``Scenario``'s fields) that are Locust
+custom arguments; ``LOCUST_OWN`` map onto Locust's own -H, -u and --processes."""
 
 OUTPUT_ARGS: tuple[Arg, ...] = (
     Arg("slo", str, "SLO file (TOML) the verdicts, the Realtime SLO tab and the exit code use"),
@@ -92,9 +82,11 @@ def add_arguments(parser: Any) -> None:
         help="connect | chat | fanout | rtt | soak | FILE.toml (default chat)",
     )
     for arg in SCENARIO_ARGS:
-        extra: dict[str, Any] = {"include_in_web_ui": True, "help": arg.help}
-        if arg.field == "jwt_secret":
-            extra.update(env_var=JWT_ENV, is_secret=True, include_in_web_ui=False)
+        extra: dict[str, Any] = {"include_in_web_ui": not arg.secret, "help": arg.help}
+        if arg.envvar:
+            extra["env_var"] = arg.envvar
+        if arg.secret:
+            extra["is_secret"] = True
         if arg.kind is bool:
             parser.add_argument(arg.flag, action="store_true", default=False, **extra)
         else:
@@ -135,8 +127,8 @@ def resolve(options: argparse.Namespace | Any, *, users: int | None, procs: int)
                 kind = arg.kind.__name__
                 raise ScenarioError(f"{arg.flag} {value!r} is not a valid {kind}") from None
         overrides[arg.field] = value
-    if overrides.get("jwt_secret") is None and os.environ.get(JWT_ENV):
-        overrides["jwt_secret"] = os.environ[JWT_ENV]
+        if value is None and arg.envvar and os.environ.get(arg.envvar):
+            overrides[arg.field] = os.environ[arg.envvar]
     host = _given(getattr(options, "host", None))
     scenario = base.with_overrides(target=host, users=users, procs=procs, **overrides)
     resolved = scenario.resolved()
@@ -172,19 +164,20 @@ def spawn_rate(scenario: Scenario) -> float:
 def locust_args(flags: dict[str, Any]) -> list[str]:
     """Locust command-line arguments for ``rtbench run``-style flags (``None``: not given).
 
-    ``target``, ``users`` and ``procs`` become ``-H``, ``-u`` and ``--processes``; a JWT
-    secret is left to the environment so it never shows in a process listing.
+    ``target``, ``users`` and ``procs`` become ``-H``, ``-u`` and ``--processes``
+    (``LOCUST_OWN``); a secret (the JWT secret) is left to the environment so it never
+    shows in a process listing.
     """
     args: list[str] = []
     if flags.get("target") is not None:
-        args += ["-H", str(flags["target"])]
+        args += [LOCUST_OWN["target"], str(flags["target"])]
     if flags.get("users") is not None:
-        args += ["-u", str(flags["users"])]
+        args += [LOCUST_OWN["users"], str(flags["users"])]
     if flags.get("procs") not in (None, 1):
-        args += ["--processes", str(flags["procs"])]
+        args += [LOCUST_OWN["procs"], str(flags["procs"])]
     for arg in (*SCENARIO_ARGS, *OUTPUT_ARGS, *EXPORT_ARGS):
         value = flags.get(arg.field)
-        if value is None or arg.field == "jwt_secret":
+        if value is None or arg.secret:
             continue
         if arg.kind is bool:
             if value:

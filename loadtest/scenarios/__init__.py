@@ -17,6 +17,7 @@ import msgspec
 from msgspec import Meta, Struct
 
 from loadtest.client.policy import ReconnectPolicy
+from loadtest.scenarios.knobs import Command, Knob, Option, options_of
 from rtbench.tomlfile import load_toml_struct
 
 EXAMPLES_DIR = Path(__file__).parent
@@ -25,6 +26,10 @@ Positive = Annotated[float, Meta(gt=0)]
 NonNegative = Annotated[float, Meta(ge=0)]
 Share = Annotated[float, Meta(ge=0, le=1)]
 Count = Annotated[int, Meta(ge=1)]
+
+NO_CHECK: tuple[Command, ...] = ("run", "locust")
+"""Knobs ``rtbench check`` does not offer: it holds ``--connections`` of its own and chats
+on them (no fanout publishers, soak windows, connect heartbeats or closed loop)."""
 
 FD_PER_PROCESS = 19_000
 """Sockets one worker process may hold: the machine's hard limit is 20,000 open files."""
@@ -43,38 +48,119 @@ class ScenarioError(ValueError):
 
 
 class Scenario(Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
-    """A load scenario. ``None`` fields take the kind's default (see :data:`DEFAULTS`)."""
+    """A load scenario. ``None`` fields take the kind's default (see :data:`DEFAULTS`).
+
+    A field with a :class:`Knob` is also a flag of the commands it names, with that help
+    text (``loadtest.scenarios.knobs``); the others are set in a scenario file.
+    """
 
     scenario: Kind
     name: str | None = None  # free text for reports
-    target: str | None = None  # ws:// or wss:// URL; --target overrides
-    protocol: str = "reference"  # adapter name or path/to/adapter.py[:Class]
+    target: Annotated[
+        str | None,
+        Knob("ws:// or wss:// URL (http(s):// for --protocol socketio and sse).", short="-t"),
+    ] = None
+    protocol: Annotated[
+        str,
+        Knob(
+            "A built-in adapter (the default reference; the list: docs/ADAPTERS.md, or an "
+            "unknown name's error) or path/to/adapter.py[:Class].",
+            short="-p",
+        ),
+    ] = "reference"
     protocol_options: dict[str, Any] = {}  # the adapter's options (socketio, generic: ADAPTERS.md)
-    users: Count | None = None  # connections (fanout: subscribers)
-    room_size: Annotated[int, Meta(ge=2)] | None = None  # members per room (fanout: subscribers)
-    publishers: Count | None = None  # fanout: publishing connections per room
-    rate: NonNegative | None = None  # messages per second per sending connection (Poisson)
-    dm_share: Share | None = None  # chat: share of sends that are direct messages
-    typing_share: Share | None = None  # chat: share of sends preceded by a typing indicator
-    receipt_share: Share | None = None  # chat: share of sends followed by a read receipt
-    ramp: NonNegative | None = None  # seconds to open every connection (0: as fast as allowed)
-    duration: Positive | None = None  # seconds of load (connect: of holding)
-    drain: NonNegative = 5.0  # seconds to wait for in-flight deliveries after the last send
-    window: Positive | None = None  # soak: seconds per reported window
-    heartbeat: Positive = 10.0  # connect: seconds between heartbeat probes of every connection
-    closed_loop: bool = False  # rtt: send the next request when the reply arrives (no --rate)
-    procs: Count = 1  # generator worker processes
-    message_bytes: Annotated[int, Meta(ge=64, le=1_000_000)] = 100
-    token: str = "{user}"  # token template ({user}); the reference server's --insecure-dev
-    jwt_secret: str | None = None  # sign HS256 JWTs (sub = user) with this secret instead
-    connect_timeout: Positive = 10.0  # seconds for upgrade + hello + joins of one connection
+    users: Annotated[
+        Count | None, Knob("Connections (fanout: subscribers).", short="-u", commands=NO_CHECK)
+    ] = None
+    room_size: Annotated[
+        Annotated[int, Meta(ge=2)] | None,
+        Knob("Members per room (fanout: subscribers per room)."),
+    ] = None
+    publishers: Annotated[
+        Count | None, Knob("fanout: publishing connections per room.", commands=NO_CHECK)
+    ] = None
+    rate: Annotated[
+        NonNegative | None, Knob("Messages per second per sending connection (Poisson).")
+    ] = None
+    dm_share: Annotated[Share | None, Knob("chat: share of sends that are direct messages.")] = None
+    typing_share: Annotated[
+        Share | None, Knob("chat: share of sends preceded by a typing indicator.")
+    ] = None
+    receipt_share: Annotated[
+        Share | None, Knob("chat: share of sends followed by a read receipt.")
+    ] = None
+    ramp: Annotated[
+        NonNegative | None,
+        Knob(
+            "Seconds to open every connection (0: as fast as allowed; Locust's spawn rate follows)."
+        ),
+    ] = None
+    duration: Annotated[
+        Positive | None, Knob("Seconds of load (connect: of holding).", short="-d")
+    ] = None
+    drain: Annotated[
+        NonNegative,
+        Knob("Seconds to wait for in-flight deliveries after the last send (default 5)."),
+    ] = 5.0
+    window: Annotated[
+        Positive | None, Knob("soak: seconds per reported window.", commands=NO_CHECK)
+    ] = None
+    heartbeat: Annotated[
+        Positive,
+        Knob("connect: seconds between heartbeat probes of every connection.", commands=NO_CHECK),
+    ] = 10.0
+    closed_loop: Annotated[
+        bool,
+        Knob(
+            "rtt: send the next request when the reply arrives (measures the ceiling; no --rate).",
+            commands=NO_CHECK,
+        ),
+    ] = False
+    procs: Annotated[Count, Knob("Generator worker processes.")] = 1
+    message_bytes: Annotated[
+        Annotated[int, Meta(ge=64, le=1_000_000)],
+        Knob("Message text size in bytes, 64 to 1,000,000 (default 100)."),
+    ] = 100
+    token: Annotated[
+        str,
+        Knob("Token template, {user} filled in (default '{user}', what --insecure-dev takes)."),
+    ] = "{user}"
+    jwt_secret: Annotated[
+        str | None,
+        Knob(
+            "Sign HS256 JWTs (sub = user) with this secret instead of the token template.",
+            envvar="RTBENCH_JWT_SECRET",
+            secret=True,
+        ),
+    ] = None
+    connect_timeout: Annotated[
+        Positive, Knob("Seconds for upgrade, hello and joins of one connection (default 10).")
+    ] = 10.0
     connect_concurrency: Count = 256  # handshakes in flight per worker process
     max_cpu_percent: Annotated[float, Meta(gt=0, le=100)] = 95.0  # generator saturation
     max_loop_lag_ms: Positive = 50.0  # generator saturation: worst event-loop lag
-    seed: int | None = None  # random seed (Poisson arrivals, DM/typing choices)
+    seed: Annotated[
+        int | None, Knob("Random seed (Poisson arrivals, DM, typing and receipt choices).")
+    ] = None
     # recovery runs (docs/RECOVERY.md)
-    faults: list[str] = []  # fault injections, KIND[:ARG]@TIME, e.g. "restart:kill@10s"
-    server_cmd: str | None = None  # rtbench starts (and restarts) the server with this command
+    faults: Annotated[
+        list[str],
+        Knob(
+            "Inject a fault, KIND[:ARG]@TIME (repeatable): restart[:term|:kill], "
+            "cut[:SHARE], blackhole[:SECONDS], kill-worker[:N]; e.g. restart:kill@10s. "
+            "docs/RECOVERY.md.",
+            flag="--fault",
+            commands=("run",),  # check takes one --fault of its own; Locust injects none
+        ),
+    ] = []
+    server_cmd: Annotated[
+        str | None,
+        Knob(
+            "Start the server with this command (and restart it for restart faults); "
+            "{port} becomes a free port the target then points at.",
+            commands=("run", "check"),  # Locust starts no server
+        ),
+    ] = None
     reconnect: ReconnectPolicy | None = None  # reconnect + heartbeat settings; on with faults
 
     def resolved(self) -> Scenario:
@@ -227,6 +313,11 @@ def check_target(target: str, protocol: str = "reference") -> None:
         raise ScenarioError(problem)
 
 
+def cli_options(command: Command) -> tuple[Option, ...]:
+    """The scenario fields ``command`` offers as flags (their :class:`Knob`), in order."""
+    return options_of(Scenario, command)
+
+
 def load_scenario_file(path: str | Path) -> Scenario:
     """Read a TOML scenario file (unresolved: CLI flags still apply on top)."""
     return load_toml_struct(path, Scenario, "scenario file", ScenarioError)
@@ -249,9 +340,12 @@ __all__ = [
     "DEFAULTS",
     "EXAMPLES_DIR",
     "Kind",
+    "Knob",
+    "Option",
     "Scenario",
     "ScenarioError",
     "check_target",
+    "cli_options",
     "load_scenario_file",
     "scenario_from",
 ]

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import inspect
 import math
-import typing
 from typing import TYPE_CHECKING, Any
 
 import typer
 
+from loadtest.scenarios import cli_options
 from rtbench.cli import UserError
 from rtbench.cli.run import run_command
+from rtbench.cli.scenario_options import overrides, own_parameters, parameters
 
 if TYPE_CHECKING:
     from loadtest.scenarios import Kind, Scenario
@@ -44,36 +45,11 @@ Exit codes: 0 every target passes, 1 one fails (or could not be measured), 2 usa
 3 unreachable, 4 inconclusive (the load generator's own delay could flip a verdict).
 """
 
-SHARED = (
-    "target",
-    "protocol",
-    "room_size",
-    "rate",
-    "ramp",
-    "duration",
-    "drain",
-    "procs",
-    "dm_share",
-    "typing_share",
-    "receipt_share",
-    "message_bytes",
-    "token",
-    "jwt_secret",
-    "connect_timeout",
-    "seed",
-    "server_cmd",
-    "slo",
-    "out",
-    "junit",
-    "summary_md",
-    "quiet",
-    "metrics_listen",
-    "remote_write",
-    "otlp",
-    "native_histograms",
-)
-"""``rtbench run``'s options that mean the same here, declared there once (the live
-metrics ones in ``rtbench.cli.export_options``)."""
+RUN_OWN = own_parameters(run_command)
+"""``rtbench run``'s options beside the scenario's (SLO file, outputs, live metrics,
+``rtbench.cli.export_options``): they mean the same here, declared there once."""
+SHARED = (*(option.field for option in cli_options("check")), *(p.name for p in RUN_OWN))
+"""Every option ``rtbench check`` shares: the scenario's knobs for check, then ``run``'s."""
 
 DEFAULTS: dict[str, Any] = {
     "room_size": 10,
@@ -140,7 +116,7 @@ def check_command(**flags: Any) -> int:
                 "no target: give --target ws://HOST:PORT, or --server-cmd for rtbench to start it"
             )
         connections = flags["connections"] or base.users or slo.connections.min
-        given = {name: flags[name] for name in SHARED if name in Scenario.__struct_fields__}
+        given = overrides(flags, "check")
         values: dict[str, Any] = {
             **DEFAULTS,
             "ramp": max(2.0, round(connections / RAMP_PER_S, 1)),
@@ -253,9 +229,7 @@ def _own_parameters() -> list[inspect.Parameter]:
 
 
 def _signature() -> tuple[inspect.Signature, dict[str, Any]]:
-    """``run``'s shared options (declared there once), a scenario file, and the check's own."""
-    run_params = inspect.signature(run_command).parameters
-    hints = typing.get_type_hints(run_command)
+    """A scenario file, the scenario's options, ``run``'s own, and the check's own."""
     scenario = inspect.Parameter(
         "scenario",
         inspect.Parameter.POSITIONAL_OR_KEYWORD,
@@ -264,11 +238,7 @@ def _signature() -> tuple[inspect.Signature, dict[str, Any]]:
         ),
         annotation=str | None,
     )
-    params = [scenario]
-    for name in SHARED:
-        param = run_params[name]
-        params.append(param.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=hints[name]))
-    params += _own_parameters()
+    params = [scenario, *parameters("check"), *RUN_OWN, *_own_parameters()]
     annotations = {p.name: p.annotation for p in params}
     annotations["return"] = int
     return inspect.Signature(params, return_annotation=int), annotations

@@ -1,7 +1,8 @@
 """``rtbench locust``: a scenario as Locust users, with the web UI or ``--headless``.
 
-It takes ``rtbench run``'s arguments and flags (the same signature, read from
-``run_command``, so the two cannot drift), checks them with the same code, and runs
+It takes ``rtbench run``'s arguments and flags (the scenario's generated from the
+``Scenario`` struct as run's are, the rest read from ``run_command``, so the two cannot
+drift), checks them with the same code, and runs
 ``locust -f loadtest/locustfile.py`` with the flags mapped onto Locust's options
 (``--target`` is ``-H``, ``--users`` is ``-u``, ``--procs`` is ``--processes``; the rest
 are the locustfile's own arguments). Anything after ``--`` goes to Locust unchanged.
@@ -21,9 +22,11 @@ from typing import Any
 
 import typer
 
+from loadtest.scenarios import cli_options
 from rtbench.cli import UserError
 from rtbench.cli.export_options import export_settings
 from rtbench.cli.run import run_command
+from rtbench.cli.scenario_options import overrides, own_parameters, parameters
 
 HELP = """Run SCENARIO as Locust users: Locust's web UI with a Realtime SLO tab, or --headless.
 
@@ -34,34 +37,11 @@ and `rtbench locust --worker --master-host HOST` on the others. Arguments after 
 go to Locust unchanged (e.g. `-- --csv out/stats`).
 """
 
-SCENARIO_FLAGS = (
-    "target",
-    "protocol",
-    "users",
-    "room_size",
-    "publishers",
-    "rate",
-    "ramp",
-    "duration",
-    "drain",
-    "procs",
-    "dm_share",
-    "typing_share",
-    "receipt_share",
-    "message_bytes",
-    "window",
-    "heartbeat",
-    "closed_loop",
-    "token",
-    "jwt_secret",
-    "connect_timeout",
-    "seed",
-)
-"""``rtbench run`` flags that are scenario fields (the rest are outputs)."""
-NATIVE_ONLY = frozenset({"quiet", "fault", "server_cmd"})
-"""``rtbench run`` flags Locust does not take: its own console output, and fault
-injection (the native coordinator schedules faults against a server it may start;
-Locust's runner has no such clock), so they are not offered rather than ignored."""
+NATIVE_ONLY = frozenset({"quiet"})
+"""``rtbench run``'s own options Locust does not take (its console output). The scenario's
+knobs it does not take (fault injection: the native coordinator schedules faults against
+a server it may start; Locust's runner has no such clock) are not offered, not ignored:
+their ``Knob`` leaves out ``locust``."""
 
 
 def locustfile() -> Path:
@@ -76,23 +56,21 @@ def locustfile() -> Path:
 
 def _signature() -> inspect.Signature:
     """``rtbench run``'s parameters, SCENARIO optional (a worker takes it from the master),
-    plus Locust's own switches."""
-    run_params = inspect.signature(run_command, eval_str=True).parameters.values()
+    the scenario's options for Locust, plus Locust's own switches."""
+    keyword = inspect.Parameter.KEYWORD_ONLY
     params = [
-        inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
+        inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
+        inspect.Parameter(
+            "scenario",
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            annotation=str | None,
+            default=typer.Argument(
+                None, help="connect | chat | fanout | rtt | soak | FILE.toml (not on a --worker)"
+            ),
+        ),
+        *parameters("locust"),
     ]
-    for param in run_params:
-        if param.name in NATIVE_ONLY:
-            continue
-        if param.name == "scenario":
-            param = param.replace(
-                annotation=str | None,
-                default=typer.Argument(
-                    None,
-                    help="connect | chat | fanout | rtt | soak | FILE.toml (not on a --worker)",
-                ),
-            )
-        params.append(param)
+    params += [param for param in own_parameters(run_command) if param.name not in NATIVE_ONLY]
     extra: list[tuple[str, Any, Any]] = [
         ("headless", bool, typer.Option(False, "--headless", help="No web UI: run, print, exit.")),
         ("web_host", str, typer.Option("127.0.0.1", "--web-host", help="Web UI address.")),
@@ -108,14 +86,7 @@ def _signature() -> inspect.Signature:
         ),
     ]
     for name, annotation, default in extra:
-        params.append(
-            inspect.Parameter(
-                name,
-                inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                annotation=annotation,
-                default=default,
-            )
-        )
+        params.append(inspect.Parameter(name, keyword, annotation=annotation, default=default))
     return inspect.Signature(params, return_annotation=int)
 
 
@@ -127,8 +98,10 @@ def locust_command(ctx: typer.Context, **flags: Any) -> int:
         if results_dir and not flags.get("worker"):
             command += ["--out", str(results_dir)]
         env = dict(os.environ)
-        if flags.get("jwt_secret"):
-            env["RTBENCH_JWT_SECRET"] = flags["jwt_secret"]
+        for option in cli_options("locust"):  # a secret travels in its environment variable
+            envvar = option.knob.envvar
+            if option.knob.secret and envvar and flags.get(option.field):
+                env[envvar] = flags[option.field]
         try:
             code = subprocess.call(command, env=env)
         except KeyboardInterrupt:
@@ -152,16 +125,14 @@ def locust_argv(flags: dict[str, Any], extra: list[str]) -> list[str]:
             command += ["--processes", str(flags["procs"])]
         return command + extra
     _check(flags)
-    given = {name: flags.get(name) for name in SCENARIO_FLAGS}
-    given["closed_loop"] = flags.get("closed_loop") or None
+    given = overrides(flags, "locust")
     given["slo"] = flags.get("slo")
     for name in ("metrics_listen", "remote_write", "otlp", "native_histograms"):
         given[name] = flags.get(name)
     export_settings(  # a malformed address: exit 2 before Locust starts
         flags.get("metrics_listen"), flags.get("remote_write"), flags.get("otlp")
     )
-    given["jwt_secret"] = None  # through the environment, never on a command line
-    command += ["--scenario", flags["scenario"], *locust_args(given)]
+    command += ["--scenario", flags["scenario"], *locust_args(given)]  # secrets: environment
     if flags.get("headless"):
         command.append("--headless")
     command += ["--web-host", flags["web_host"], "--web-port", str(flags["web_port"])]
@@ -203,10 +174,10 @@ def _check(flags: dict[str, Any]) -> None:
 
     if not flags.get("scenario"):
         raise UserError("give a SCENARIO (connect, chat, fanout, rtt, soak or FILE.toml)")
-    overrides = {name: flags.get(name) for name in SCENARIO_FLAGS}
-    overrides["closed_loop"] = flags.get("closed_loop") or None
     try:
-        scenario = scenario_from(flags["scenario"]).with_overrides(**overrides).resolved()
+        scenario = (
+            scenario_from(flags["scenario"]).with_overrides(**overrides(flags, "locust")).resolved()
+        )
         load_slo(flags.get("slo"))
         problem = make_adapter(scenario.protocol, scenario.protocol_options).check(
             Plan(scenario, "").features()

@@ -25,6 +25,7 @@ from rtbench.cli.export_options import (
     export_settings,
     exporting,
 )
+from rtbench.cli.scenario_options import overrides, with_scenario_options
 from rtbench.exitcodes import ExitCode
 
 if TYPE_CHECKING:
@@ -50,81 +51,9 @@ def register(app: typer.Typer) -> None:
     app.command("run", help=HELP, no_args_is_help=True)(run_command)
 
 
+@with_scenario_options("run")
 def run_command(
     scenario: str = typer.Argument(..., help="connect | chat | fanout | rtt | soak | FILE.toml"),
-    target: str | None = typer.Option(
-        None,
-        "--target",
-        "-t",
-        help="ws:// or wss:// URL (http(s):// for --protocol socketio and sse).",
-    ),
-    protocol: str | None = typer.Option(
-        None,
-        "--protocol",
-        "-p",
-        help=(
-            "A built-in adapter (reference, the default; the list: docs/ADAPTERS.md, or an "
-            "unknown name's error) or path/to/adapter.py[:Class]."
-        ),
-    ),
-    users: int | None = typer.Option(
-        None, "--users", "-u", help="Connections (fanout: subscribers)."
-    ),
-    room_size: int | None = typer.Option(None, "--room-size", help="Members per room."),
-    publishers: int | None = typer.Option(
-        None, "--publishers", help="fanout: publishers per room."
-    ),
-    rate: float | None = typer.Option(
-        None, "--rate", help="Messages per second per sending connection (Poisson)."
-    ),
-    ramp: float | None = typer.Option(None, "--ramp", help="Seconds to open every connection."),
-    duration: float | None = typer.Option(
-        None, "--duration", "-d", help="Seconds of load (connect: of holding)."
-    ),
-    drain: float | None = typer.Option(
-        None, "--drain", help="Seconds to wait for in-flight deliveries (default 5)."
-    ),
-    procs: int | None = typer.Option(None, "--procs", help="Generator worker processes."),
-    dm_share: float | None = typer.Option(None, "--dm-share", help="chat: share of DMs."),
-    typing_share: float | None = typer.Option(
-        None, "--typing-share", help="chat: share of sends preceded by typing."
-    ),
-    receipt_share: float | None = typer.Option(
-        None, "--receipt-share", help="chat: share of sends followed by a read receipt."
-    ),
-    message_bytes: int | None = typer.Option(None, "--message-bytes", help="Message text size."),
-    window: float | None = typer.Option(None, "--window", help="soak: seconds per window."),
-    heartbeat: float | None = typer.Option(
-        None, "--heartbeat", help="connect: seconds between heartbeat probes."
-    ),
-    closed_loop: bool = typer.Option(
-        False, "--closed-loop", help="rtt: next request on each reply (measures the ceiling)."
-    ),
-    token: str | None = typer.Option(None, "--token", help="Token template, e.g. '{user}'."),
-    jwt_secret: str | None = typer.Option(
-        None, "--jwt-secret", envvar="RTBENCH_JWT_SECRET", help="Sign HS256 tokens (sub=user)."
-    ),
-    connect_timeout: float | None = typer.Option(
-        None, "--connect-timeout", help="Seconds for upgrade, hello and joins (default 10)."
-    ),
-    seed: int | None = typer.Option(None, "--seed", help="Random seed."),
-    fault: list[str] | None = typer.Option(
-        None,
-        "--fault",
-        help=(
-            "Inject a fault, KIND[:ARG]@TIME (repeatable): restart[:term|:kill], "
-            "cut[:SHARE], blackhole[:SECONDS], kill-worker[:N]; e.g. restart:kill@10s. "
-            "docs/RECOVERY.md."
-        ),
-    ),
-    server_cmd: str | None = typer.Option(
-        None,
-        "--server-cmd",
-        help=(
-            "Start the server with this command (and restart it for restart faults); "
-            "{port} becomes a free port the target then points at."
-        ),
-    ),
     slo: Path | None = typer.Option(None, "--slo", help="SLO file (TOML); defaults otherwise."),
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Write results.json (+ report) here."
@@ -136,41 +65,22 @@ def run_command(
     remote_write: str | None = REMOTE_WRITE,
     otlp: str | None = OTLP,
     native_histograms: bool = NATIVE_HISTOGRAMS,
+    **knobs: Any,
 ) -> int:
+    """Typer calls this with the scenario's options (``knobs``: ``Scenario`` fields) too."""
     from loadtest.faults.server import ServerError, prepare
     from loadtest.scenarios import ScenarioError, scenario_from
 
     export = export_settings(metrics_listen, remote_write, otlp, native_histograms)
+    given = overrides(knobs, "run")
     try:
         base = scenario_from(scenario)
-        server_cmd = server_cmd or base.server_cmd
+        server_cmd = given["server_cmd"] or base.server_cmd
         if server_cmd:
-            server_cmd, target = prepare(server_cmd, target or base.target)
-        resolved = base.with_overrides(
-            target=target,
-            protocol=protocol,
-            users=users,
-            room_size=room_size,
-            publishers=publishers,
-            rate=rate,
-            ramp=ramp,
-            duration=duration,
-            drain=drain,
-            procs=procs,
-            dm_share=dm_share,
-            typing_share=typing_share,
-            receipt_share=receipt_share,
-            message_bytes=message_bytes,
-            window=window,
-            heartbeat=heartbeat,
-            closed_loop=closed_loop or None,
-            token=token,
-            jwt_secret=jwt_secret,
-            connect_timeout=connect_timeout,
-            seed=seed,
-            faults=fault or None,
-            server_cmd=server_cmd,
-        ).resolved()
+            given["server_cmd"], given["target"] = prepare(
+                server_cmd, given["target"] or base.target
+            )
+        resolved = base.with_overrides(**given).resolved()
     except (ScenarioError, ServerError) as exc:
         raise UserError(str(exc)) from None
     if resolved.target is None:
