@@ -24,7 +24,7 @@ from loadtest.adapters.base import (
     Rejected,
     parse_marker,
 )
-from rtbench.protocol import WS_PATH, decode_server, encode
+from rtbench.protocol import WS_PATH, decode_server, dm_room, encode
 from rtbench.protocol import messages as m
 
 _CLIENT_NAME = "rtbench-loadtest"
@@ -79,7 +79,7 @@ class ReferenceAdapter(Adapter):
         return [encode(hello)]
 
     def dm_room(self, user: str, other: str) -> str | None:
-        return "dm:" + ":".join(sorted((user, other)))
+        return dm_room(user, other)
 
     def ping(self, text: str, req_id: int) -> bytes:
         return encode(m.Ping(ts=text, id=req_id))
