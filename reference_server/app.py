@@ -37,7 +37,7 @@ from typing import Any
 from reference_server.access import Access
 from reference_server.auth import Authenticator
 from reference_server.auth_http import HttpGuard
-from reference_server.broker import Broker, LocalBroker
+from reference_server.broker.base import Broker, LocalBroker
 from reference_server.cluster.link import Link
 from reference_server.cluster.sequencer import Sequencer
 from reference_server.commits import Commits

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from reference_server.broker import Broker
+from reference_server.broker.base import Broker
 from reference_server.cluster.sequencer import Sequencer
 from reference_server.config import LimitsConfig
 from reference_server.errors import Refuse

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from reference_server.broker import Broker
+from reference_server.broker.base import Broker
 from reference_server.config import LimitsConfig
 from reference_server.connections import Connections
 from reference_server.frames import framed

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import psutil
 
-from reference_server.broker import Broker
+from reference_server.broker.base import Broker
 from reference_server.connections import Connections
 from reference_server.metrics import Metrics, MetricsCollector, render
 from reference_server.rooms import RoomDirectory

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Set
 
-from reference_server.broker import Broker
+from reference_server.broker.base import Broker
 from reference_server.config import ReplayConfig, TimingConfig
 from reference_server.connections import Connections
 from reference_server.fanout import Fanout

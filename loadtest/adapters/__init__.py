@@ -14,12 +14,14 @@ See docs/LOADTEST.md, "Adding a protocol".
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import inspect
 import sys
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from loadtest.adapters.actioncable import ActionCableAdapter
 from loadtest.adapters.base import (
     Ack,
     Adapter,
@@ -35,36 +37,91 @@ from loadtest.adapters.base import (
     parse_marker,
     parse_marker_bytes,
 )
-from loadtest.adapters.centrifugo import CentrifugoAdapter
-from loadtest.adapters.echo import EchoAdapter
-from loadtest.adapters.generic import GenericAdapter
-from loadtest.adapters.graphql_legacy import GraphQLLegacyAdapter
-from loadtest.adapters.graphql_ws import GraphQLWSAdapter
-from loadtest.adapters.mqtt import MqttAdapter
-from loadtest.adapters.nats import NatsAdapter
-from loadtest.adapters.phoenix import PhoenixAdapter
-from loadtest.adapters.pusher import PusherAdapter
-from loadtest.adapters.reference import ReferenceAdapter
-from loadtest.adapters.socketio import SocketIOAdapter
-from loadtest.adapters.sse import SSEAdapter
-from loadtest.adapters.stomp import StompAdapter
 
-ADAPTERS: dict[str, type[Adapter]] = {
-    ReferenceAdapter.name: ReferenceAdapter,
-    EchoAdapter.name: EchoAdapter,
-    SocketIOAdapter.name: SocketIOAdapter,
-    GenericAdapter.name: GenericAdapter,
-    GraphQLWSAdapter.name: GraphQLWSAdapter,
-    GraphQLLegacyAdapter.name: GraphQLLegacyAdapter,
-    NatsAdapter.name: NatsAdapter,
-    MqttAdapter.name: MqttAdapter,
-    StompAdapter.name: StompAdapter,
-    PhoenixAdapter.name: PhoenixAdapter,
-    CentrifugoAdapter.name: CentrifugoAdapter,
-    ActionCableAdapter.name: ActionCableAdapter,
-    PusherAdapter.name: PusherAdapter,
-    SSEAdapter.name: SSEAdapter,
-}
+if TYPE_CHECKING:  # at run time each is imported when first asked for (``__getattr__``)
+    from loadtest.adapters.actioncable import ActionCableAdapter
+    from loadtest.adapters.centrifugo import CentrifugoAdapter
+    from loadtest.adapters.echo import EchoAdapter
+    from loadtest.adapters.generic import GenericAdapter
+    from loadtest.adapters.graphql_legacy import GraphQLLegacyAdapter
+    from loadtest.adapters.graphql_ws import GraphQLWSAdapter
+    from loadtest.adapters.mqtt import MqttAdapter
+    from loadtest.adapters.nats import NatsAdapter
+    from loadtest.adapters.phoenix import PhoenixAdapter
+    from loadtest.adapters.pusher import PusherAdapter
+    from loadtest.adapters.reference import ReferenceAdapter
+    from loadtest.adapters.socketio import SocketIOAdapter
+    from loadtest.adapters.sse import SSEAdapter
+    from loadtest.adapters.stomp import StompAdapter
+
+_BUILT_IN: tuple[tuple[str, str, str], ...] = (
+    # (protocol name, module in this package, class); the order is the listing's
+    ("reference", "reference", "ReferenceAdapter"),
+    ("echo", "echo", "EchoAdapter"),
+    ("socketio", "socketio", "SocketIOAdapter"),
+    ("generic", "generic", "GenericAdapter"),
+    ("graphql-ws", "graphql_ws", "GraphQLWSAdapter"),
+    ("graphql-legacy", "graphql_legacy", "GraphQLLegacyAdapter"),
+    ("nats", "nats", "NatsAdapter"),
+    ("mqtt", "mqtt", "MqttAdapter"),
+    ("stomp", "stomp", "StompAdapter"),
+    ("phoenix", "phoenix", "PhoenixAdapter"),
+    ("centrifugo", "centrifugo", "CentrifugoAdapter"),
+    ("actioncable", "actioncable", "ActionCableAdapter"),
+    ("pusher", "pusher", "PusherAdapter"),
+    ("sse", "sse", "SSEAdapter"),
+)
+_MODULE_OF_CLASS = {cls: module for _, module, cls in _BUILT_IN}
+
+
+def _load(module: str, cls: str) -> type[Adapter]:
+    found: type[Adapter] = getattr(importlib.import_module(f"{__name__}.{module}"), cls)
+    return found
+
+
+class AdapterRegistry(MutableMapping[str, type[Adapter]]):
+    """Adapter classes by protocol name. A built-in adapter's module is imported the
+    first time its name is asked for, not when the package is: every command imports
+    the scenario model, and with it this package, while a run uses one protocol
+    (importing all fourteen made ``rtbench --help`` take 0.19 s instead of 0.13 s).
+    Listing the names imports nothing."""
+
+    def __init__(self, built_in: tuple[tuple[str, str, str], ...]) -> None:
+        self._entries: dict[str, type[Adapter] | tuple[str, str]] = {
+            name: (module, cls) for name, module, cls in built_in
+        }
+
+    def __getitem__(self, name: str) -> type[Adapter]:
+        entry = self._entries[name]
+        if isinstance(entry, tuple):
+            entry = self._entries[name] = _load(*entry)
+        return entry
+
+    def __setitem__(self, name: str, cls: type[Adapter]) -> None:
+        self._entries[name] = cls
+
+    def __delitem__(self, name: str) -> None:
+        del self._entries[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+
+ADAPTERS: AdapterRegistry = AdapterRegistry(_BUILT_IN)
+
+
+def __getattr__(name: str) -> Any:
+    """``from loadtest.adapters import ReferenceAdapter``: that adapter's module only."""
+    module = _MODULE_OF_CLASS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return _load(module, name)
 
 
 def register(cls: type[Adapter]) -> type[Adapter]:
@@ -118,8 +175,11 @@ def make_adapter(spec: str, options: dict | None = None) -> Adapter:
 __all__ = [
     "ADAPTERS",
     "Ack",
+    "ActionCableAdapter",
     "Adapter",
     "AdapterError",
+    "AdapterRegistry",
+    "CentrifugoAdapter",
     "Delivery",
     "EchoAdapter",
     "Event",
@@ -130,6 +190,8 @@ __all__ = [
     "MqttAdapter",
     "NatsAdapter",
     "Notice",
+    "PhoenixAdapter",
+    "PusherAdapter",
     "Ready",
     "ReferenceAdapter",
     "Rejected",

@@ -208,6 +208,19 @@ class Adapter:
     losing the connection; a request lane the server closed is opened again for the next
     payload (after ``reply_lane_closed``). There is no ping on a one-way stream."""
 
+    fatal_close_codes: ClassVar[frozenset[int]] = frozenset({1003, 1007, 1008, 1009, 4401, 4403})
+    """WebSocket close codes after which reconnecting cannot help, so the client gives
+    up instead (every other code, 1012 "service restart" included, means: reconnect and
+    resume). The default: RFC 6455's unsupported data, invalid payload, policy violation
+    and message too big (a retry would send the same frames), and 4401 / 4403, the
+    common "4000 + HTTP status" way to refuse an identity (graphql-ws, the reference
+    protocol). A protocol whose server says "do not come back" otherwise names its own."""
+
+    refused_room_codes: ClassVar[frozenset[str]] = frozenset()
+    """``Rejected`` codes by which the server refuses one room of a resume while it
+    resumes the others (the room is gone, or the user may no longer see it): the resume
+    goes on without that room. Any other error during a resume fails the attempt."""
+
     schemes: ClassVar[Mapping[str, str]] = {"ws": "ws", "wss": "wss"}
     """The URL schemes a target may be given in, each mapped to the WebSocket scheme that
     is dialled. Socket.IO users name their server ``http(s)://`` everywhere (every

@@ -66,7 +66,7 @@ ERROR_CODES = {
     100: "internal",
     101: "unauthorized",
     102: "unknown_room",  # "unknown channel": a resume takes it as that room's refusal
-    103: "forbidden",  # "permission denied": likewise
+    103: "forbidden",  # "permission denied": likewise (``refused_room_codes``)
     104: "method_not_found",
     105: "already_subscribed",
     106: "limit_exceeded",
@@ -94,6 +94,8 @@ class CentrifugoAdapter(Adapter):
 
     name = "centrifugo"
     features = frozenset({Feature.ROOMS, Feature.PUBLISH, Feature.ACK, Feature.RESUME})
+    refused_room_codes = frozenset({ERROR_CODES[102], ERROR_CODES[103]})
+    """"unknown channel" and "permission denied" answer one channel of a resume."""
     default_path = "/connection/websocket"
     expects_welcome = True  # the connect reply
 

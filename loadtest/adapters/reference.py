@@ -24,7 +24,7 @@ from loadtest.adapters.base import (
     Rejected,
     parse_marker,
 )
-from rtbench.protocol import WS_PATH, decode_server, encode
+from rtbench.protocol import WS_PATH, CloseCode, ErrorCode, decode_server, dm_room, encode
 from rtbench.protocol import messages as m
 
 _CLIENT_NAME = "rtbench-loadtest"
@@ -49,6 +49,19 @@ class ReferenceAdapter(Adapter):
     )
     default_path = WS_PATH
     expects_welcome = True
+    fatal_close_codes = frozenset(
+        {
+            CloseCode.UNSUPPORTED_DATA,
+            CloseCode.INVALID_PAYLOAD,
+            CloseCode.POLICY_VIOLATION,
+            CloseCode.MESSAGE_TOO_BIG,
+            CloseCode.UNAUTHORIZED,
+            CloseCode.FORBIDDEN,
+        }
+    )  # the same frames or identity would be refused again; SERVICE_RESTART: come back
+    refused_room_codes = frozenset(
+        {ErrorCode.UNKNOWN_ROOM, ErrorCode.FORBIDDEN, ErrorCode.TOO_MANY_ROOMS}
+    )  # a resumed room the server will not resume; it resumes the others
 
     def open(self, user: str, token: str | None) -> list[bytes]:
         return [encode(m.Hello(token=token or user, client=_CLIENT_NAME))]
@@ -79,7 +92,7 @@ class ReferenceAdapter(Adapter):
         return [encode(hello)]
 
     def dm_room(self, user: str, other: str) -> str | None:
-        return "dm:" + ":".join(sorted((user, other)))
+        return dm_room(user, other)
 
     def ping(self, text: str, req_id: int) -> bytes:
         return encode(m.Ping(ts=text, id=req_id))

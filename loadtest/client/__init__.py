@@ -3,21 +3,16 @@
 Sans-IO, like the adapters: ``policy`` says when to retry and when a silent connection
 is dead; ``reconnect.ClientSession`` remembers what a client needs across connections
 (unique request ids, the outbox of unacked sends, seqs to resume, recovery timings).
-Each driver owns its sockets and feeds these the events it sees. docs/RECOVERY.md
-describes the behaviour and every setting.
+Each driver owns its sockets and feeds these the events it sees. What a protocol's
+codes mean (which close is final, which error refuses one room of a resume) is the
+adapter's to say (``Adapter.fatal_close_codes``, ``Adapter.refused_room_codes``), never
+this package's. docs/RECOVERY.md describes the behaviour and every setting.
 """
 
-from loadtest.client.policy import (
-    FATAL_CLOSE_CODES,
-    Backoff,
-    Liveness,
-    Pulse,
-    ReconnectPolicy,
-)
+from loadtest.client.policy import Backoff, Liveness, Pulse, ReconnectPolicy
 from loadtest.client.reconnect import ClientSession, Phase, Recovery
 
 __all__ = [
-    "FATAL_CLOSE_CODES",
     "Backoff",
     "ClientSession",
     "Liveness",

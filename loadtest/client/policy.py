@@ -35,9 +35,6 @@ from msgspec import Meta, Struct
 PositiveMs = Annotated[float, Meta(gt=0)]
 NonNegativeMs = Annotated[float, Meta(ge=0)]
 
-FATAL_CLOSE_CODES = frozenset({1003, 1007, 1008, 1009, 4401, 4403})
-"""Close codes after which reconnecting cannot help (bad frames, refused identity)."""
-
 
 class ReconnectPolicy(Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
     """Reconnect and heartbeat settings (the ``[reconnect]`` table of a scenario file)."""

@@ -36,9 +36,6 @@ from loadtest.adapters.base import Adapter, Feature
 from loadtest.client.policy import Backoff, ReconnectPolicy
 from loadtest.session import SeqOrder, SessionState
 
-REFUSED_ROOM_CODES = frozenset({"unknown_room", "forbidden", "too_many_rooms"})
-"""Error codes a server answers a resumed room it will not resume (the others go on)."""
-
 
 class Phase(IntEnum):
     NEW = 0  # never connected
@@ -76,6 +73,7 @@ class ClientSession(SessionState):
         "phase",
         "policy",
         "records",
+        "refusals",
         "refused",
         "resuming",
         "retried",
@@ -98,6 +96,7 @@ class ClientSession(SessionState):
         self.records: list[Recovery] = []
         self.awaiting: set[str] = set()  # rooms whose joined/resumed answer is awaited
         self.refused = 0  # rooms of this resume the server refused
+        self.refusals: frozenset[str] = frozenset()  # the adapter's refused_room_codes
         self.resuming = False  # the hello of this connection resumed rooms
         self.dropped = 0  # sends given up because the outbox was full
         self.retried = 0  # sends written again after a reconnect
@@ -189,6 +188,7 @@ class ClientSession(SessionState):
             self.phase = Phase.SETUP
         if resume and Feature.RESUME in adapter.features:
             self.resuming = True
+            self.refusals = adapter.refused_room_codes
             self.awaiting = set(resume)
             return adapter.resume(user, token, resume), True
         self.resuming = False
@@ -225,8 +225,9 @@ class ClientSession(SessionState):
 
     def room_refused(self, code: str) -> bool:
         """An error while rooms resume: True when it is one room's refusal (the server
-        still resumes the others, so the resume goes on), False for any other error."""
-        if not self.resuming or code not in REFUSED_ROOM_CODES or not self.awaiting:
+        still resumes the others, so the resume goes on; the adapter's
+        ``refused_room_codes`` say which), False for any other error."""
+        if not self.resuming or code not in self.refusals or not self.awaiting:
             return False
         self.refused += 1
         return True

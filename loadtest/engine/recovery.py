@@ -37,7 +37,7 @@ from collections import Counter
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from loadtest.client.policy import FATAL_CLOSE_CODES, Liveness, Pulse, ReconnectPolicy
+from loadtest.client.policy import Liveness, Pulse, ReconnectPolicy
 from loadtest.engine.failures import classify
 
 if TYPE_CHECKING:
@@ -129,7 +129,7 @@ class Reconnector:
         """``conn`` went away: start bringing it back (unless it is already coming)."""
         if self.stopped or not conn.session.lost(time.monotonic_ns(), self.cause_of(conn)):
             return
-        if conn.close_code in FATAL_CLOSE_CODES:
+        if conn.close_code in conn.adapter.fatal_close_codes:  # coming back cannot help
             conn.session.give_up()
             self.w.c["gave_up"] += 1
             return

@@ -27,7 +27,7 @@ from gevent.event import AsyncResult
 
 from loadtest.adapters import Ack, Delivery, Feature, Notice, Ready, Rejected, marker
 from loadtest.adapters.base import Page, Reply
-from loadtest.client import FATAL_CLOSE_CODES, ClientSession
+from loadtest.client import ClientSession
 from loadtest.engine.failures import describe
 from loadtest.ledger import Arrival, RecipientLedger
 from loadtest.locust.httplanes import HttpLanesConnection
@@ -325,7 +325,7 @@ class Conn:
         cause = "dropped" if code == 1006 else f"close_{code}"  # 1006: no close frame
         if not self.session.lost(time.time_ns(), cause):
             return
-        if code in FATAL_CLOSE_CODES:  # reconnecting cannot help (bad frames, refused)
+        if code in self.adapter.fatal_close_codes:  # reconnecting cannot help
             self.session.give_up()
             run.c["gave_up"] += 1
             return

@@ -44,7 +44,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from reference_server.broker import BrokerError, Sink
+from reference_server.broker.base import BrokerError, Sink
 from reference_server.cluster import envelope as env
 from reference_server.config import redact_url
 

@@ -43,7 +43,6 @@ from reference_server.store.base import (
     MarkRead,
     RemoveMember,
     RoomRecord,
-    Store,
     StoredItem,
     StoreError,
     UserRoom,
@@ -51,6 +50,7 @@ from reference_server.store.base import (
     row_item,
     to_json,
 )
+from reference_server.store.groupcommit import GroupCommitStore
 
 log = logging.getLogger("rtbench.server.store")
 
@@ -184,30 +184,22 @@ async def migrate(conn: asyncpg.Connection, schema: str | None) -> int:
     return SCHEMA_VERSION
 
 
-class PostgresStore(Store):
+class PostgresStore(GroupCommitStore):
     def __init__(self, dsn: str, synchronous: str = "full", max_batch: int = 2048) -> None:
+        super().__init__(redact_url(dsn), max_batch)
         self.dsn = dsn
-        self.url = redact_url(dsn)
         self._schema = schema_of(dsn)
         # "full": COMMIT returns once the WAL is flushed. "normal": PostgreSQL's
         # synchronous_commit=off (a PostgreSQL crash may lose the last ~0.6 s of acks).
         self._settings = {"synchronous_commit": "on" if synchronous == "full" else "off"}
-        self._max_batch = max_batch
         self._pending: deque[WriteOp] = deque()
         self._wakeup = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._outstanding = 0
-        self._on_batch: BatchDone | None = None
         self._conn: asyncpg.Connection | None = None
         self._pool: asyncpg.Pool | None = None
         self._writer: asyncio.Task[None] | None = None
         self._probe: asyncio.Task[None] | None = None
         self._closing = False
-        self._status = "ok"
-        self._last_error: str | None = None
         self._last_attempt = 0.0
-        self._commits = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -265,28 +257,12 @@ class PostgresStore(Store):
                 await asyncio.wait_for(self._pool.close(), 2)
             self._pool = None
 
-    async def flush(self) -> None:
-        await self._idle.wait()
-
     def health(self) -> dict[str, Any]:
-        return {
-            "status": self._status,
-            "url": self.url,
-            "pending_writes": self._outstanding,
-            "commits": self._commits,
-            "last_error": self._last_error,
-            "schema_version": SCHEMA_VERSION,
-        }
+        return {**super().health(), "schema_version": SCHEMA_VERSION}
 
     # ------------------------------------------------------------------ writes
 
-    @property
-    def outstanding(self) -> int:
-        return self._outstanding
-
-    def submit(self, op: WriteOp) -> None:
-        self._outstanding += 1
-        self._idle.clear()
+    def _enqueue(self, op: WriteOp) -> None:
         self._pending.append(op)
         self._wakeup.set()
 
@@ -304,18 +280,6 @@ class PostgresStore(Store):
             started = time.perf_counter()
             error = await self._commit(batch)
             self._batch_done(batch, time.perf_counter() - started, error)
-
-    def _batch_done(self, batch: list[WriteOp], seconds: float, error: str | None) -> None:
-        self._outstanding -= len(batch)
-        if self._outstanding == 0:
-            self._idle.set()
-        if error is None:
-            self._commits += 1
-        else:
-            for op in batch:
-                op.error = error
-        assert self._on_batch is not None
-        self._on_batch(batch, seconds)
 
     async def _writer_conn(self) -> asyncpg.Connection:
         if self._conn is not None and not self._conn.is_closed():

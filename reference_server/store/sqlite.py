@@ -30,13 +30,13 @@ from reference_server.store.base import (
     MarkRead,
     RemoveMember,
     RoomRecord,
-    Store,
     StoredItem,
     UserRoom,
     WriteOp,
 )
 from reference_server.store.base import row_item as _row_item
 from reference_server.store.base import to_json as _to_json
+from reference_server.store.groupcommit import GroupCommitStore
 
 log = logging.getLogger("rtbench.server.store")
 
@@ -81,23 +81,16 @@ def _connect(path: str, synchronous: str) -> sqlite3.Connection:
     return conn
 
 
-class SqliteStore(Store):
+class SqliteStore(GroupCommitStore):
     def __init__(self, path: str, synchronous: str = "full", max_batch: int = 2048) -> None:
+        super().__init__(f"sqlite:///{path}", max_batch)
         self.path = path
-        self.url = f"sqlite:///{path}"
         self._synchronous = synchronous
-        self._max_batch = max_batch
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._reader: ThreadPoolExecutor | None = None
         self._read_conn: sqlite3.Connection | None = None
-        self._on_batch: BatchDone | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._outstanding = 0
-        self._idle = asyncio.Event()
-        self._status = "ok"
-        self._last_error: str | None = None
-        self._commits = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -131,41 +124,17 @@ class SqliteStore(Store):
             self._reader.shutdown(wait=True)
             self._reader = None
 
-    async def flush(self) -> None:
-        await self._idle.wait()
-
-    def health(self) -> dict[str, Any]:
-        return {
-            "status": self._status,
-            "url": self.url,
-            "pending_writes": self._outstanding,
-            "commits": self._commits,
-            "last_error": self._last_error,
-        }
-
     # ------------------------------------------------------------------ writes
 
-    def submit(self, op: WriteOp) -> None:
-        self._outstanding += 1
-        self._idle.clear()
+    def _enqueue(self, op: WriteOp) -> None:
         self._queue.put(op)
 
-    @property
-    def outstanding(self) -> int:
-        return self._outstanding
-
-    def _batch_done(self, batch: list[WriteOp], seconds: float, error: str | None) -> None:
-        self._outstanding -= len(batch)
-        if self._outstanding == 0:
-            self._idle.set()
+    def _settle(self, error: str | None) -> None:
         if error is None:
             self._status = "ok"
-            self._commits += 1
         else:
             self._status = "down"
             self._last_error = error
-        assert self._on_batch is not None
-        self._on_batch(batch, seconds)
 
     def _writer_main(self, ready: asyncio.Future[None]) -> None:
         loop = self._loop

@@ -11,12 +11,19 @@ import random
 
 import pytest
 
-from loadtest.adapters import ReferenceAdapter
+from loadtest.adapters import (
+    ADAPTERS,
+    Adapter,
+    CentrifugoAdapter,
+    EchoAdapter,
+    Feature,
+    ReferenceAdapter,
+)
 from loadtest.client import Backoff, ClientSession, Liveness, Phase, Pulse, ReconnectPolicy
 from loadtest.faults.schedule import FaultError, FaultKind, parse_fault, parse_faults
 from loadtest.ledger import Arrival, RecipientLedger
 from loadtest.session import SeqOrder, SessionState
-from rtbench.protocol import decode_client
+from rtbench.protocol import CloseCode, ErrorCode, decode_client
 
 MS = 1_000_000
 
@@ -106,6 +113,66 @@ def test_a_refused_room_does_not_block_the_resume() -> None:
     assert not session.settled()
     assert session.room_ready("r", 4)
     assert not session.room_refused("rate_limited")  # any other error fails the attempt
+
+
+# What a protocol's codes mean is the adapter's to say; the shared client only asks it.
+# The sets below are what the client decided on its own before the adapters said it.
+_GIVE_UP_BEFORE = frozenset({1003, 1007, 1008, 1009, 4401, 4403})
+
+
+@pytest.mark.parametrize("name", sorted(ADAPTERS))
+def test_every_adapter_gives_up_on_the_same_close_codes_as_before(name: str) -> None:
+    final = ADAPTERS[name].fatal_close_codes
+    assert final == _GIVE_UP_BEFORE
+    for code in (1000, 1001, 1006, 1011, 1012, 1013, 4408, 4429):  # come back and resume
+        assert code not in final
+
+
+def test_the_reference_adapter_names_its_codes_from_the_protocol() -> None:
+    final = ReferenceAdapter.fatal_close_codes
+    assert CloseCode.UNAUTHORIZED in final and CloseCode.FORBIDDEN in final
+    assert CloseCode.SERVICE_RESTART not in final  # a graceful restart: reconnect, resume
+    assert ReferenceAdapter.refused_room_codes == {
+        ErrorCode.UNKNOWN_ROOM,
+        ErrorCode.FORBIDDEN,
+        ErrorCode.TOO_MANY_ROOMS,
+    }
+
+
+class _ResumingAdapter(EchoAdapter):
+    """A protocol that resumes but names no per-room refusal: every error fails it."""
+
+    features = EchoAdapter.features | {Feature.RESUME, Feature.ROOMS}
+
+    def resume(self, user: str, token: str | None, last_seq: object) -> list[bytes]:
+        return [b"resume"]
+
+
+@pytest.mark.parametrize(
+    ("adapter", "refusals"),
+    [
+        (ReferenceAdapter(), {"unknown_room", "forbidden", "too_many_rooms"}),
+        (CentrifugoAdapter(), {"unknown_room", "forbidden"}),  # unknown channel, denied
+        (_ResumingAdapter(), set()),
+    ],
+)
+def test_a_resume_takes_the_adapters_refusals_as_one_rooms(
+    adapter: Adapter, refusals: set[str]
+) -> None:
+    for code in ("unknown_room", "forbidden", "too_many_rooms", "rate_limited", "internal"):
+        session = _session()
+        _live(session, {"r": 4, "s": 1})
+        session.lost(0, "dropped")
+        session.attempt(1)
+        _, with_hello = session.opening_frames(adapter, "alice", None)
+        assert with_hello
+        assert session.room_refused(code) is (code in refusals), code
+
+
+def test_a_first_connection_refuses_no_room() -> None:
+    session = _session()
+    session.opening_frames(ReferenceAdapter(), "alice", None)  # a join, not a resume
+    assert not session.room_refused("unknown_room")  # the join's refusal fails the setup
 
 
 def test_replayed_items_count_and_a_gap_the_server_skipped_marks_it_incomplete() -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -321,3 +323,31 @@ def test_each_protocol_says_which_target_schemes_work() -> None:
             f"(protocol {cls.name})"
         )
         assert "with a host" in (cls.target_problem("ws:///ws") or "")
+
+
+_LAZY_PROBE = """
+import sys
+import rtbench.cli
+from loadtest.adapters import ADAPTERS, ReferenceAdapter, adapter_class
+
+def loaded():
+    return sorted(m for m in sys.modules if m.startswith("loadtest.adapters."))
+
+assert loaded() == ["loadtest.adapters.base", "loadtest.adapters.reference"], loaded()
+assert "socketio" in ADAPTERS and len(sorted(ADAPTERS)) == 14, sorted(ADAPTERS)
+assert loaded() == ["loadtest.adapters.base", "loadtest.adapters.reference"], loaded()
+assert adapter_class("reference") is ReferenceAdapter
+cls = adapter_class("nats")
+assert cls.name == "nats" and "loadtest.adapters.nats" in loaded(), loaded()
+assert "loadtest.adapters.socketio" not in loaded(), loaded()
+assert all(ADAPTERS[name].name == name for name in ADAPTERS)  # every entry resolves
+"""
+
+
+def test_an_adapter_module_is_imported_only_when_its_protocol_is_asked_for() -> None:
+    """``rtbench --help`` and every command import the scenario model, and with it the
+    adapters package: naming the protocols must not import fourteen modules."""
+    done = subprocess.run(
+        [sys.executable, "-c", _LAZY_PROBE], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr

@@ -9,7 +9,8 @@ membership changes and ``leave``; and "online" means online on any worker.
 The core talks to a ``Broker``; a broker hands what other workers sent to a
 ``Sink`` on this worker (``cluster.link.Link``). The single-process server uses
 ``LocalBroker``: nobody to forward to, and presence decided on the spot, exactly
-as before there were workers. ``cluster.redis_broker.RedisBroker`` is the real one.
+as before there were workers. ``cluster.redis_broker.RedisBroker`` is the real one;
+``reference_server.broker.make_broker`` picks one from the configuration.
 """
 
 from __future__ import annotations
@@ -156,12 +157,3 @@ class LocalBroker:
 
     def health(self) -> dict[str, Any]:
         return {"status": "ok", "kind": self.name}
-
-
-def make_broker(url: str, prefix: str = "rtbench", lease_ms: int = 10000) -> Broker:
-    """``""``: one process (``LocalBroker``); ``redis://...``: ``RedisBroker``."""
-    if not url:
-        return LocalBroker()
-    from reference_server.cluster.redis_broker import RedisBroker  # redis only when used
-
-    return RedisBroker(url, prefix, lease_ms)
