@@ -12,8 +12,10 @@ most ``PERIOD_S`` old. A slot is written under a sequence lock (odd while
 writing), so a reader never decodes a half-written snapshot.
 
 Counters stay monotonic across a worker restart: the new worker starts from the
-last snapshot its predecessor left in the slot (losing at most ``PERIOD_S`` of
-increments), so Prometheus sees no reset. The supervisor keeps a slot of its
+last snapshot its predecessor left in the slot, so Prometheus sees no reset. A
+worker answering a scrape publishes its own snapshot first, so nothing a scrape
+has shown is lost (increments since a worker's last publish that nobody scraped
+are, at most ``PERIOD_S`` of them). The supervisor keeps a slot of its
 own with each worker's pid, state and restarts, for the ``workers`` list.
 """
 
@@ -269,9 +271,16 @@ class WorkerStats:
             await asyncio.sleep(PERIOD_S)
 
     def everyone(self) -> list[tuple[int, Snapshot | None]]:
-        """Every worker's latest snapshot (this worker's taken now)."""
+        """Every worker's latest snapshot; this worker's is taken now and published first.
+
+        Publishing what a scrape is about to show means no number a scrape has shown can
+        go back: were this worker killed next, its successor starts from the slot. (With
+        only the periodic publish, a counter seen live could lose up to ``PERIOD_S`` of
+        increments at a restart: the dead-worker test read 9 hellos after 16.)"""
+        mine = self.now()
+        self.slots.write(self.index, _encode(mine))  # on the loop, as publish_forever
         return [
-            (i, self.now() if i == self.index else self.slots.snapshot(i))
+            (i, mine if i == self.index else self.slots.snapshot(i))
             for i in range(self.slots.workers)
         ]
 
