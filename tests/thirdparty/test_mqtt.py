@@ -10,11 +10,12 @@ import asyncio
 import threading
 import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import websockets
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from loadtest.adapters import (
@@ -280,11 +281,11 @@ def test_a_silent_client_is_dropped_after_one_and_a_half_keepalives(
     request: pytest.FixtureRequest, version: str
 ) -> None:
     """What the adapter's PINGREQs prevent (MQTT 3.1.1 section 3.1.2.10, 5.0 3.1.2.10)."""
-    mqtt_url = broker_url(request, version)
+    url = broker_url(request, version)
     level = VERSIONS[version]
 
     async def silent() -> float:
-        async with websockets.connect(mqtt_url, subprotocols=["mqtt"]) as ws:  # type: ignore[list-item]
+        async with websockets.connect(url, subprotocols=["mqtt"]) as ws:  # type: ignore[list-item]
             await ws.send(connect_packet(level, f"silent-{time.time_ns()}", 1, clean=True))
             assert (await ws.recv())[:1] == b"\x20"  # CONNACK
             started = time.monotonic()
@@ -321,7 +322,7 @@ def test_persistent_session_resumes_after_every_connection_is_cut(
     the proxy resets every connection mid-run; each client reconnects with its client id,
     the broker says the session is present (no SUBSCRIBE again) and sends what was queued
     while it was away; unacked publishes go again."""
-    mqtt_url = broker_url(request, version)
+    url = broker_url(request, version)
     # RabbitMQ keeps persistent sessions until a clean CONNECT ends them: under a prefix
     # the fixture ends afterwards; a Mosquitto of the test's own goes with its sessions
     prefix = request.getfixturevalue("client_prefix") if version == "3.1.1" else "m5-"
@@ -335,7 +336,7 @@ def test_persistent_session_resumes_after_every_connection_is_cut(
     out = tmp_path / "out"
     slo = lenient_slo(tmp_path)
     done = rtbench(
-        "run", str(path), "-t", mqtt_url, "--fault", "cut@1.5s", "-q", "-o", str(out), "--slo", slo
+        "run", str(path), "-t", url, "--fault", "cut@1.5s", "-q", "-o", str(out), "--slo", slo
     )
     assert done.returncode == ExitCode.OK, done.stdout[-3000:] + done.stderr[-2000:]
     results = results_of(out)
@@ -357,17 +358,19 @@ def test_persistent_session_resumes_after_every_connection_is_cut(
         assert results.latency["delivery"].count == t.delivered
 
 
-async def _events(ws, adapter: MqttAdapter, until, timeout: float = 10.0) -> list[object]:  # type: ignore[no-untyped-def]
-    """The adapter's events of what ``ws`` receives, until ``until(events)``; every
-    ``Reply`` (a PUBACK) is written back, as a driver does."""
+async def _events(
+    ws: ClientConnection, adapter: MqttAdapter, until: Callable[[list[object]], bool]
+) -> list[object]:
+    """The adapter's events of what ``ws`` receives (10 s at most), until ``until(events)``;
+    every ``Reply`` (a PUBACK) is written back, as a driver does."""
     events: list[object] = []
-    deadline = time.monotonic() + timeout
-    while not until(events):
-        got = adapter.parse(await asyncio.wait_for(ws.recv(), deadline - time.monotonic()))
-        for event in got if isinstance(got, list) else [got] if got is not None else []:
-            events.append(event)
-            if isinstance(event, Reply):
-                await ws.send(event.payload)
+    async with asyncio.timeout(10):
+        while not until(events):
+            got = adapter.parse(await ws.recv())  # type: ignore[arg-type]
+            for event in got if isinstance(got, list) else [got] if got is not None else []:
+                events.append(event)
+                if isinstance(event, Reply):
+                    await ws.send(event.payload)
     return events
 
 
@@ -409,9 +412,7 @@ async def test_mqtt_5_session_keeps_qos_1_messages_sent_while_the_client_is_away
     async with websockets.connect(url, subprotocols=["mqtt"]) as ws:  # type: ignore[list-item]
         for frame in adapter.resume("u1", None, {"room1": 0}):
             await ws.send(frame)
-        events = await _events(
-            ws, adapter, lambda e: sum(isinstance(x, Delivery) for x in e) == 5
-        )
+        events = await _events(ws, adapter, lambda e: sum(isinstance(x, Delivery) for x in e) == 5)
     assert events[:3] == [Ready(None, 0), Notice("session_present"), Ready("room1", 0)]
     deliveries = [e for e in events if isinstance(e, Delivery)]
     assert deliveries == [Delivery(9, 1, n, 1_000 + n, room="room1") for n in range(5)]
