@@ -22,6 +22,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
+
 from tests.conftest import need_service
 from tests.thirdparty.servers import ServerProc
 
@@ -99,11 +101,27 @@ class Bridge(ServerProc):
 
     def __init__(self, upstream: int) -> None:
         super().__init__("tests.thirdparty.mqtt_bridge", "--upstream", f"127.0.0.1:{upstream}")
+        self.upstream = upstream
 
     def start(self, timeout: float = 20.0) -> Bridge:
         self.argv[self.argv.index("--port") + 1] = str(self.port)  # 0 the first time
         super().start(timeout)
         return self
+
+    def relayed(self) -> int:
+        """How many connections to the broker the bridge holds now."""
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return 0
+        try:
+            conns = psutil.Process(proc.pid).net_connections("tcp")
+        except psutil.Error:
+            return 0
+        return sum(
+            1
+            for c in conns
+            if c.raddr and c.raddr.port == self.upstream and c.status == "ESTABLISHED"
+        )
 
     def kill(self) -> None:
         """SIGKILL: every relayed connection dies without a close frame or DISCONNECT."""
