@@ -527,17 +527,18 @@ def test_mqtt_5_where_the_broker_speaks_it(mqtt_url: str) -> None:  # noqa: F811
         assert results.exit_code == ExitCode.UNREACHABLE
 
 
-def test_mqtt_under_locust(mqtt_url: str, tmp_path: Path) -> None:  # noqa: F811
+@pytest.mark.parametrize("version", BROKERS)
+def test_mqtt_under_locust(request: pytest.FixtureRequest, version: str, tmp_path: Path) -> None:
+    url = broker_url(request, version)
     path = scenario_toml(
-        tmp_path / "mq.toml", {"qos": 1, "keepalive": 1}, protocol="mqtt", scenario="chat",
+        tmp_path / "mq.toml", {"qos": 1, "keepalive": 1, "version": version}, protocol="mqtt",
+        scenario="chat",
         users=12, room_size=4, rate=4.0, ramp=0.5, duration=3.0, drain=4.0, seed=5,
         max_cpu_percent=100.0, max_loop_lag_ms=10000.0,
     )  # fmt: skip
     out = tmp_path / "out"
     slo = lenient_slo(tmp_path)
-    done = rtbench(
-        "locust", str(path), "--headless", "-t", mqtt_url, "--out", str(out), "--slo", slo
-    )
+    done = rtbench("locust", str(path), "--headless", "-t", url, "--out", str(out), "--slo", slo)
     assert done.returncode == ExitCode.OK, done.stdout[-3000:] + done.stderr[-3000:]
     results = results_of(out)
     t = results.totals
@@ -547,12 +548,16 @@ def test_mqtt_under_locust(mqtt_url: str, tmp_path: Path) -> None:  # noqa: F811
     assert t.delivered == t.expected_deliveries == t.sent * 3 and t.lost == t.duplicated == 0
 
 
-async def test_monitor_probes_an_mqtt_broker(mqtt_url: str, tmp_path: Path) -> None:  # noqa: F811
+@pytest.mark.parametrize("version", BROKERS)
+async def test_monitor_probes_an_mqtt_broker(
+    request: pytest.FixtureRequest, version: str, tmp_path: Path
+) -> None:
     """Delivery probes through the broker, and a held connection kept up by PINGREQs."""
     room = f"probe-{time.time_ns()}"
     target = TargetConfig(
-        url=mqtt_url, name="mqtt", protocol="mqtt", health_url="", metrics_url="", room=room,
-        protocol_options={"keepalive": 1},  # client ids: "{user}-{conn}", one per connection
+        url=broker_url(request, version), name="mqtt", protocol="mqtt", health_url="",
+        metrics_url="", room=room,
+        protocol_options={"keepalive": 1, "version": version},  # client ids: "{user}-{conn}"
     )  # type: ignore[arg-type]  # fmt: skip
     async with running(monitor_config(target, tmp_path / "m.db")) as monitor:
 
