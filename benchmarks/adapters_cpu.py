@@ -1,4 +1,4 @@
-"""Messages per generator CPU-second of the phoenix, actioncable, pusher and centrifugo
+"""Messages per generator CPU-second of the phoenix, actioncable, pusher, centrifugo and sse
 adapters against their test servers (reports/adapters-phoenix-cable-pusher-centrifugo.md).
 
 The servers are the small Python test servers in ``tests/thirdparty/`` (no Phoenix,
@@ -41,7 +41,9 @@ PROTOCOLS: dict[str, tuple[str, dict]] = {
     "actioncable": ("tests.thirdparty.actioncable_server", {}),
     "pusher": ("tests.thirdparty.pusher_server", {}),
     "centrifugo": ("tests.thirdparty.centrifugo_server", {}),
+    "sse": ("tests.thirdparty.sse_server", {}),  # sse-starlette on uvicorn
 }
+HTTP_TARGETS = {"sse"}  # named by http://, not ws://
 LOAD = {"users": 200, "room_size": 10, "rate": 2.0, "duration": 10.0, "ramp": 1.0}
 
 
@@ -65,9 +67,12 @@ def one_run(protocol: str, folder: Path) -> dict[str, float]:
         lines += ["[protocol_options]", *(f"{k} = {toml(v)}" for k, v in options.items())]
         scenario.write_text("\n".join(lines) + "\n")
         out = folder / protocol
+        target = server.url
+        if protocol in HTTP_TARGETS:
+            target = f"http://127.0.0.1:{server.port}"
         command = [*CORES.client_prefix(), sys.executable, "-c",
                    "from rtbench.entry import run; run()", "run", str(scenario),
-                   "--target", server.url, "--out", str(out), "--quiet"]  # fmt: skip
+                   "--target", target, "--out", str(out), "--quiet"]  # fmt: skip
         done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
         # 1: a verdict failed, 4: inconclusive (the generator saturated): figures all the same
         if done.returncode not in (0, 1, 4):
@@ -108,13 +113,15 @@ def render(figures: dict[str, list[dict[str, float]]], runs: int) -> str:
     peer = median(figures["generic"], "msgs_per_cpu_s")
     load = LOAD
     lines = [
-        "# Adapters: Phoenix, Action Cable, Pusher, Centrifugo — generator cost per message",
+        "# Adapters: Phoenix, Action Cable, Pusher, Centrifugo, SSE — generator cost per message",
         "",
         "**These are test servers, not the real ones.** No Phoenix, Rails, Soketi/Reverb or",
         "Centrifugo installs on these machines, so each adapter ran against the small Python",
         "server in `tests/thirdparty/` that implements its protocol from the public docs. The",
         "figure is the load generator's cost (the adapter plus the engine) per message, which",
         "does not depend on which server answers; it says nothing of the real servers' speed.",
+        "SSE ran against `tests/thirdparty/sse_server.py`, a pub/sub on sse-starlette and",
+        "uvicorn from PyPI (one event stream and one POST lane per client).",
         "",
         f"Load: `rtbench run chat`, {load['users']} users in rooms of {load['room_size']},",
         f"{load['rate']} msg/s each, {load['duration']:.0f} s; generator pinned to core",
