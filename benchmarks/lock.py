@@ -18,6 +18,7 @@ import fcntl
 import os
 import sys
 from collections.abc import Iterator
+from typing import IO
 
 LOCK_PATH = "/tmp/rtbench-bench.lock"
 PATH_ENV = "RTBENCH_BENCH_LOCK"  # another lock file (the suite's own tests use one)
@@ -65,13 +66,21 @@ def exclusive_machine(what: str) -> Iterator[None]:
         except BlockingIOError:
             print(f"[{what}] waiting for another load run to finish ({path})", file=sys.stderr)
             fcntl.flock(handle, fcntl.LOCK_EX)
-        previous = os.environ.get(HELD_ENV)
-        os.environ[HELD_ENV] = str(os.getpid())
-        try:
+        with holding(handle):
             yield
-        finally:
-            if previous is None:
-                os.environ.pop(HELD_ENV, None)
-            else:
-                os.environ[HELD_ENV] = previous
-            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def holding(handle: IO[str]) -> Iterator[None]:
+    """The lock on ``handle`` is taken: say so to child processes (a child ``rtbench bench``
+    passes through, ``held_by_ancestor``) until it is released at the end."""
+    previous = os.environ.get(HELD_ENV)
+    os.environ[HELD_ENV] = str(os.getpid())
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(HELD_ENV, None)
+        else:
+            os.environ[HELD_ENV] = previous
+        fcntl.flock(handle, fcntl.LOCK_UN)

@@ -8,41 +8,13 @@ lock like any load run, waiting a bounded time for it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fcntl
-import os
-import time
-from collections.abc import Iterator
 
 import pytest
 
 from tests.security.abuse import measure
+from tests.support.machine import machine_lock
 
 TARGET_P99_MS = 100.0  # the delivery target (rtbench.slo default)
-
-
-@contextlib.contextmanager
-def machine_lock(wait_s: float = 120.0) -> Iterator[None]:
-    """benchmarks.lock's lock, but a test gives up (skips) rather than wait for ever."""
-    from benchmarks.lock import LOCK_PATH, PATH_ENV, held_by_ancestor
-
-    if held_by_ancestor():
-        yield
-        return
-    with open(os.environ.get(PATH_ENV, LOCK_PATH), "a+") as handle:
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    pytest.skip("the machine lock stayed busy (another load run)")
-                time.sleep(1)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ import pytest
 
 @contextlib.contextmanager
 def machine_lock(wait_s: float = 300.0) -> Iterator[None]:
-    from benchmarks.lock import HELD_ENV, LOCK_PATH, PATH_ENV, held_by_ancestor
+    from benchmarks.lock import LOCK_PATH, PATH_ENV, held_by_ancestor, holding
 
     if held_by_ancestor():
         yield
@@ -33,13 +33,5 @@ def machine_lock(wait_s: float = 300.0) -> Iterator[None]:
                 if time.monotonic() > deadline:
                     pytest.skip("the machine lock stayed busy (another load run)")
                 time.sleep(1)  # poll the lock; a load run holds it for seconds to minutes
-        previous = os.environ.get(HELD_ENV)
-        os.environ[HELD_ENV] = str(os.getpid())  # a child rtbench bench passes through
-        try:
+        with holding(handle):
             yield
-        finally:
-            if previous is None:
-                os.environ.pop(HELD_ENV, None)
-            else:
-                os.environ[HELD_ENV] = previous
-            fcntl.flock(handle, fcntl.LOCK_UN)
