@@ -211,9 +211,10 @@ def _evaluate_target(
         # HDR's own mean walks every bucket (0.4 s); the raw values give it exactly
         mean=sum(ms for ms, _ in pairs) / len(pairs) if pairs else None,
         max=latency_hist.max_ms(),
-        **{key: latency_hist.percentile_ms(p) for key, p in _PERCENTILES},
         bound=own_bounds(latency_hist, low_hist),
     )
+    for key, p in _PERCENTILES:
+        setattr(latency, key, latency_hist.percentile_ms(p))
     not_counted, with_own, own_max = store.own_delay(name, kind, health_since)
     own_delay = OwnDelayView(
         window=health_label, not_counted=not_counted, measured=with_own, max_ms=own_max

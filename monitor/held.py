@@ -140,18 +140,20 @@ class HeldConnection:
                 pong = await conn.ws.ping()
             except ConnectionClosed:
                 return  # the reader reports it
-            if not await within_own_time(pong, start, self.timeout, self.own):
+            # websockets types the pong waiter as an Awaitable; it is a Future
+            if not await within_own_time(
+                asyncio.ensure_future(pong), start, self.timeout, self.own
+            ):
                 self.dead = f"no pong within {self.timeout:g}s"
                 conn.ws.transport.abort()
                 return
 
     def _observe(self, event: object) -> None:
         """Stored items (not a receipt's read marker) move the resume point and dedupe."""
-        item = isinstance(event, Delivery) or (
-            isinstance(event, Notice) and event.kind in ITEM_KINDS
-        )
-        if item and event.room and event.seq:  # type: ignore[union-attr]
-            self.session.item(event.room, event.seq)  # type: ignore[union-attr]
+        if (
+            isinstance(event, Delivery) or (isinstance(event, Notice) and event.kind in ITEM_KINDS)
+        ) and (event.room and event.seq):
+            self.session.item(event.room, event.seq)
 
     def _stored(self, record: Recovery, lost_wall: float) -> StoredRecovery:
         return StoredRecovery(

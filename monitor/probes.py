@@ -19,6 +19,8 @@ import contextlib
 import math
 import random
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 import jwt
 import msgspec
@@ -126,7 +128,7 @@ class TargetProbes:
             )
             received_ns = now_ns()
 
-        waits = [receive()]
+        waits: list[Coroutine[Any, Any, object]] = [receive()]
         if Feature.ACK in self.adapter.features:
             waits.append(tx.expect(lambda e: isinstance(e, Ack) and e.req_id == req, "ack", req))
         await together(*waits)

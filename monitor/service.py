@@ -16,6 +16,7 @@ import functools
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 
@@ -106,10 +107,7 @@ class Monitor:
         await self.store.open()
         for t in self.targets:
             open_incident, streak = await self.store.read(
-                lambda s, t=t: (
-                    s.open_incident(t.name, t.uptime_kind),
-                    s.trailing_failures(t.name, t.uptime_kind, self.settings.failures_to_open),
-                )
+                functools.partial(self._incident_state, t)
             )
             t.tracker = IncidentTracker(self.settings.failures_to_open, open_incident, streak)
         await self._evaluate()
@@ -214,10 +212,17 @@ class Monitor:
                 log.exception("evaluating the probe history failed")
             await asyncio.sleep(pause)
 
+    def _incident_state(self, t: TargetRuntime, s: Any) -> tuple[Any, Any]:
+        """On the store's thread: ``t``'s open incident and its trailing failures."""
+        return (
+            s.open_incident(t.name, t.uptime_kind),
+            s.trailing_failures(t.name, t.uptime_kind, self.settings.failures_to_open),
+        )
+
     async def _prune_loop(self) -> None:
         while True:
             before = time.time() - self.settings.retention
-            dropped = await self.store.write(lambda s, before=before: s.prune(before))
+            dropped = await self.store.write(functools.partial(_prune, before=before))
             if dropped:
                 log.info("retention: dropped %d probe rows", dropped)
             await asyncio.sleep(PRUNE_EVERY)
@@ -256,3 +261,8 @@ def _healthz_doc(snap: Snapshot) -> dict:
 
 
 __all__ = ["Monitor"]
+
+
+def _prune(s: Any, before: float) -> int:
+    """On the store's thread: drop probe rows older than ``before``."""
+    return int(s.prune(before))

@@ -137,16 +137,19 @@ class ProbeConnection:
         await self.ws.send(frame, text=not self.adapter.binary)
 
     async def receive(self) -> Event | None:
+        event: Event | None
         if self.pending:
             event = self.pending.popleft()
         else:
             payload = await self.ws.recv(decode=False)
             parsed = self.adapter.parse(payload)
-            if type(parsed) is list:  # a frame that carried several packets (MQTT)
+            if isinstance(parsed, list):  # a frame that carried several packets (MQTT)
                 if not parsed:
                     return None
                 self.pending.extend(parsed[1:])
                 parsed = parsed[0]
+            if parsed is None:
+                return None
             event = parsed
         if type(event) is Reply:  # e.g. an Engine.IO pong: answer, and it means nothing more
             await self.send(event.payload)
