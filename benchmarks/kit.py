@@ -9,7 +9,8 @@ one report's method must not quietly change another's.
   read back as results.json (the generator comparisons drive both engines the same way);
 - ``sending_rows`` / ``measured_cpu_seconds``: the generator's CPU over the seconds in
   which it sent, the per-CPU-second figures' denominator everywhere;
-- ``median_of`` / ``median_figures``: medians of per-run rows and of dataclass figures;
+- ``median_of`` / ``median_present`` / ``median_figures``: medians of per-run rows (every
+  run measured the figure / only some did) and of dataclass figures;
 - ``number``: the reports' number cells ("-" for what was not measured).
 """
 
@@ -86,6 +87,13 @@ def measured_cpu_seconds(results: dict[str, Any]) -> tuple[int, float]:
 def median_of(rows: list[dict[str, Any]], key: str) -> float:
     """The median of one figure over per-run rows (every row has it)."""
     return statistics.median(r[key] for r in rows)
+
+
+def median_present(rows: list[dict[str, Any]], key: str) -> float | None:
+    """The median of one figure over the runs that measured it (None when none did): a
+    run that could not measure a figure must not pull its median down."""
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return statistics.median(values) if values else None
 
 
 def median_figures(runs: list[T], kind: type[T]) -> T:
