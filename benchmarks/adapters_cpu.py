@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from benchmarks.kit import median_of
 from benchmarks.lock import exclusive_machine
 from benchmarks.procs import Cores
 
@@ -105,12 +105,8 @@ def measure(runs: int) -> dict[str, list[dict[str, float]]]:
     return figures
 
 
-def median(rows: list[dict[str, float]], key: str) -> float:
-    return statistics.median(r[key] for r in rows)
-
-
 def render(figures: dict[str, list[dict[str, float]]], runs: int) -> str:
-    peer = median(figures["generic"], "msgs_per_cpu_s")
+    peer = median_of(figures["generic"], "msgs_per_cpu_s")
     load = LOAD
     lines = [
         "# Adapters: Phoenix, Action Cable, Pusher, Centrifugo, SSE — generator cost per message",
@@ -135,11 +131,11 @@ def render(figures: dict[str, list[dict[str, float]]], runs: int) -> str:
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for protocol, rows in figures.items():
-        rate = median(rows, "msgs_per_cpu_s")
+        rate = median_of(rows, "msgs_per_cpu_s")
         lines.append(
             f"| `{protocol}` | {rate:,.0f} | {rate / peer:.2f}x | "
-            f"{median(rows, 'cpu_percent'):.1f} | {median(rows, 'msgs_per_s'):,.0f} | "
-            f"{max(int(r['lost']) for r in rows)} | {median(rows, 'p99_ms'):.1f} |"
+            f"{median_of(rows, 'cpu_percent'):.1f} | {median_of(rows, 'msgs_per_s'):,.0f} | "
+            f"{max(int(r['lost']) for r in rows)} | {median_of(rows, 'p99_ms'):.1f} |"
         )
     lines += [
         "",

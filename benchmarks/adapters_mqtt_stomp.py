@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.generator_efficiency import measured_cpu_seconds
+from benchmarks.kit import measured_cpu_seconds, median_of
 from benchmarks.lock import exclusive_machine
 from benchmarks.procs import Cores
 
@@ -146,10 +145,6 @@ NOTES = (
 )
 
 
-def _median(rows: list[dict], key: str) -> float:
-    return statistics.median(r[key] for r in rows)
-
-
 def render(figures: dict[str, list[dict]], runs: int, version: str) -> str:
     lines = [
         "# MQTT and STOMP adapters: messages per generator CPU-second",
@@ -172,9 +167,9 @@ def render(figures: dict[str, list[dict]], runs: int, version: str) -> str:
         lost = sum(r["lost"] for r in rows)
         dup = sum(r["duplicated"] for r in rows)
         lines.append(
-            f"| {name} | {_median(rows, 'delivered_per_cpu_s'):,.0f} | "
-            f"{_median(rows, 'messages_per_cpu_s'):,.0f} | "
-            f"{_median(rows, 'cpu_percent'):.1f} % | {_median(rows, 'p99_ms'):.2f} ms | "
+            f"| {name} | {median_of(rows, 'delivered_per_cpu_s'):,.0f} | "
+            f"{median_of(rows, 'messages_per_cpu_s'):,.0f} | "
+            f"{median_of(rows, 'cpu_percent'):.1f} % | {median_of(rows, 'p99_ms'):.2f} ms | "
             f"{lost} / {dup} |"
         )
     lines += [

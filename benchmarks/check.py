@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.kit import median_present
 from benchmarks.lock import exclusive_machine
 from rtbench.results import read_results
 
@@ -81,8 +81,8 @@ def one_check(run: int, extra: list[str]) -> dict[str, Any]:
 
 
 def _median(rows: list[dict[str, Any]], key: str) -> float | None:
-    values = [r[key] for r in rows if r.get(key) is not None]
-    return round(statistics.median(values), 2) if values else None
+    value = median_present(rows, key)
+    return round(value, 2) if value is not None else None
 
 
 def render(rows: list[dict[str, Any]], extra: list[str]) -> str:

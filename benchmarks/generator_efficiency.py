@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from benchmarks.kit import engine_run, measured_cpu_seconds, median_figures, number
 from benchmarks.lock import exclusive_machine
 from benchmarks.procs import Cores, NodePeer, node_versions
 
@@ -39,7 +39,6 @@ ROOT = Path(__file__).resolve().parent.parent
 REPORT = ROOT / "reports" / "generator-efficiency.md"
 CORES = Cores.detect()
 CLIENT = CORES.client_prefix()  # taskset -c <client core>, or nothing on one core
-RTBENCH = [sys.executable, "-c", "from rtbench.cli import run; run()"]
 
 
 @dataclass
@@ -83,24 +82,8 @@ class Figures:
 
 
 def rtbench_run(url: str, *args: str) -> dict:
-    """``rtbench run`` pinned to the generator core; returns results.json as a dict."""
-    with tempfile.TemporaryDirectory(prefix="rtbench-eff-") as out:
-        command = [*CLIENT, *RTBENCH, "run", *args]
-        command += ["--target", url, "--protocol", "echo", "--out", out, "--quiet"]
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-        path = Path(out) / "results.json"
-        if not path.exists():
-            raise RuntimeError(f"rtbench run {' '.join(args)} failed: {done.stderr.strip()}")
-        return json.loads(path.read_text())
-
-
-def measured_cpu_seconds(results: dict) -> tuple[int, float]:
-    """(round trips, generator CPU-seconds) over the seconds in which requests were sent."""
-    rows = [s for s in results["series"] if s.get("sent", 0) > 0]
-    return (
-        sum(s.get("delivered", 0) for s in rows),
-        sum(s.get("generator_cpu", 0.0) for s in rows) / 100.0,
-    )
+    """``rtbench run`` pinned to the generator core against the echo server."""
+    return engine_run("native", url, *args, protocol="echo")
 
 
 def truth_probe(url: str, delay_s: float, seconds: float, out: str) -> subprocess.Popen:
@@ -200,10 +183,34 @@ def bare(url: str, load: Load) -> Figures:
 
 
 def locust(url: str, load: Load) -> Figures:
-    """The Locust users (``rtbench locust --headless``, one Locust process)."""
-    from benchmarks.locust_vs_native import locust_generator  # it imports this module
+    """The Locust users at these loads and by the native engine's method: its measurement
+    reused as it is, with ``rtbench locust --headless`` (one Locust process on the client
+    core) in place of ``rtbench run``."""
+    truth: list[dict] = []
+    figures_notes: list[str] = []
 
-    return locust_generator(url, load)
+    def run(target: str, *args: str) -> dict:
+        results = engine_run("locust", target, *args, protocol="echo")
+        users = args[args.index("--users") + 1] if "--users" in args else None
+        if args[0] == "rtt" and users == str(load.truth_users) and "--closed-loop" not in args:
+            truth.append(results)  # the run timed against the truth probe
+        if results["generator"].get("saturated"):
+            t = results["totals"]
+            figures_notes.append(
+                f"{' '.join(args[:3])}: Locust saturated its core (sent {t.get('sent', 0):,}, "
+                f"send lag p99 {results['latency'].get('send_lag', {}).get('p99', '-')} ms)"
+            )
+        return results
+
+    figures = native(url, load, run=run)
+    figures.notes.extend(figures_notes)
+    stats = truth[-1].get("locust_stats") if truth else None
+    if stats:
+        figures.notes.append(
+            f"Locust's own statistics at {load.truth_users:,} x 1 msg/s (whole ms): "
+            f"p50 {stats['50%']} / p99 {stats['99%']} ms"
+        )
+    return figures
 
 
 GENERATORS: dict[str, Callable[[str, Load], Figures]] = {
@@ -314,25 +321,6 @@ def kept_columns(report: Path, names: set[str]) -> dict[str, Figures]:
     return out
 
 
-def median_figures(runs: list[Figures]) -> Figures:
-    """Field by field medians of dataclass figures (any such class: the Locust benchmark's
-    too); notes are pooled."""
-    out = type(runs[0])() if runs else Figures()
-    for name in asdict(out):
-        if name == "notes":
-            out.notes = sorted({n for r in runs for n in r.notes})
-            continue
-        values = [getattr(r, name) for r in runs if getattr(r, name) is not None]
-        setattr(out, name, statistics.median(values) if values else None)
-    return out
-
-
-def _fmt(value: float | None, digits: int = 2) -> str:
-    if value is None:
-        return "-"
-    return f"{value:,.{digits}f}" if isinstance(value, float) and digits else f"{value:,.0f}"
-
-
 WHERE_THE_CPU_GOES = [
     "Where the native engine's CPU goes at 10,000 x 1 msg/s (`perf record -F 1999 -g -p "
     "WORKER` for 10 s of the measured phase, share of the worker's samples, after the "
@@ -414,11 +402,11 @@ def per_run_note(runs: list[Figures]) -> str:
 
     return (
         "per run: CPU at 10,000 x 1 msg/s "
-        + " / ".join(_fmt(f.cpu_percent, 1) for f in runs)
+        + " / ".join(number(f.cpu_percent, 1) for f in runs)
         + " %; reported minus true RTT p99 "
         + " / ".join(gap(f) for f in runs)
         + " ms; closed-loop round trips per CPU-s "
-        + " / ".join(_fmt(f.ceiling_msgs_per_cpu_s, 0) for f in runs)
+        + " / ".join(number(f.ceiling_msgs_per_cpu_s, 0) for f in runs)
     )
 
 
@@ -465,7 +453,7 @@ def render(results: dict[str, Figures], runs: int, load: Load, versions: dict[st
     rows = [header, "|---" * (len(names) + 1) + "|"]
 
     def row(label: str, attr: str, digits: int = 2) -> None:
-        cells = [_fmt(getattr(results[n], attr), digits) for n in names]
+        cells = [number(getattr(results[n], attr), digits) for n in names]
         rows.append(f"| {label} | " + " | ".join(cells) + " |")
 
     row(f"connections held by one process (of {load.held:,})", "held", 0)
@@ -567,7 +555,7 @@ def main() -> None:
                     print(f"[run {run + 1}/{runs}] {name} ({took:.0f} s): {figures}", flush=True)
             finally:
                 server.stop()
-    medians = {name: median_figures(figs) for name, figs in collected.items()}
+    medians = {name: median_figures(figs, Figures) for name, figs in collected.items()}
     for name, figs in collected.items():
         medians[name].notes.insert(0, per_run_note(figs))
     medians = {

@@ -12,8 +12,8 @@ goes first. Per engine, medians of ``--runs``:
    (users / CPU share), and the delivery latency each engine reports (p50, p99, p99.9),
    Locust's own statistics (whole milliseconds) beside it.
 
-It also gives ``benchmarks.generator_efficiency`` its Locust column (``locust_generator``):
-the same figures as the native engine's against the bare Node echo server.
+``benchmarks.generator_efficiency`` gives Locust a column too (the native engine's figures
+against the bare Node echo server); both run the engines through ``benchmarks.kit``.
 
     python -m benchmarks.locust_vs_native            # 3 runs, writes reports/locust-vs-native.md
     python -m benchmarks.locust_vs_native --quick    # small loads, 1 run, prints the report
@@ -22,12 +22,9 @@ the same figures as the native engine's against the bare Node echo server.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,14 +32,13 @@ from typing import Any
 
 import psutil
 
+from benchmarks.kit import engine_run, median_figures, number, sending_rows
 from benchmarks.lock import exclusive_machine
 from benchmarks.procs import Cores, ReferenceServer, workdir
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORT = ROOT / "reports" / "locust-vs-native.md"
 CORES = Cores.detect()
-CLIENT = CORES.client_prefix()
-RTBENCH = [sys.executable, "-c", "from rtbench.entry import run; run()"]
 ENGINES = ("native", "locust")
 QUIET_CPU_PERCENT = 40.0
 """Other processes may use this much of the machine (percent of all cores) before a run
@@ -84,39 +80,6 @@ class Figures:
 
 
 # -- running an engine ---------------------------------------------------------------------------
-
-
-def engine_run(engine: str, url: str, *args: str, protocol: str | None = None) -> dict[str, Any]:
-    """One ``rtbench run`` or ``rtbench locust --headless`` on the client core.
-
-    Returns results.json as a dict; a Locust run also carries ``locust_stats``: the
-    ``delivery`` row of Locust's own statistics.
-    """
-    with tempfile.TemporaryDirectory(prefix=f"rtbench-{engine}-") as out:
-        command = [*CLIENT, *RTBENCH, "run" if engine == "native" else "locust", *args]
-        command += ["--target", url, "--out", out]
-        if protocol:
-            command += ["--protocol", protocol]
-        if engine == "native":
-            command.append("--quiet")
-        else:
-            command += ["--headless", "--", "--only-summary", "--csv", f"{out}/locust"]
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-        path = Path(out) / "results.json"
-        if not path.exists():
-            tail = (done.stderr.strip() or done.stdout.strip())[-500:]
-            raise RuntimeError(f"{engine} {' '.join(args)} wrote no results: {tail}")
-        results = json.loads(path.read_text())
-        stats = Path(out) / "locust_stats.csv"
-        if stats.exists():
-            with stats.open() as handle:
-                rows = {row["Name"]: row for row in csv.DictReader(handle)}
-            results["locust_stats"] = rows.get("delivery", {})
-        return results
-
-
-def sending_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
-    return [s for s in results["series"] if s.get("sent", 0) > 0]
 
 
 def cpu_share(results: dict[str, Any]) -> float:
@@ -183,51 +146,7 @@ def measure(engine: str, url: str, load: Load) -> Figures:
     return figures
 
 
-# -- the generator-efficiency column -----------------------------------------------------------
-
-
-def locust_generator(url: str, load: Any) -> Any:
-    """Locust's figures for benchmarks.generator_efficiency, at its loads and by its method.
-
-    The native engine's measurement is reused as it is, with ``rtbench locust --headless``
-    (one Locust process on the client core) in place of ``rtbench run``.
-    """
-    from benchmarks.generator_efficiency import native
-
-    truth: list[dict[str, Any]] = []
-    figures_notes: list[str] = []
-
-    def run(target: str, *args: str) -> dict[str, Any]:
-        results = engine_run("locust", target, *args, protocol="echo")
-        users = args[args.index("--users") + 1] if "--users" in args else None
-        if args[0] == "rtt" and users == str(load.truth_users) and "--closed-loop" not in args:
-            truth.append(results)  # the run timed against the truth probe
-        if results["generator"].get("saturated"):
-            t = results["totals"]
-            figures_notes.append(
-                f"{' '.join(args[:3])}: Locust saturated its core (sent {t.get('sent', 0):,}, "
-                f"send lag p99 {results['latency'].get('send_lag', {}).get('p99', '-')} ms)"
-            )
-        return results
-
-    figures = native(url, load, run=run)
-    figures.notes.extend(figures_notes)
-    stats = truth[-1].get("locust_stats") if truth else None
-    if stats:
-        figures.notes.append(
-            f"Locust's own statistics at {load.truth_users:,} x 1 msg/s (whole ms): "
-            f"p50 {stats['50%']} / p99 {stats['99%']} ms"
-        )
-    return figures
-
-
 # -- report ---------------------------------------------------------------------------------------
-
-
-def _fmt(value: float | None, digits: int = 2) -> str:
-    if value is None:
-        return "-"
-    return f"{value:,.{digits}f}"
 
 
 def _ratio(a: float | None, b: float | None) -> str:
@@ -244,7 +163,8 @@ def render(medians: dict[str, Figures], runs: int, load: Load, versions: str) ->
     def row(label: str, attr: str, digits: int = 2, compare: bool = True) -> None:
         a, b = getattr(n, attr), getattr(lo, attr)
         ratio = _ratio(b, a) if compare else "-"
-        rows.append(f"| {label} | {_fmt(a, digits)} | {_fmt(b, digits)} | {ratio} |")
+        cells = [number(v, digits, whole_ints=False) for v in (a, b)]
+        rows.append(f"| {label} | {cells[0]} | {cells[1]} | {ratio} |")
 
     row(f"connections held by one process (of {load.held:,})", "held", 0)
     row("generator peak RSS / connections held (KB, base included)", "rss_per_conn_kb", 1)
@@ -256,7 +176,7 @@ def render(medians: dict[str, Figures], runs: int, load: Load, versions: str) ->
     row("delivery latency p99.9 reported (ms)", "delivery_p999_ms")
     rows.append(
         f"| Locust's own statistics p50 / p99 (whole ms) | - | "
-        f"{_fmt(lo.stats_p50_ms, 0)} / {_fmt(lo.stats_p99_ms, 0)} | - |"
+        f"{number(lo.stats_p50_ms, 0)} / {number(lo.stats_p99_ms, 0)} | - |"
     )
     row("deliveries lost", "lost", 0, compare=False)
     row("runs whose generator was saturated (of 2 per run)", "saturated_runs", 0, compare=False)
@@ -319,13 +239,13 @@ def when_to_pick(n: Figures, lo: Figures) -> list[str]:
     per_core = _ratio(n.msgs_per_cpu_s, lo.msgs_per_cpu_s)
     if n.held and lo.held and abs(n.held - lo.held) <= 0.01 * n.held:
         held = (
-            f"Holding idle connections costs both about the same ({_fmt(n.held, 0)} in one "
+            f"Holding idle connections costs both about the same ({number(n.held, 0)} in one "
             "process each, similar memory): the difference is in traffic."
         )
     else:
         held = (
-            f"One process held {_fmt(n.held, 0)} connections on the native engine and "
-            f"{_fmt(lo.held, 0)} on Locust."
+            f"One process held {number(n.held, 0)} connections on the native engine and "
+            f"{number(lo.held, 0)} on Locust."
         )
     return [
         "- **Proving the targets (CI gates, capacity, latency under load): the native engine** "
@@ -367,9 +287,7 @@ def main() -> None:
                     print(f"[run {run + 1}/{runs}] {engine} ({took:.0f} s): {figures}", flush=True)
             finally:
                 server.stop()
-    from benchmarks.generator_efficiency import median_figures
-
-    medians = {engine: median_figures(figs) for engine, figs in collected.items()}
+    medians = {engine: median_figures(figs, Figures) for engine, figs in collected.items()}
     from importlib import metadata
 
     versions = ", ".join(

@@ -29,7 +29,7 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from benchmarks.generator_efficiency import measured_cpu_seconds
+from benchmarks.kit import measured_cpu_seconds
 from benchmarks.lock import exclusive_machine
 from benchmarks.procs import Cores, NodePeer
 

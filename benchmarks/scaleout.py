@@ -22,7 +22,6 @@ import contextlib
 import json
 import re
 import secrets
-import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -31,6 +30,7 @@ from typing import Any
 
 import psutil
 
+from benchmarks.kit import median_present
 from benchmarks.lock import exclusive_machine
 from benchmarks.procs import Cores, Sampler, ServerProcess, rtbench_run, workdir
 
@@ -301,11 +301,6 @@ def part_max(runs: int, users: int, workers: int, procs: int) -> dict[str, Any]:
 # ---------------------------------------------------------------------- report
 
 
-def _median(rows: list[dict[str, Any]], key: str) -> float | None:
-    values = [r[key] for r in rows if r.get(key) is not None]
-    return statistics.median(values) if values else None
-
-
 def _rates(row: dict[str, Any]) -> dict[str, Any]:
     """Deliveries/s over the run's ``--duration`` (the per-second buckets overhang the sending
     time, so dividing by them overstates the rate ~10 %, as reports/BENCHMARKS.md found), and
@@ -374,11 +369,11 @@ def render(data: dict[str, Any]) -> str:
         ]  # fmt: skip
         for setup, rows in conn["runs"].items():
             lines.append(
-                f"| {setup} | {rows[0]['aimed']:,} | {_fmt(_median(rows, 'held'))} | "
-                f"{_fmt(_median(rows, 'failed'))} | "
-                f"{_fmt(_median(rows, 'rss_per_conn'), ',.0f', ' B')} | "
-                f"{_fmt(_median(rows, 'hold_cpu_percent'), '.0f', ' %')} | "
-                f"{_fmt(_median(rows, 'handshake_p99_ms'), '.1f', ' ms')} | "
+                f"| {setup} | {rows[0]['aimed']:,} | {_fmt(median_present(rows, 'held'))} | "
+                f"{_fmt(median_present(rows, 'failed'))} | "
+                f"{_fmt(median_present(rows, 'rss_per_conn'), ',.0f', ' B')} | "
+                f"{_fmt(median_present(rows, 'hold_cpu_percent'), '.0f', ' %')} | "
+                f"{_fmt(median_present(rows, 'handshake_p99_ms'), '.1f', ' ms')} | "
                 f"{_saturated(rows)} | {len(rows)} |"
             )
         lines += ["", "Commands (server, then load):", "", "```"]
@@ -410,15 +405,15 @@ def render(data: dict[str, Any]) -> str:
             for setup, rows in by_setup.items():
                 rows = [_rates(r) for r in rows]
                 bad = "/".join(
-                    _fmt(_median(rows, k)) for k in ("lost", "duplicated", "out_of_order")
+                    _fmt(median_present(rows, k)) for k in ("lost", "duplicated", "out_of_order")
                 )
                 lines.append(
-                    f"| {kind} | {setup} | {_fmt(_median(rows, 'rate'))} | "
-                    f"{_fmt(_median(rows, 'p50_ms'), '.2f', ' ms')} | "
-                    f"{_fmt(_median(rows, 'p99_ms'), '.2f', ' ms')} | "
-                    f"{_fmt(_median(rows, 'p999_ms'), '.2f', ' ms')} | {bad} | "
-                    f"{_fmt(_median(rows, 'server_cpu_percent'), '.0f', ' %')} | "
-                    f"{_fmt(_median(rows, 'per_cpu'))} | "
+                    f"| {kind} | {setup} | {_fmt(median_present(rows, 'rate'))} | "
+                    f"{_fmt(median_present(rows, 'p50_ms'), '.2f', ' ms')} | "
+                    f"{_fmt(median_present(rows, 'p99_ms'), '.2f', ' ms')} | "
+                    f"{_fmt(median_present(rows, 'p999_ms'), '.2f', ' ms')} | {bad} | "
+                    f"{_fmt(median_present(rows, 'server_cpu_percent'), '.0f', ' %')} | "
+                    f"{_fmt(median_present(rows, 'per_cpu'))} | "
                     f"{_saturated(rows)} |"
                 )
         lines += ["", "Commands (server, then load):", "", "```"]
@@ -450,11 +445,11 @@ def render(data: dict[str, Any]) -> str:
             lines.append(
                 f"| {rows[0].get('aimed', top['users']):,} | {top['workers']} | "
                 f"{top.get('procs', 3)} | "
-                f"{_fmt(_median(rows, 'held'))} | {_fmt(_median(rows, 'failed'))} | "
-                f"{_fmt(_median(rows, 'rss_per_conn'), ',.0f', ' B')} | "
-                f"{_fmt((_median(rows, 'rss_peak') or 0) / 2**20, ',.0f', ' MiB')} | "
-                f"{_fmt(_median(rows, 'hold_cpu_percent'), '.0f', ' %')} | "
-                f"{_fmt(_median(rows, 'handshake_p99_ms'), '.1f', ' ms')} | "
+                f"{_fmt(median_present(rows, 'held'))} | {_fmt(median_present(rows, 'failed'))} | "
+                f"{_fmt(median_present(rows, 'rss_per_conn'), ',.0f', ' B')} | "
+                f"{_fmt((median_present(rows, 'rss_peak') or 0) / 2**20, ',.0f', ' MiB')} | "
+                f"{_fmt(median_present(rows, 'hold_cpu_percent'), '.0f', ' %')} | "
+                f"{_fmt(median_present(rows, 'handshake_p99_ms'), '.1f', ' ms')} | "
                 f"{_saturated(rows)} | {len(rows)} |"
             )
         lines += ["", "```"]

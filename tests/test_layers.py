@@ -7,7 +7,10 @@
   never ``reference_server``: their job is to measure servers that are not ours;
 - ``loadtest`` never imports ``monitor`` (the monitor uses the load test's client);
 - ``reference_server`` imports neither measuring part;
-- the drivers (native engine, Locust nodes, monitor) never import each other.
+- the drivers (native engine, Locust nodes, monitor) never import each other;
+- a benchmark script imports no other benchmark script, only the support modules
+  (``benchmarks.kit`` for shared measuring code, ``procs``, ``lock``, ...); the suite
+  (``benchmarks.suite``) alone composes its parts.
 
 The last rule has known exceptions, each listed below: code both drivers share that
 still lives inside the engine. The list may only shrink (an import added to it is a
@@ -34,19 +37,22 @@ KNOWN_DRIVER_CROSSINGS = {
 Locust nodes but defined in the engine: to move into an engine-neutral run core."""
 
 
-def imports() -> set[tuple[str, str]]:
-    """(importing module, imported module) for every absolute import of the four parts."""
+def imports(parts: tuple[str, ...] = PARTS) -> set[tuple[str, str]]:
+    """(importing module, imported module) for every absolute import of the parts
+    (``from package import module`` counts as an import of the module)."""
     edges: set[tuple[str, str]] = set()
-    for part in PARTS:
+    for part in parts:
         for path in (ROOT / part).rglob("*.py"):
             module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
             module = module.removesuffix(".__init__")
             for node in ast.walk(ast.parse(path.read_text(), str(path))):
                 if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                     edges.add((module, node.module))
+                    if node.module in parts:
+                        edges.update((module, f"{node.module}.{a.name}") for a in node.names)
                 elif isinstance(node, ast.Import):
                     edges.update((module, alias.name) for alias in node.names)
-    return {(a, b) for a, b in edges if b.split(".")[0] in PARTS}
+    return {(a, b) for a, b in edges if b.split(".")[0] in parts}
 
 
 def _is(module: str, *prefixes: str) -> bool:
@@ -99,3 +105,45 @@ def test_the_rule_catches_a_crossing() -> None:
         ("loadtest.engine.worker", "loadtest.locust.node"),
     }
     assert len(broken(made_up)) == 6  # the third breaks two rules (the monitor is a driver)
+
+
+BENCHMARK_SUPPORT = {
+    "benchmarks",
+    "benchmarks.kit",
+    "benchmarks.procs",
+    "benchmarks.lock",
+    "benchmarks.context",
+    "benchmarks.render",
+}
+"""What a benchmark script may import from ``benchmarks``: shared measuring code lives in
+``kit``, servers and cores in ``procs``, the machine lock in ``lock``, the suite's
+context and report in ``context`` and ``render``."""
+SUITE_PARTS = ("benchmarks.collected", "benchmarks.micro_runner", "benchmarks.macro")
+"""The suite's own parts: only ``benchmarks.suite`` (and the parts among themselves)
+import them."""
+
+
+def benchmark_crossings(edges: set[tuple[str, str]]) -> list[str]:
+    out = []
+    for source, target in sorted(edges):
+        if target in BENCHMARK_SUPPORT or source in BENCHMARK_SUPPORT:
+            continue
+        if _is(target, *SUITE_PARTS) and _is(source, "benchmarks.suite", *SUITE_PARTS):
+            continue
+        out.append(f"{source} -> {target}: benchmarks share code through benchmarks.kit")
+    return out
+
+
+def test_benchmarks_import_only_support_modules() -> None:
+    assert benchmark_crossings(imports(("benchmarks",))) == []
+
+
+def test_the_benchmark_rule_catches_a_crossing() -> None:
+    made_up = {
+        ("benchmarks.locust_vs_native", "benchmarks.generator_efficiency"),
+        ("benchmarks.run_metrics_cost", "benchmarks.generator_efficiency"),
+        ("benchmarks.scaleout", "benchmarks.macro.fanout"),
+        ("benchmarks.generator_efficiency", "benchmarks.kit"),
+        ("benchmarks.suite", "benchmarks.collected"),
+    }
+    assert len(benchmark_crossings(made_up)) == 3
