@@ -49,6 +49,8 @@ from reference_server.store.base import AppendItem, EnsureRoom, Store, WriteOp
 from rtbench.protocol import ErrorCode
 from rtbench.protocol import messages as p
 
+_RoomBatch = tuple[list[Item], list[tuple[Session, p.Ack]]]  # a room's items, their acks
+
 RECENT_CIDS = 65536  # (room, sender, cid) -> (seq, ts) kept in memory for cheap retries
 
 Delivered = Callable[[Room, list[Item]], None]
@@ -145,14 +147,13 @@ class Commits:
         m = self.metrics
         m.commit_seconds.observe(seconds)
         m.batch_sizes.observe(len(batch))
-        # (room, resent) -> its items in seq order, and their acks awaiting the publish;
+        # (room, resent) -> its items in seq order and their acks, which await the publish;
         # resent: retries the store already had (Broker.publish's ``again``)
-        fan: dict[tuple[str, bool], list[Item]] = {}
-        acks: dict[tuple[str, bool], list[tuple[Session, p.Ack]]] = {}
+        fan: dict[tuple[str, bool], _RoomBatch] = {}
         for op in batch:
             owner = op.owner
             if type(op) is AppendItem:
-                self._appended(op, fan, acks)
+                self._appended(op, fan)
             elif isinstance(owner, asyncio.Future):
                 if not owner.done():
                     owner.set_result(None)
@@ -161,9 +162,8 @@ class Commits:
                 if done is not None:
                     done(op)
         accept, cached = self.sequencer.accept, self.rooms.cached
-        for (name, again), items in fan.items():
+        for (name, again), (items, replies) in fan.items():
             # the acks go once the other workers can have the items (Broker.publish)
-            replies = acks.get((name, again), [])
             frames = [(seq, frame) for seq, frame, _ in items]
             self.broker.publish(name, frames, partial(self._ack, replies), again)
             room = cached(name)
@@ -186,8 +186,7 @@ class Commits:
     def _appended(
         self,
         op: AppendItem,
-        fan: dict[tuple[str, bool], list[Item]],
-        acks: dict[tuple[str, bool], list[tuple[Session, p.Ack]]],
+        fan: dict[tuple[str, bool], _RoomBatch],
     ) -> None:
         """Queue a committed append's acks and fan-out (both go per room after the batch)."""
         s, rid = op.owner
@@ -205,7 +204,7 @@ class Commits:
         # a resend goes out again only where other workers exist: one process that crashed
         # restarted with every client resuming from the store, and nobody missed it
         key = (op.room, op.duplicate and self.broker.shared)
-        replies = acks.setdefault(key, [])
+        items, replies = fan.setdefault(key, ([], []))
         replies.append(
             (
                 s,
@@ -231,7 +230,7 @@ class Commits:
         # its commit and its publish, before the ack (the client's retry is the only
         # sign), and a worker that loaded the room since holds the seq without its
         # audience having got it. Clients drop a seq they have.
-        fan.setdefault(key, []).append((op.seq, encode_item(op.item()), s))
+        items.append((op.seq, encode_item(op.item()), s))
 
     def _room_ensured(self, op: EnsureRoom) -> None:
         """An unawaited room creation (a first DM) failed: forget the room made for it."""
