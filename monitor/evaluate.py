@@ -208,7 +208,7 @@ def _evaluate_target(
     latency = LatencyView(
         window=health_label,
         count=len(pairs),
-        # HDR's own mean walks every bucket (0.4 s); the raw values give it exactly
+        # the raw values give the mean exactly (the HDR mean takes each bucket's middle)
         mean=sum(ms for ms, _ in pairs) / len(pairs) if pairs else None,
         max=latency_hist.max_ms(),
         bound=own_bounds(latency_hist, low_hist),
