@@ -88,7 +88,7 @@ def test_a_generator_worker_stopped_for_half_a_second_is_flagged(
     slo = slo_file(tmp_path / "slo.toml", 100)
 
     def stop_a_worker(rtbench: psutil.Process) -> None:
-        time.sleep(4.0)  # into the load: the ramp takes 1 s after the workers start
+        server.into_the_load(400)  # 2 s of CHAT's 200 msg/s: inside its sending
         (worker,) = rtbench.children()  # the one worker of --procs 1
         worker.send_signal(signal.SIGSTOP)
         time.sleep(0.5)  # the stop the issue names
@@ -111,7 +111,7 @@ def test_a_server_that_stalls_for_a_second_fails_trusted(
     slo = slo_file(tmp_path / "slo.toml", 100)
 
     def stall_the_server(_: psutil.Process) -> None:
-        time.sleep(4.0)  # into the load
+        server.into_the_load(400)
         os.kill(server.pid, signal.SIGSTOP)
         time.sleep(1.0)  # the server's own stall: never excused
         os.kill(server.pid, signal.SIGCONT)

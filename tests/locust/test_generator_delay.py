@@ -127,7 +127,7 @@ def test_a_stopped_locust_process_makes_a_tight_verdict_inconclusive_exit_4(
 ) -> None:
     def stop_locust(rtbench_pid: int) -> None:
         pid = locust_of(rtbench_pid)
-        time.sleep(5.0)  # into the load: Locust starts in ~2 s, the go ~1 s later
+        reference_server.into_the_load(120)  # 2 s of CHAT's 60 msg/s: inside its sending
         stop_for_a_while(pid)
 
     with machine_lock():
@@ -152,7 +152,7 @@ def test_a_server_that_stalls_for_a_second_fails_a_locust_run_trusted(
         import os
 
         locust_of(rtbench_pid)  # Locust is starting
-        time.sleep(5.0)  # into the load, as above
+        reference_server.into_the_load(120)
         os.kill(reference_server.pid, signal.SIGSTOP)
         try:
             time.sleep(1.0)  # the server's stall

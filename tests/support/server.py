@@ -175,6 +175,18 @@ class ServerProcess:
         status, body = self.get("/healthz")
         return status, json.loads(body)
 
+    def into_the_load(self, messages: int, within: float = 60.0) -> None:
+        """Return once this server has stored ``messages`` more messages than at the call:
+        for a test that stops something mid-run, the moment sends are flowing. (A fixed
+        sleep from the process start missed the sending on a loaded machine: start-up and
+        the ramp took longer, and the stop landed before the first send.)"""
+        name = "rtbench_server_messages_stored_total"
+        target = self.metric(name) + messages
+        deadline = time.monotonic() + within
+        while self.metric(name) < target:
+            assert time.monotonic() < deadline, f"{messages} messages were never stored"
+            time.sleep(0.05)  # poll /metrics: the stop must land while sends flow
+
     def metric(self, name: str, labels: str = "") -> float:
         """One sample from /metrics, e.g. metric("rtbench_server_closes_total", 'code="1013"')."""
         _, body = self.get("/metrics")
