@@ -332,7 +332,25 @@ class LoadRun:
 
     @property
     def generator_saturated(self) -> bool:
-        return bool(self.results.get("generator", {}).get("saturated"))
+        """The run's own verdict, or its worker processes together filled the generator
+        core: every benchmark runs them on one core (``taskset``), where 4 workers each at
+        25 % of a core are a full core, which a per-worker rule cannot see."""
+        return bool(self.results.get("generator", {}).get("saturated")) or (
+            self.generator_core_percent_hot() is not None
+        )
+
+    def generator_core_percent_hot(self) -> float | None:
+        """The workers' summed CPU (% of one core) in the sending seconds when it was at the
+        run's saturation limit in a fifth of them (at least 2; the run's own rule, in
+        ``loadtest.judge``, applied to the sum); None when it was not."""
+        generator = self.results.get("generator", {})
+        limit = generator.get("cpu_saturation_percent") or 95.0
+        rows = [s.get("generator_cpu", 0.0) for s in self.results.get("series", [])
+                if s.get("sent", 0) > 0]  # fmt: skip
+        hot = [v for v in rows if v >= limit]
+        if rows and len(hot) >= max(2, 0.2 * len(rows)):
+            return round(sum(rows) / len(rows), 1)
+        return None
 
     def shown_command(self) -> str:
         """The command as a person would type it (no taskset or interpreter detail)."""

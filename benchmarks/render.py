@@ -283,24 +283,34 @@ def _fanout(outcome: dict[str, Any], charts: dict[str, str], chart_dir: str) -> 
 
 def _latency_load(outcome: dict[str, Any], charts: dict[str, str], chart_dir: str) -> list[str]:
     s = outcome["summary"]
+    procs = s.get("generator_procs")
     lines = [
         f"{s.get('users', '?')} users in rooms of {s.get('room_size', '?')}, open-loop sends; "
-        "each step one run at a higher rate.",
+        "each step one run at a higher rate"
+        + (f"; the generator in {procs} processes on its one core" if procs else "")
+        + ". A crossing is the server's only when p99 minus the generator's own delay bound "
+        "at p99 is still over 100 ms.",
         "",
     ]
     rows = []
     for kind, label in SERVERS.items():
         k = s.get(kind, {})
         crossed = k.get("crossing_msgs_per_s")
+        bound = k.get("generator_bound_msgs_per_s")
         rows.append(
             [
                 label,
                 num(crossed, 0, " msgs/s") if crossed else "not crossed",
                 num(k.get("highest_under_limit_msgs_per_s"), 0, " msgs/s"),
+                num(bound, 0, " msgs/s") if bound else "-",
                 "; ".join(k.get("stopped", [])),
             ]
         )
-    lines += table(["server", "p99 crosses 100 ms at", "highest step under", "sweep ended"], rows)
+    lines += table(
+        ["server", "p99 crosses 100 ms at", "highest step under", "generator bounds it from",
+         "sweep ended"],
+        rows,
+    )  # fmt: skip
     steps = []
     for kind, label in SERVERS.items():
         for c in s.get(kind, {}).get("curve", []):
@@ -312,17 +322,54 @@ def _latency_load(outcome: dict[str, Any], charts: dict[str, str], chart_dir: st
                     num(c["msgs_per_s"]),
                     num(c["p50_ms"], 2),
                     num(c["p99_ms"], 2),
+                    num(c.get("ack_p99_ms"), 2),
+                    num(c.get("bound_p99_ms"), 2),
                     num(c.get("server_cpu_percent"), 0, " %"),
-                    f"{c.get('generator_saturated', 0)}",
+                    f"{c.get('generator_saturated', 0)} / {c.get('generator_bound', 0)}",
                 ]
             )
     lines += table(
-        ["server", "msgs/s", "p50 ms", "p99 ms", "server CPU", "runs with generator saturated"],
+        ["server", "msgs/s", "p50 ms", "p99 ms", "ack p99 ms", "generator bound p99 ms",
+         "server CPU", "runs: generator saturated / bounds it"],
         steps,
-    )
+    )  # fmt: skip
     if charts.get("latency_load"):
         lines += [f"![latency vs load]({chart_dir}{charts['latency_load']})", ""]
+    profile = s.get("reference", {}).get("profile")
+    if profile:
+        lines += profile_lines(profile, "the reference server at the sweep's top step")
     return lines
+
+
+def profile_lines(profile: dict[str, Any], where: str) -> list[str]:
+    """A ``benchmarks.profile`` summary: each part's share of the samples, top functions."""
+    if "error" in profile:
+        return [f"Profile of {where}: not recorded ({profile['error']}).", ""]
+    head = (
+        f"Profile of {where} (py-spy, {profile.get('samples', 0):,} samples"
+        + (
+            f"; one more run at {profile['msgs_per_s']:,.0f} msgs/s, p99 "
+            f"{num(profile.get('p99_ms'), 1)} ms"
+            if profile.get("msgs_per_s") is not None
+            else ""
+        )
+        + "; own: the innermost Python frame is in the part, cumulative: any frame is):"
+    )
+    parts = [
+        [part, num(v["own_percent"], 1, " %"), num(v["cumulative_percent"], 1, " %")]
+        for part, v in profile["parts"].items()
+    ]
+    top = [
+        [f"`{o['function']}`", num(o["percent"], 1, " %"), f"`{c['function']}`",
+         num(c["percent"], 1, " %")]
+        for o, c in zip(profile["top_own"][:8], profile["top_cumulative"][:8], strict=False)
+    ]  # fmt: skip
+    return [
+        head,
+        "",
+        *table(["part", "own", "cumulative"], parts),
+        *table(["top by own samples", "own", "top by cumulative samples", "cumulative"], top),
+    ]
 
 
 def _micro(outcome: dict[str, Any]) -> list[str]:
