@@ -24,6 +24,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -139,13 +140,24 @@ def summarise(raw: str) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def profiling(
-    pid: int, out_path: Path, *, rate: int = 100, prefix: list[str] | None = None
+    pid: int,
+    out_path: Path,
+    *,
+    rate: int = 100,
+    after_s: float = 0.0,
+    duration_s: float | None = None,
+    prefix: list[str] | None = None,
+    idle: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """Record ``pid`` with py-spy while the block runs; the yielded dict holds the summary
     once the block is left (or ``{"error": why}`` when it could not be recorded).
 
-    ``prefix``: a command prefix for py-spy itself (``taskset -c N``: keep the profiler
-    off the profiled process's core).
+    ``after_s`` / ``duration_s``: record only from ``after_s`` seconds into the block, for
+    at most ``duration_s`` (a load run's sending seconds, not its connection ramp and
+    drain, which would dilute every share). ``prefix``: a command prefix for py-spy
+    itself (``taskset -c N``: keep the profiler off the profiled process's core).
+    ``idle``: count waiting threads too (a tiny load leaves a server idle nearly always,
+    and a profile of no samples exercises nothing).
     """
     summary: dict[str, Any] = {}
     spy = _py_spy()
@@ -154,25 +166,50 @@ def profiling(
         yield summary
         return
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.unlink(missing_ok=True)
     command = [*(prefix or []), spy, "record", "--pid", str(pid), "--format", "raw"]
     command += ["--rate", str(rate), "--nonblocking", "-o", str(out_path)]
-    proc = subprocess.Popen(
-        command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
+    if duration_s is not None:
+        command += ["--duration", f"{max(1, round(duration_s))}"]
+    if idle:
+        command.append("--idle")
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start() -> None:
+        procs.append(
+            subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+        )
+
+    timer = threading.Timer(after_s, start)
+    timer.start()
     try:
         yield summary
     finally:
-        # py-spy writes its file when interrupted, as on Ctrl-C.
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-        try:
-            output, _ = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            output, _ = proc.communicate()
-        if out_path.exists() and out_path.stat().st_size:
-            summary.update(summarise(out_path.read_text()))
-            summary["raw"] = str(out_path)
-        else:
-            tail = output.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
-            summary["error"] = f"py-spy recorded nothing (exit {proc.returncode}): {tail[0]}"
+        timer.cancel()
+        timer.join()
+        _finish(procs[0] if procs else None, out_path, summary)
+
+
+def _finish(proc: subprocess.Popen[bytes] | None, out_path: Path, summary: dict[str, Any]) -> None:
+    if proc is None:
+        summary["error"] = "the block ended before the profile was to start"
+        return
+    # py-spy writes its file when interrupted, as on Ctrl-C.
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    try:
+        output, _ = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        output, _ = proc.communicate()
+    if out_path.exists() and out_path.stat().st_size:
+        summary.update(summarise(out_path.read_text()))
+        summary["raw"] = str(out_path)
+    else:
+        tail = output.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        summary["error"] = f"py-spy recorded nothing (exit {proc.returncode}): {tail[0]}"

@@ -372,6 +372,50 @@ def profile_lines(profile: dict[str, Any], where: str) -> list[str]:
     ]
 
 
+def _chat_10k(outcome: dict[str, Any]) -> list[str]:
+    s = outcome["summary"]
+    best = s.get("highest_rate_per_user")
+    lines = [
+        f"{s.get('users', 0):,} users in rooms of {s.get('room_size', '?')} against the "
+        f"reference server, open-loop sends, the generator in {s.get('generator_procs')} "
+        "processes on its one core; the per-user rate steps up until a step misses "
+        "(p99 over 10 ms, a loss, or a saturated generator).",
+        "",
+        (
+            f"Highest rate with p99 <= 10 ms in every run: **{best:g} msg/s per user "
+            f"({num(s.get('highest_msgs_per_s'))} msgs/s)**."
+            if best is not None
+            else "No step kept p99 <= 10 ms in every run."
+        )
+        + " Sweep ended: "
+        + "; ".join(s.get("stopped", []))
+        + ".",
+        "",
+    ]
+    rows = [
+        [
+            f"{c['rate_per_user']:g}",
+            num(c["msgs_per_s"]),
+            num(c["p50_ms"], 2),
+            num(c["p99_ms"], 2),
+            num(c.get("ack_p99_ms"), 2),
+            num(c.get("bound_p99_ms"), 2),
+            num(c.get("server_cpu_percent"), 0, " %"),
+            f"{c['lost']}",
+            f"{c['missed']} of {c['runs']}",
+        ]
+        for c in s.get("curve", [])
+    ]
+    lines += table(
+        ["msg/s per user", "msgs/s", "p50 ms", "p99 ms", "ack p99 ms", "generator bound p99 ms",
+         "server CPU", "lost", "runs missed"],
+        rows,
+    )  # fmt: skip
+    if s.get("profile"):
+        lines += profile_lines(s["profile"], "the reference server at the sweep's top step")
+    return lines
+
+
 def _micro(outcome: dict[str, Any]) -> list[str]:
     rows = []
     for name, s in outcome["summary"].items():
@@ -441,6 +485,7 @@ def _collected(outcome: dict[str, Any]) -> list[str]:
 
 SECTIONS = {
     "capacity": _capacity,
+    "chat_10k": _chat_10k,
     "micro": _micro,
 }
 

@@ -26,7 +26,7 @@ import psutil
 from benchmarks import collected, micro_runner
 from benchmarks.context import Context, Outcome, Stopwatch
 from benchmarks.lock import exclusive_machine
-from benchmarks.macro import capacity, fanout, latency_load
+from benchmarks.macro import capacity, chat_10k, fanout, latency_load
 from benchmarks.procs import ROOT, BenchError, Cores, node_versions
 
 
@@ -50,6 +50,7 @@ BENCHMARKS: dict[str, Entry] = {
         Entry(capacity.NAME, capacity.TITLE, capacity.run),
         Entry(fanout.NAME, fanout.TITLE, fanout.run),
         Entry(latency_load.NAME, latency_load.TITLE, latency_load.run),
+        Entry(chat_10k.NAME, chat_10k.TITLE, chat_10k.run),
         *(
             Entry(name, script.title, _script(name))
             for name, script in collected.SCRIPTS.items()

@@ -114,10 +114,12 @@ BENCHMARK_SUPPORT = {
     "benchmarks.lock",
     "benchmarks.context",
     "benchmarks.render",
+    "benchmarks.profile",
 }
 """What a benchmark script may import from ``benchmarks``: shared measuring code lives in
 ``kit``, servers and cores in ``procs``, the machine lock in ``lock``, the suite's
-context and report in ``context`` and ``render``."""
+context and report in ``context`` and ``render``, a server's py-spy profile in
+``profile``."""
 SUITE_PARTS = ("benchmarks.collected", "benchmarks.micro_runner", "benchmarks.macro")
 """The suite's own parts: only ``benchmarks.suite`` (and the parts among themselves)
 import them."""

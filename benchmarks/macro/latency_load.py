@@ -187,7 +187,13 @@ def _profile_top(
 ) -> dict[str, Any]:
     """The server's py-spy profile over one more run of the sweep's top step."""
     path = ctx.out / "profiles" / f"{NAME}-{tag}-rate{rate:g}.txt"
-    with profiling(server.proc.pid, path, prefix=ctx.cores.client_prefix()) as summary:
+    # The sending seconds only: a run starts its processes (about a second), ramps, sends.
+    after = plan["ramp"] + 1.5
+    with profiling(
+        server.proc.pid, path, after_s=after, duration_s=plan["duration"] - 0.5,
+        prefix=ctx.cores.client_prefix(),
+        idle=ctx.tiny,
+    ) as summary:  # fmt: skip
         run = _step(ctx, server, plan, rate, None)
     totals = run.results["totals"]
     summary.update(

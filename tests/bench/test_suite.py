@@ -18,7 +18,7 @@ import pytest
 from benchmarks import collected, render, suite
 from rtbench.cli import main
 
-MACRO = ["capacity", "fanout", "latency_load"]
+MACRO = ["capacity", "fanout", "latency_load", "chat_10k"]
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,44 @@ def test_latency_load_steps_up(tiny_run: Path) -> None:
         assert steps and all(s["lost"] == 0 for s in steps)
         if len(steps) == 2:
             assert steps[1]["msgs_per_s"] > steps[0]["msgs_per_s"]
-    assert data["summary"]["reference"]["curve"]
+        for step in steps:  # the generator's own delay bound is read for every step
+            assert step["bound_p99_ms"] is not None and step["p99_ms"] is not None
+            assert "--procs 2" in step["command"]
+    summary = data["summary"]
+    assert summary["reference"]["curve"] and summary["generator_procs"] == 2
+    for kind in ("reference", "node"):
+        assert summary[kind]["stopped"]
+    assert "Node ws" in data["goals"][0]["goal"]
+    _profiled(summary["reference"]["profile"], tiny_run)
+
+
+def _profiled(profile: dict[str, Any], out: Path) -> None:
+    """A server profile of the top step was recorded and summarised by part."""
+    assert "error" not in profile, profile
+    assert profile["samples"] > 0 and profile["lost"] == 0
+    assert set(profile["parts"]) == {
+        "fsync/store", "codec", "fan-out", "dispatch/handlers", "event loop/transport", "other"
+    }  # fmt: skip
+    own = sum(p["own_percent"] for p in profile["parts"].values())
+    assert abs(own - 100.0) < 0.5  # every sample's innermost frame is in exactly one part
+    assert "main (event loop)" in profile["threads"]
+    assert profile["top_own"] and profile["top_cumulative"]
+    assert Path(profile["raw"]).parent == out / "profiles"
+
+
+def test_chat_10k_steps_up_and_profiles(tiny_run: Path) -> None:
+    data = _outcome(tiny_run, "chat_10k")
+    assert [r["run"] for r in data["runs"]] == [1]
+    for sweep in data["runs"]:
+        steps = sweep["steps"]
+        assert steps and all(s["lost"] == 0 and s["connections"] == 40 for s in steps)
+        for step in steps:
+            assert step["bound_p99_ms"] is not None and step["p99_ms"] is not None
+    summary = data["summary"]
+    assert summary["curve"] and summary["users"] == 40 and summary["stopped"]
+    assert data["goals"][0]["met"] is None  # 40 connections decide nothing
+    assert not any("node" in c for c in data["commands"])
+    _profiled(summary["profile"], tiny_run)
 
 
 def test_micro_benchmarks_ran(tiny_run: Path) -> None:
@@ -105,8 +142,10 @@ def test_summary_and_charts_render(tiny_run: Path, tmp_path: Path) -> None:
     code = main(["bench", "--render", str(tiny_run)])
     assert code == 0
     text = (tiny_run / "summary.md").read_text()
-    for heading in ("## Goals", "## Capacity", "## Fan-out", "## Latency vs load", "## Micro"):
+    for heading in ("## Goals", "## Capacity", "## Fan-out", "## Latency vs load", "## Micro",
+                    "## 10,000 connections chatting"):  # fmt: skip
         assert heading in text
+    assert text.count("Profile of the reference server at the sweep's top step") == 2
     assert "not for publishing" in text
     charts = sorted(tiny_run.glob("bench-*.svg"))
     assert {c.name for c in charts} == {
