@@ -14,11 +14,15 @@ filled the generator core), ends the sweep there too, marked: the server's cross
 then beyond what this generator measures, which is said with the rate. The crossing load
 is interpolated between the last step under the limit and the first over it.
 
-The generator runs as several worker processes, all on the generator core: they share
-its CPU (so more of them add no cycles), but each event loop carries a part of the
-connections, so a burst of deliveries (a group commit releases hundreds of acks and
-broadcasts at once) waits behind fewer frames: measured on this 2-core machine at 8,000
-msgs/s, the generator's p99 bound was 278 ms with 1 process, 137 with 2, 85 with 4.
+The generator runs as 2 worker processes, both on the generator core: they share its
+CPU (so more of them add no cycles, and each costs some: at 8,000 msgs/s the core was
+about 70 % busy with 1 process, 80 % with 2, full with 4), but each event loop carries
+half the connections, so a burst of deliveries (a group commit releases hundreds of
+acks and broadcasts at once) waits behind fewer frames: at 8,000 msgs/s the generator's
+own delay bound at p99 was 278 ms with 1 process, 137 with 2, 85 with 4 (one run each,
+reference server, 2026-12-07, on a machine shared with other work). On this machine's
+one generator core the load tops out near 10,000-12,000 msgs/s (100,000 deliveries/s
+and the acks); steps past that end the sweep as the generator's, and say so.
 
 At the sweep's top step (its last), the reference server is profiled with py-spy in one
 more run of that step (``benchmarks.profile``: kept apart so the profiler's own work is
@@ -58,7 +62,7 @@ def _plan(ctx: Context) -> dict[str, Any]:
                 "procs": 2}  # fmt: skip
     # x 1,000 users: messages per second, to 16,000 (past where either crossed when tried)
     rates = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 14.0, 16.0]
-    return {"users": 1000, "rates": rates, "duration": 8.0, "ramp": 2.0, "procs": 4}
+    return {"users": 1000, "rates": rates, "duration": 8.0, "ramp": 2.0, "procs": 2}
 
 
 def crossing(steps: list[dict[str, Any]]) -> float | None:
