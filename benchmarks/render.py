@@ -353,7 +353,8 @@ def profile_lines(profile: dict[str, Any], where: str) -> list[str]:
             if profile.get("msgs_per_s") is not None
             else ""
         )
-        + "; own: the innermost Python frame is in the part, cumulative: any frame is):"
+        + "; idle threads included, so a thread's shares are of its wall time; own: the "
+        "innermost Python frame is in the part, cumulative: any frame is):"
     )
     parts = [
         [part, num(v["own_percent"], 1, " %"), num(v["cumulative_percent"], 1, " %")]
@@ -364,8 +365,16 @@ def profile_lines(profile: dict[str, Any], where: str) -> list[str]:
          num(c["percent"], 1, " %")]
         for o, c in zip(profile["top_own"][:8], profile["top_cumulative"][:8], strict=False)
     ]  # fmt: skip
+    threads = [
+        f"- `{name}`: {t['percent']:.1f} % of the samples; of its own: "
+        + ", ".join(f"{part} {share:.1f} %" for part, share in t["parts"].items())
+        for name, t in profile.get("threads", {}).items()
+        if t["percent"] >= 1.0
+    ]
     return [
         head,
+        "",
+        *threads,
         "",
         *table(["part", "own", "cumulative"], parts),
         *table(["top by own samples", "own", "top by cumulative samples", "cumulative"], top),

@@ -196,7 +196,7 @@ def _profile_top(
     with profiling(
         server.proc.pid, path, after_s=after, duration_s=plan["duration"] - 0.5,
         prefix=ctx.cores.client_prefix(),
-        idle=ctx.tiny,
+        idle=True,
     ) as summary:  # fmt: skip
         run = _step(ctx, server, plan, rate, None)
     totals = run.results["totals"]

@@ -41,8 +41,14 @@ def test_summary_shares_by_part_and_function() -> None:
     # the loop's runner is an ancestor of every loop stack: only its own samples count
     assert parts["event loop/transport"] == {"own_percent": 30.0, "cumulative_percent": 30.0}
     assert summary["threads"] == {
-        "main (event loop)": 60.0,
-        "store/sqlite.py:SqliteStore._writer_main": 40.0,
+        "main (event loop)": {
+            "percent": 60.0,
+            "parts": {"event loop/transport": 50.0, "fan-out": 33.3, "codec": 16.7},
+        },
+        "store/sqlite.py:SqliteStore._writer_main": {
+            "percent": 40.0,
+            "parts": {"fsync/store": 100.0},
+        },
     }
     assert summary["top_own"][0] == {"function": "store/sqlite.py:_Writer.commit", "percent": 40.0}
     top_cumulative = {t["function"]: t["percent"] for t in summary["top_cumulative"]}

@@ -101,7 +101,8 @@ def _profiled(profile: dict[str, Any], out: Path) -> None:
     }  # fmt: skip
     own = sum(p["own_percent"] for p in profile["parts"].values())
     assert abs(own - 100.0) < 0.5  # every sample's innermost frame is in exactly one part
-    assert "main (event loop)" in profile["threads"]
+    loop = profile["threads"]["main (event loop)"]
+    assert loop["percent"] > 0 and abs(sum(loop["parts"].values()) - 100.0) < 0.5
     assert profile["top_own"] and profile["top_cumulative"]
     assert Path(profile["raw"]).parent == out / "profiles"
 
