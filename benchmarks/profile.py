@@ -106,6 +106,7 @@ def summarise(raw: str) -> dict[str, Any]:
     part_cum: Counter[str] = Counter()
     threads: Counter[str] = Counter()
     thread_parts: dict[str, Counter[str]] = {}
+    thread_own: dict[str, Counter[str]] = {}
     for line in raw.splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
@@ -123,6 +124,7 @@ def summarise(raw: str) -> dict[str, Any]:
         thread = _thread(frames)
         threads[thread] += n
         thread_parts.setdefault(thread, Counter())[part_of(leaf)] += n
+        thread_own.setdefault(thread, Counter())[_short(leaf)] += n
         inner = [f for f in frames[:-1] if not any(e in f for e in ENTRY)] + [leaf]
         for name in {_short(f) for f in inner}:
             cumulative[name] += n
@@ -148,6 +150,12 @@ def summarise(raw: str) -> dict[str, Any]:
                 "parts": {
                     part: round(100.0 * k / n, 1) for part, k in thread_parts[name].most_common()
                 },
+                # a part is too coarse inside one thread (the store writer's commit and its
+                # wait for work are both the store's): its top functions by own samples
+                "top_own": [
+                    {"function": f, "percent": round(100.0 * k / n, 1)}
+                    for f, k in thread_own[name].most_common(4)
+                ],
             }
             for name, n in threads.most_common()
         },

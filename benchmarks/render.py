@@ -368,6 +368,8 @@ def profile_lines(profile: dict[str, Any], where: str) -> list[str]:
     threads = [
         f"- `{name}`: {t['percent']:.1f} % of the samples; of its own: "
         + ", ".join(f"{part} {share:.1f} %" for part, share in t["parts"].items())
+        + "; top: "
+        + ", ".join(f"`{f['function']}` {f['percent']:.1f} %" for f in t.get("top_own", []))
         for name, t in profile.get("threads", {}).items()
         if t["percent"] >= 1.0
     ]

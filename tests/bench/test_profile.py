@@ -44,10 +44,16 @@ def test_summary_shares_by_part_and_function() -> None:
         "main (event loop)": {
             "percent": 60.0,
             "parts": {"event loop/transport": 50.0, "fan-out": 33.3, "codec": 16.7},
+            "top_own": [
+                {"function": "asyncio/runners.py:Runner.run", "percent": 50.0},
+                {"function": "reference_server/fanout.py:Fanout.to_room", "percent": 33.3},
+                {"function": "protocol/codec.py:encode", "percent": 16.7},
+            ],
         },
         "store/sqlite.py:SqliteStore._writer_main": {
             "percent": 40.0,
             "parts": {"fsync/store": 100.0},
+            "top_own": [{"function": "store/sqlite.py:_Writer.commit", "percent": 100.0}],
         },
     }
     assert summary["top_own"][0] == {"function": "store/sqlite.py:_Writer.commit", "percent": 40.0}
