@@ -18,6 +18,7 @@ modules with one job each:
 | ``resume`` | subscribe with a replay (join.since, hello.resume) from the ring or the store |
 | ``presence`` | online/offline with a grace period; joined/left |
 | ``health`` | ``/healthz`` and ``/metrics`` |
+| ``admin`` | ``/admin/drain``: clients asked to reconnect, in batches |
 | ``frames`` | encode-once framing of server messages and stored items |
 | ``broker`` | what other workers must learn (``LocalBroker``: nobody; ``cluster/``: Redis) |
 | ``cluster.sequencer`` | every room's items in seq order, whoever committed them |
@@ -33,8 +34,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any
+from urllib.parse import urlsplit
 
 from reference_server.access import Access
+from reference_server.admin import Admin
 from reference_server.auth import Authenticator
 from reference_server.auth_http import HttpGuard
 from reference_server.broker.base import Broker, LocalBroker
@@ -61,6 +64,7 @@ from reference_server.rooms import RoomDirectory
 from reference_server.session import Session
 from reference_server.store.base import Store
 from reference_server.transport import Connection
+from rtbench.protocol import ADMIN_DRAIN_PATH
 
 DRAIN_LINGER = 1.0  # seconds the 1012 close frames get to reach the clients
 
@@ -146,15 +150,24 @@ class App:
         security = config.security
         guard = HttpGuard(security.allowed_origins, security.metrics_token)
         self.health = Health(metrics, store, self.broker, connections, rooms, transport)
+        self.admin = Admin(connections, self.spawn, security.admin_token, config.insecure_dev)
+        self._health_http = guard.wrap(self.health.http)  # /metrics behind its token, if set
 
         self.open_session = connections.open
         self.session_closed = connections.closed
         self.close = connections.close
         self.handle = self.dispatcher.handle
         self.defer = self.dispatcher.defer
-        self.http = guard.wrap(self.health.http)  # /metrics behind the token, if one is set
+        self.http = self._http
         self.origin_refusal = guard.origin_refusal
         self.rate_limited = self.dispatcher.rate_limited
+
+    def _http(self, target: str, authorization: str | None = None) -> tuple[int, bytes, str]:
+        """A plain GET: the admin endpoint, or /healthz and /metrics."""
+        if urlsplit(target).path == ADMIN_DRAIN_PATH:
+            self.metrics.handshakes += 1
+            return self.admin.http(target, authorization)
+        return self._health_http(target, authorization)
 
     async def start(self) -> None:
         """Open the store (its batches come back to ``commits``) and the broker."""

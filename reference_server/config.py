@@ -85,6 +85,7 @@ class SecurityConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     jwt_public_key: str = ""  # PEM file: verify RS256 JWTs (rtbench serve --jwt-public-key)
     allowed_origins: list[str] = []  # upgrade Origin allow-list; empty: any (HTTP 403 otherwise)
     metrics_token: str = ""  # /metrics needs Authorization: Bearer this (RTBENCH_METRICS_TOKEN)
+    admin_token: str = ""  # /admin/drain needs Authorization: Bearer this (RTBENCH_ADMIN_TOKEN)
 
 
 class StoreConfig(Struct, forbid_unknown_fields=True, kw_only=True):

@@ -79,6 +79,13 @@ SECRET_FLAGS = (
         "RTBENCH_METRICS_TOKEN",
         "/metrics then needs Authorization: Bearer TOKEN",
     ),
+    (
+        "--admin-token",
+        "TOKEN",
+        "RTBENCH_ADMIN_TOKEN",
+        "Turn on /admin/drain (clients asked to reconnect in batches), behind "
+        "Authorization: Bearer TOKEN; --insecure-dev turns it on without one",
+    ),
 )
 """Flags that also come from the environment, so secrets need not be on a command line."""
 
@@ -165,6 +172,7 @@ def serve(args: argparse.Namespace) -> int:
         "security",
         jwt_public_key=args.jwt_public_key,
         metrics_token=args.metrics_token,
+        admin_token=args.admin_token,
         allowed_origins=args.allow_origin or None,
     )
     dev = args.insecure_dev or cfg.insecure_dev

@@ -132,3 +132,14 @@ def test_kill_worker_of_a_multi_worker_server(
     fault = _lossless_and_measured(results)
     assert len(fault["killed_pids"]) == 1
     assert fault["connections_lost"] < 200  # only the killed worker's clients
+
+
+@pytest.mark.slow
+def test_drain_in_batches_every_client_comes_back_to_the_same_server(fault_run) -> None:  # type: ignore[no-untyped-def]
+    results = fault_run(["drain:50/200ms@3s"])
+    fault = _lossless_and_measured(results, 200)
+    assert fault["causes"] == {"close_1012": 200}  # asked to reconnect, not cut
+    assert fault["clients_asked"] == 200 and fault["batches"] == 4
+    # the last batch is closed three intervals after the request at the earliest
+    assert fault["storm"]["last_loss_s"] >= 0.6
+    assert fault["ended_s"] - fault["started_s"] >= 0.6

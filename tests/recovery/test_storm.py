@@ -101,9 +101,7 @@ def test_the_report_draws_the_storm_of_each_fault() -> None:
         {"spec": "cut@12s", "kind": "cut"},  # no storm figures: no line
     ]
     base = make_results()
-    results = msgspec.structs.replace(
-        base, run=msgspec.structs.replace(base.run, faults=faults)
-    )
+    results = msgspec.structs.replace(base, run=msgspec.structs.replace(base.run, faults=faults))
     (chart,) = [c for c in build_charts(results) if c.id == "storm"]
     assert chart.svg is not None and "drain:30/200ms@8s" in chart.svg
     assert [int(n) for n in re.findall(r'data-points="(\d+)"', chart.svg)] == [3]
