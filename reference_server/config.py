@@ -55,6 +55,10 @@ class LimitsConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     rate_per_s: NonNegative = 200  # frames a connection may send per second (token bucket)
     rate_burst: Positive = 1000  # ... and at once
     rate_abuse_frames: Positive = 1000  # frames dropped in one over-limit episode: close 1008
+    # admission (limits.Admission): accepted upgrades per second for the whole process,
+    # past it HTTP 503 + Retry-After; 0 switches it off. admit_burst 0: one second's worth
+    admit_rate: NonNegative = 0
+    admit_burst: NonNegative = 0
 
     def __post_init__(self) -> None:
         from reference_server.limits import parse_networks

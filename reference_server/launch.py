@@ -130,6 +130,19 @@ def parser() -> argparse.ArgumentParser:
         "repeatable. Default: any.",
     )
     p.add_argument(
+        "--admit-rate",
+        type=_whole(0, None, "a whole number"),
+        metavar="N",
+        help="Accept at most N upgrades a second (a token bucket); past it HTTP 503 with "
+        "Retry-After, which clients retry with backoff. 0: no limit (default).",
+    )
+    p.add_argument(
+        "--admit-burst",
+        type=_whole(0, None, "a whole number"),
+        metavar="M",
+        help="... and at most M at once (default: N, one second's worth).",
+    )
+    p.add_argument(
         "--transport",
         metavar="NAME",
         help="WebSocket library: picows or websockets (default picows).",
@@ -166,6 +179,7 @@ def serve(args: argparse.Namespace) -> int:
         raise UsageError(f"--transport must be picows or websockets, not {args.transport!r}")
     cfg = override(cfg, "listen", host=args.host, port=args.port, transport=args.transport)
     cfg = override(cfg, "store", url=args.store)
+    cfg = override(cfg, "limits", admit_rate=args.admit_rate, admit_burst=args.admit_burst)
     cfg = override(cfg, "cluster", workers=args.workers, broker=args.broker)
     cfg = override(
         cfg,

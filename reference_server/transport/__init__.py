@@ -74,8 +74,18 @@ class Core(Protocol):
         ``authorization`` is the request's Authorization header (/metrics may need it).
         """
 
-    def origin_refusal(self, origin: str | None) -> str | None:
-        """Why an upgrade from this browser Origin is refused (HTTP 403), or None."""
+    def upgrade_refusal(self, origin: str | None) -> Refusal | None:
+        """The HTTP answer that refuses this upgrade (a browser Origin not allowed: 403;
+        past the admission rate: 503 with Retry-After), or None to go ahead."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """An upgrade refused before a socket exists: the HTTP answer, as the core decided it."""
+
+    status: int
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
