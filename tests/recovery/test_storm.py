@@ -63,6 +63,15 @@ def test_the_mean_spans_only_the_storm_not_the_quiet_before_it() -> None:
     assert storm["first_reconnect_s"] == 1.0 and storm["last_reconnect_s"] == 1.195
 
 
+def test_a_straggler_does_not_stretch_the_mean() -> None:
+    # 200 clients back within 200 ms, one more after an attempt timed out at 3 s
+    records = [_back(i) for i in range(200)] + [_back(3_050)]
+    storm = storm_figures(records, START)
+    assert storm["handshakes_per_s"] == {"peak": 1000.0, "mean": 1000.0}
+    assert storm["last_reconnect_s"] == 3.05 and len(storm["reconnects_per_100ms"]) == 31
+    assert storm["resumed_99_s"] == 0.203  # 199 of 201: the 199th resumed at 198 + 5 ms
+
+
 def test_a_client_back_without_its_missed_items_is_not_back() -> None:
     # 200 clients; 3 resumed past a gap the server could not replay: 197 < 198 needed
     records = [_back(10 + i % 100) for i in range(197)]
