@@ -221,8 +221,9 @@ def storm_figures(records: Sequence[Recovery], start_ns: int) -> dict[str, Any]:
 
     ``handshakes_per_s``: accepted handshakes (welcomes) per second, in the busiest
     100 ms (``peak``) and over the storm (``mean``: the reconnects in the 100 ms bins
-    from the first reconnect's to the 99th-percentile reconnect's, over that span); ``reconnects_per_100ms``: the counts
-    from ``start_ns`` (at most ``STORM_MAX_BINS``); ``resumed_99_s``: seconds from
+    from the first reconnect's to the 99th-percentile reconnect's, over that span);
+    ``reconnects_per_100ms``: the counts from ``start_ns`` (at most ``STORM_MAX_BINS``);
+    ``resumed_99_s``: seconds from
     ``start_ns`` until 99 % of the losses were resumed with every missed item (absent
     when fewer ever were: ``resumed_complete`` says how many); ``last_loss_s``: when the
     last of them lost its connection (a drain in batches spreads the losses).
