@@ -383,8 +383,9 @@ def storm_chart(results: Results) -> Chart | None:
         "Clients the server took back (welcomed again) per 100 ms, scaled to a rate per "
         "second, from each fault's start: the height is the server's accepted-handshake "
         "rate in the storm, the width how long the storm lasted. A flat top is a server "
-        "(or generator) that cannot accept faster; a drain in batches shows one step per "
-        "batch; a long thin tail is clients sleeping in their backoff. The fault table "
+        "(or generator) that cannot accept faster; a drain whose batches are further apart "
+        "than 100 ms shows one step per batch; a long thin tail is clients sleeping in "
+        "their backoff. The fault table "
         "has the peak, the mean and the time until 99 % were back with every missed message."
     )
     return Chart("storm", "Reconnect storm: reconnects per second", caption, svg)
