@@ -57,7 +57,7 @@ class LimitsConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     rate_abuse_frames: Positive = 1000  # frames dropped in one over-limit episode: close 1008
     # admission (limits.Admission): accepted upgrades per second for the whole process,
     # past it HTTP 503 + Retry-After; 0 switches it off. admit_burst 0: one second's worth
-    admit_rate: NonNegative = 0
+    admit_rate: Annotated[float, Meta(ge=0)] = 0.0  # may be fractional: 0.5 = one per 2 s
     admit_burst: NonNegative = 0
 
     def __post_init__(self) -> None:

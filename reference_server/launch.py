@@ -49,6 +49,17 @@ class _Formatter(argparse.HelpFormatter):
         super().add_usage(usage, actions, groups, "Usage: " if prefix is None else prefix)
 
 
+def _rate(text: str) -> float:
+    """An argparse type: a rate per second, 0 or more (0.5: one every 2 s)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a rate of 0 or more")
+    return value
+
+
 def _whole(low: int, high: int | None, what: str) -> Callable[[str], int]:
     """An argparse type: a whole number in [low, high] (no upper bound if None)."""
 
@@ -131,7 +142,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--admit-rate",
-        type=_whole(0, None, "a whole number"),
+        type=_rate,
         metavar="N",
         help="Accept at most N upgrades a second (a token bucket); past it HTTP 503 with "
         "Retry-After, which clients retry with backoff. 0: no limit (default).",

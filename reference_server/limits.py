@@ -31,6 +31,7 @@ and every client it did accept gets its turn at full speed. Clients treat the 50
 from __future__ import annotations
 
 import ipaddress
+import math
 from enum import IntEnum
 from typing import Protocol
 
@@ -114,14 +115,14 @@ class Admission:
         self.at = now
 
     @classmethod
-    def from_config(cls, rate_per_s: int, burst: int, now: float) -> Admission | None:
+    def from_config(cls, rate_per_s: float, burst: int, now: float) -> Admission | None:
         """The server's bucket, or None when ``rate_per_s`` is 0 (every upgrade admitted).
 
-        ``burst`` 0 means one second's worth (``rate_per_s``).
+        ``burst`` 0 means one second's worth (``rate_per_s``, at least 1).
         """
         if rate_per_s <= 0:
             return None
-        return cls(rate_per_s, burst or rate_per_s, now)
+        return cls(rate_per_s, burst or math.ceil(rate_per_s), now)
 
     def admit(self, now: float) -> float:
         """0.0 when one more upgrade may go ahead now; else seconds until it could."""
