@@ -1,4 +1,4 @@
-"""How fast do clients come back when the server restarts, and what limits it?
+"""How fast do clients come back when the server restarts or drains, and what limits it?
 
 Clients chat against the reference server (SQLite store) which rtbench started itself
 (``--server-cmd``); at 8 s of load it is restarted (``restart:term``: SIGTERM, a
@@ -9,21 +9,34 @@ the phases that make up a client's recovery:
 
 - **down**: the server's own restart (stop, then start until it answers HTTP) — no
   client can be back before it;
-- **waste**: the time from the server being back to the start of a client's successful
-  attempt (its backoff sleeping through the moment the server came back);
+- **waste**: the time from the server being back (a drain: from the client's own loss) to
+  the start of the client's successful attempt (its backoff sleeping through the moment
+  the server came back, or its wait for a slot of the handshake gate);
 - **handshake**: that attempt's upgrade and welcome (queued behind the others: the
   handshake rate);
 - **replay**: welcome to every room resumed (the server reading its store).
 
 Plus the server's CPU over the recovery (psutil, the new process), so "the server was
-saturated by handshakes" is a measured statement. Server and generator are pinned to
-separate cores. Takes the machine lock per case (each case is a few minutes).
+saturated by handshakes" is a measured statement, and the storm as numbers
+(``run.faults[].storm``, loadtest/faults/analysis.py): accepted handshakes per second,
+peak 100 ms and mean over the storm, and the time from the fault until 99 % of the
+clients were back with every missed message. Server and generator are pinned to
+separate cores. Takes the machine lock per case.
 
-    .venv/bin/python -m benchmarks.recovery                 # full: 1,000 and 10,000 clients
-    .venv/bin/python -m benchmarks.recovery --quick         # 1,000 clients, one run
+The full run is the storm cases (``STORM_CASES``, 3 runs each, ~5-6 minutes): 1,000
+clients through a SIGKILL restart (the baseline of earlier reports), and 10,000 clients
+through the same restart, through a drain in batches (the server asks its clients to
+reconnect, 1,000 per 100 ms, and keeps running: ``drain:1000/100ms``), and through the
+restart with admission in buckets (``--admit-rate 4000 --admit-burst 1000``: upgrades
+past 4,000 a second refused 503, retried by the clients with backoff).
+
+    .venv/bin/python -m benchmarks.recovery                 # full: the storm cases
+    .venv/bin/python -m benchmarks.recovery --quick         # the storm cases at 1,000, once
     .venv/bin/python -m benchmarks.recovery --users 10000 --faults restart:kill --runs 1
     .venv/bin/python -m benchmarks.recovery --users 1000 --reconnect max_ms=250 jitter=1
     .venv/bin/python -m benchmarks.recovery --users 10000 --workers 2 --shared --procs 2
+    .venv/bin/python -m benchmarks.recovery --users 10000 --faults drain:500/100ms \
+        --server-args="--admit-rate 3000 --admit-burst 500"
 
 ``--workers N`` runs the server with N workers (Redis broker and PostgreSQL store from
 RTBENCH_TEST_REDIS_URL / RTBENCH_TEST_POSTGRES_DSN); ``--shared`` pins nothing.
@@ -54,6 +67,7 @@ from benchmarks.procs import ROOT, Cores
 from loadtest.client.policy import ReconnectPolicy
 from loadtest.engine.coordinator import Outcome
 from loadtest.faults.runner import FaultSession, run_scenario
+from loadtest.faults.schedule import FaultKind
 from loadtest.faults.server import prepare
 from loadtest.judge import build_results
 from loadtest.scenarios import Kind, Scenario
@@ -61,6 +75,8 @@ from rtbench.histogram import LatencyHistogram
 from rtbench.slo import SLO
 
 FAULT_AT_S = 8.0
+DURATION_S = 16.0  # 8 s of load after the fault: the slowest storm here is back in ~3-4 s
+ADMISSION = "--admit-rate 4000 --admit-burst 1000"  # past ~ the server's 3,500 a second
 PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 SAMPLE_S = 0.1
@@ -71,21 +87,38 @@ class Case:
     users: int
     fault: str
     rate: float = 0.1
-    duration: float = 20.0
+    duration: float = DURATION_S
     procs: int = 0  # generator processes (0: one per 8,000 clients)
     pinned: bool = True  # server on one core, generator on the other (else: shared)
     workers: int = 1  # server worker processes (above 1: Redis broker + PostgreSQL store)
     reconnect: dict[str, float] = field(default_factory=dict)  # ReconnectPolicy overrides
+    server_args: str = ""  # more `rtbench serve` flags (admission: --admit-rate ...)
 
     @property
     def name(self) -> str:
         procs = self.procs or max(1, self.users // 8000)
         layout = "pinned" if self.pinned else "shared cores"
         extra = "".join(f", {k}={v:g}" for k, v in sorted(self.reconnect.items()))
+        server = f", serve {self.server_args}" if self.server_args else ""
         return (
-            f"{self.users:,} clients, {self.fault}, {self.workers} server worker(s), "
+            f"{self.users:,} clients, {self.fault}{server}, {self.workers} server worker(s), "
             f"{procs} generator proc(s), {layout}{extra}"
         )
+
+
+def storm_cases(users: int, **common: Any) -> list[Case]:
+    """A restart, a drain in batches of a tenth of the clients per 100 ms, and the restart
+    with admission in buckets, at ``users`` clients."""
+    return [
+        Case(users, "restart:kill", **common),
+        Case(users, f"drain:{max(1, users // 10)}/100ms", **common),
+        Case(users, "restart:kill", server_args=ADMISSION, **common),
+    ]
+
+
+def default_cases(**common: Any) -> list[Case]:
+    """The full run: the 1,000-client baseline, then the storm cases at 10,000."""
+    return [Case(1000, "restart:kill", **common), *storm_cases(10000, **common)]
 
 
 @dataclass
@@ -136,6 +169,7 @@ def _scenario(case: Case, cores: Cores, workdir: Path) -> Scenario:
         extra = f"--workers {case.workers} --broker {broker} --config {config}"
     else:
         store, extra = f"sqlite:///{workdir / 'server.db'}", ""
+    extra = f"{extra} {case.server_args}".strip()
     cmd, target = prepare(
         f"{pin}{serve} --port {{port}} --insecure-dev --store {store} {extra}".strip(), None
     )
@@ -170,14 +204,17 @@ def _phases(outcome: Outcome) -> dict[str, Any]:
     """Where each client's recovery went: server down, backoff waste, handshake, replay."""
     session = outcome.faults
     (injection,) = session.injections  # type: ignore[union-attr]
-    up = injection.ended_ns  # the restarted server answered HTTP
+    # the restarted server answered HTTP; a server that never went down (a drain, a cut)
+    # was up from the start
+    restarts = injection.fault.kind is FaultKind.RESTART
+    up = injection.ended_ns if restarts else injection.started_ns
     waste, handshake, replay, done = [], [], [], []
     for r in outcome.recoveries:
         if not r.resumed_ns:
             continue
         done.append(r.resumed_ns)
-        if r.attempt_ns:
-            waste.append(max(0, r.attempt_ns - up) / 1e6)
+        if r.attempt_ns:  # from the later of: the server back, this client's loss
+            waste.append(max(0, r.attempt_ns - max(up, r.lost_ns)) / 1e6)
             handshake.append((r.reconnected_ns - r.attempt_ns) / 1e6)
         replay.append((r.resumed_ns - r.reconnected_ns) / 1e6)
     done.sort()
@@ -189,7 +226,7 @@ def _phases(outcome: Outcome) -> dict[str, Any]:
             rate = round(0.8 * len(done) / ((hi - lo) / 1e9))
     lost_ns = min((r.lost_ns for r in outcome.recoveries), default=injection.started_ns)
     return {
-        "down_ms": round((up - lost_ns) / 1e6, 1),
+        "down_ms": round((up - lost_ns) / 1e6, 1) if restarts else None,
         "stop_s": injection.details.get("stop_s"),
         "start_s": injection.details.get("start_s"),
         "waste_ms_p50": _pct(waste, 50),
@@ -214,8 +251,14 @@ async def _one_run(case: Case, cores: Cores, workdir: Path) -> dict[str, Any]:
     phases = _phases(outcome)
     (injection,) = outcome.faults.injections  # type: ignore[union-attr]
     last = max((r.resumed_ns for r in outcome.recoveries), default=injection.ended_ns)
+    # the server's CPU while clients come back: from the restarted server answering, or
+    # from the fault's start for a server that stays up (a drain: its batches included)
+    restarts = injection.fault.kind is FaultKind.RESTART
+    busy_from = injection.ended_ns if restarts else injection.started_ns
     recovery = results.latency.get("recovery")
     reconnect = results.latency.get("reconnect")
+    storm = fault.get("storm", {})
+    rates = storm.get("handshakes_per_s", {})
     return {
         "clients": case.users,
         "fault": case.fault,
@@ -228,6 +271,10 @@ async def _one_run(case: Case, cores: Cores, workdir: Path) -> dict[str, Any]:
         "recovery_p99_ms": recovery.p99 if recovery else None,
         "recovery_max_ms": recovery.max if recovery else None,
         "attempts_per_loss": fault.get("attempts_per_loss"),
+        "handshakes_peak_per_s": rates.get("peak"),
+        "handshakes_mean_per_s": rates.get("mean"),
+        "back_99_s": storm.get("resumed_99_s"),  # fault start -> 99 % back and whole
+        "last_loss_s": storm.get("last_loss_s"),
         "flow_back_s": fault.get("flow_back_s"),
         "lost": t.lost,
         "duplicated": t.duplicated,  # sent twice by the server (before the clients' dedupe)
@@ -235,7 +282,7 @@ async def _one_run(case: Case, cores: Cores, workdir: Path) -> dict[str, Any]:
         "resent": t.resent,
         "unacked": t.unacked,
         "drained": int(t.drained),  # 0: deliveries were still missing when the drain ended
-        "server_cpu_during_recovery": trace.busy_share(injection.ended_ns, last),
+        "server_cpu_during_recovery": trace.busy_share(busy_from, last),
         "generator_cpu_max": results.generator.cpu_percent_max,
         "generator_saturated": results.generator.saturated,
         "load_avg_before": load_before,
@@ -245,7 +292,10 @@ async def _one_run(case: Case, cores: Cores, workdir: Path) -> dict[str, Any]:
 
 def _median(runs: list[dict[str, Any]], key: str) -> Any:
     values = [r[key] for r in runs if isinstance(r.get(key), int | float)]
-    return round(statistics.median(values), 1) if values else None
+    if not values:
+        return None
+    median = statistics.median(values)
+    return round(median, 1 if abs(median) >= 10 else 3)  # seconds keep their ms
 
 
 def run_case(case: Case, runs: int, cores: Cores) -> dict[str, Any]:
@@ -278,20 +328,23 @@ def _fmt(value: Any, unit: str = "") -> str:
 
 def render(cases: list[dict[str, Any]], cores: Cores, command: str, runs: int) -> str:
     lines = [
-        "# Recovery after a server restart",
+        "# Recovery after a server restart or drain",
         "",
         f"Generated by `{command}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}), "
         f"medians of {runs} run(s). Machine: {psutil.cpu_count()} cores; {cores.describe()}. "
         "Clients chat at 0.1 msg/s each in rooms of 10 (DMs, typing, receipts mixed in) "
-        "against the reference server (SQLite store, picows); the server is restarted at "
-        f"{FAULT_AT_S:g} s of load. Recovery = connection lost -> every room resumed with "
-        "every missed message (docs/RECOVERY.md).",
+        "against the reference server (SQLite store, picows); the fault (a restart, or a "
+        f"drain in batches) comes at {FAULT_AT_S:g} s of load. Recovery = connection lost -> "
+        "every room resumed with every missed message (docs/RECOVERY.md); 99 % back = the "
+        "fault's start -> 99 % of its clients resumed with every missed message; handshakes "
+        "per s = the clients' welcomes, busiest 100 ms and mean over the storm.",
         "",
         "| case | lost conns | recovered | reconnect p50 / p99 ms | recovery p50 / p99 / max ms "
         "| msgs lost / dup wire / dup after dedupe | server down ms "
         "| backoff waste p50 / p99 ms | handshake p50 / p99 ms "
-        "| replay p50 / p99 ms | resumed per s | server CPU in recovery |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| replay p50 / p99 ms | resumed per s | handshakes per s peak / mean "
+        "| 99 % back s | attempts per loss | server CPU in recovery |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for case in cases:
         m = case["median"]
@@ -304,7 +357,9 @@ def render(cases: list[dict[str, Any]], cores: Cores, command: str, runs: int) -
             f"{_fmt(m['down_ms'])} | {_fmt(m['waste_ms_p50'])} / {_fmt(m['waste_ms_p99'])} | "
             f"{_fmt(m['handshake_ms_p50'])} / {_fmt(m['handshake_ms_p99'])} | "
             f"{_fmt(m['replay_ms_p50'])} / {_fmt(m['replay_ms_p99'])} | "
-            f"{_fmt(m['resumed_per_s'])} | {_fmt(m['server_cpu_during_recovery'])} |"
+            f"{_fmt(m['resumed_per_s'])} | {_fmt(m['handshakes_peak_per_s'])} / "
+            f"{_fmt(m['handshakes_mean_per_s'])} | {_fmt(m['back_99_s'])} | "
+            f"{_fmt(m['attempts_per_loss'])} | {_fmt(m['server_cpu_during_recovery'])} |"
         )
     lines += ["", "Every run:", "", "```json", json.dumps(cases, indent=1), "```", ""]
     return "\n".join(lines)
@@ -312,9 +367,18 @@ def render(cases: list[dict[str, Any]], cores: Cores, command: str, runs: int) -
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1,000 clients, restart:kill, once")
-    parser.add_argument("--users", type=int, nargs="+", default=[1000, 10000])
-    parser.add_argument("--faults", nargs="+", default=["restart:term", "restart:kill"])
+    parser.add_argument(
+        "--quick", action="store_true", help="the storm cases at 1,000 clients, once"
+    )
+    parser.add_argument(
+        "--users", type=int, nargs="+", help="client counts (with --faults: every pair)"
+    )
+    parser.add_argument(
+        "--faults", nargs="+", help="fault kinds without @TIME (restart:kill, drain:1000/100ms)"
+    )
+    parser.add_argument(
+        "--server-args", default="", help='more `rtbench serve` flags, e.g. "--admit-rate 4000"'
+    )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--procs", type=int, default=0, help="generator processes")
     parser.add_argument("--workers", type=int, default=1, help="server worker processes")
@@ -327,27 +391,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "runs" / "recovery.md")
     args = parser.parse_args(argv)
     if args.quick:
-        args.users, args.faults, args.runs = [1000], ["restart:kill"], 1
+        args.runs = 1
     cores = Cores.detect()
     if not args.shared:
         cores.pin_self()  # this process and the generator workers it starts: the client core
     policy = {k: float(v) for k, _, v in (item.partition("=") for item in args.reconnect)}
-    cases = [
-        run_case(
-            Case(
-                users,
-                fault,
-                procs=args.procs,
-                pinned=not args.shared,
-                workers=args.workers,
-                reconnect=policy,
-            ),
-            args.runs,
-            cores,
-        )
-        for users in args.users
-        for fault in args.faults
-    ]
+    common: dict[str, Any] = {
+        "procs": args.procs,
+        "pinned": not args.shared,
+        "workers": args.workers,
+        "reconnect": policy,
+    }
+    if args.users or args.faults:  # a grid of its own
+        plan = [
+            Case(users, fault, server_args=args.server_args, **common)
+            for users in args.users or [1000]
+            for fault in args.faults or ["restart:kill"]
+        ]
+    elif args.quick:
+        plan = storm_cases(1000, **common)
+    else:
+        plan = default_cases(**common)
+    cases = [run_case(case, args.runs, cores) for case in plan]
     command = "python -m benchmarks.recovery " + " ".join(argv or sys.argv[1:])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(render(cases, cores, command.strip(), args.runs))

@@ -18,6 +18,7 @@ modules with one job each:
 | ``resume`` | subscribe with a replay (join.since, hello.resume) from the ring or the store |
 | ``presence`` | online/offline with a grace period; joined/left |
 | ``health`` | ``/healthz`` and ``/metrics`` |
+| ``admin`` | ``/admin/drain``: clients asked to reconnect, in batches |
 | ``frames`` | encode-once framing of server messages and stored items |
 | ``broker`` | what other workers must learn (``LocalBroker``: nobody; ``cluster/``: Redis) |
 | ``cluster.sequencer`` | every room's items in seq order, whoever committed them |
@@ -31,10 +32,14 @@ close sessions) is closed by ``connections.on_user_gone``.
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
+from urllib.parse import urlsplit
 
 from reference_server.access import Access
+from reference_server.admin import Admin
 from reference_server.auth import Authenticator
 from reference_server.auth_http import HttpGuard
 from reference_server.broker.base import Broker, LocalBroker
@@ -53,14 +58,15 @@ from reference_server.handlers.messaging import Messaging
 from reference_server.handlers.receipts import Receipts
 from reference_server.handlers.typing_notices import TypingNotices
 from reference_server.health import Health
-from reference_server.limits import ConnectionLimits, RateLimiter, Verdict
+from reference_server.limits import Admission, ConnectionLimits, RateLimiter, Verdict
 from reference_server.metrics import Metrics
 from reference_server.presence import Presence
 from reference_server.resume import Subscriptions
 from reference_server.rooms import RoomDirectory
 from reference_server.session import Session
 from reference_server.store.base import Store
-from reference_server.transport import Connection
+from reference_server.transport import Connection, Refusal
+from rtbench.protocol import ADMIN_DRAIN_PATH
 
 DRAIN_LINGER = 1.0  # seconds the 1012 close frames get to reach the clients
 
@@ -72,7 +78,6 @@ class App:
     # once in __init__ so a frame costs no extra call on its way in.
     open_session: Callable[[Connection, str | None], Session]
     http: Callable[[str, str | None], tuple[int, bytes, str]]
-    origin_refusal: Callable[[str | None], str | None]
     rate_limited: Callable[[Session, Verdict], None]
     handle: Callable[[Session, bytes], None]
     defer: Callable[[Session, bytes], None]
@@ -146,15 +151,46 @@ class App:
         security = config.security
         guard = HttpGuard(security.allowed_origins, security.metrics_token)
         self.health = Health(metrics, store, self.broker, connections, rooms, transport)
+        self.admin = Admin(connections, self.spawn, security.admin_token, config.insecure_dev)
+        self._health_http = guard.wrap(self.health.http)  # /metrics behind its token, if set
 
         self.open_session = connections.open
         self.session_closed = connections.closed
         self.close = connections.close
         self.handle = self.dispatcher.handle
         self.defer = self.dispatcher.defer
-        self.http = guard.wrap(self.health.http)  # /metrics behind the token, if one is set
+        self.http = self._http
         self.origin_refusal = guard.origin_refusal
+        self.admission = Admission.from_config(
+            limits.admit_rate, limits.admit_burst, time.monotonic()
+        )  # None: every upgrade admitted (the default)
         self.rate_limited = self.dispatcher.rate_limited
+
+    def upgrade_refusal(self, origin: str | None) -> Refusal | None:
+        """Refuse an upgrade before a socket exists: a browser Origin not allowed (403),
+        or past the admission bucket (503 with Retry-After, whole seconds as HTTP has
+        them). Decided here for every transport."""
+        refusal = self.origin_refusal(origin)
+        if refusal is not None:
+            return Refusal(403, refusal.encode())
+        if self.admission is None:
+            return None
+        wait = self.admission.admit(time.monotonic())
+        if not wait:
+            return None
+        self.metrics.admission_refused += 1
+        return Refusal(
+            503,
+            b"too many connections being accepted: try again later\n",
+            (("Retry-After", str(max(1, math.ceil(wait)))),),
+        )
+
+    def _http(self, target: str, authorization: str | None = None) -> tuple[int, bytes, str]:
+        """A plain GET: the admin endpoint, or /healthz and /metrics."""
+        if urlsplit(target).path == ADMIN_DRAIN_PATH:
+            self.metrics.handshakes += 1
+            return self.admin.http(target, authorization)
+        return self._health_http(target, authorization)
 
     async def start(self) -> None:
         """Open the store (its batches come back to ``commits``) and the broker."""

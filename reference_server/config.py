@@ -55,6 +55,10 @@ class LimitsConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     rate_per_s: NonNegative = 200  # frames a connection may send per second (token bucket)
     rate_burst: Positive = 1000  # ... and at once
     rate_abuse_frames: Positive = 1000  # frames dropped in one over-limit episode: close 1008
+    # admission (limits.Admission): accepted upgrades per second for the whole process,
+    # past it HTTP 503 + Retry-After; 0 switches it off. admit_burst 0: one second's worth
+    admit_rate: Annotated[float, Meta(ge=0)] = 0.0  # may be fractional: 0.5 = one per 2 s
+    admit_burst: NonNegative = 0
 
     def __post_init__(self) -> None:
         from reference_server.limits import parse_networks
@@ -85,6 +89,7 @@ class SecurityConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     jwt_public_key: str = ""  # PEM file: verify RS256 JWTs (rtbench serve --jwt-public-key)
     allowed_origins: list[str] = []  # upgrade Origin allow-list; empty: any (HTTP 403 otherwise)
     metrics_token: str = ""  # /metrics needs Authorization: Bearer this (RTBENCH_METRICS_TOKEN)
+    admin_token: str = ""  # /admin/drain needs Authorization: Bearer this (RTBENCH_ADMIN_TOKEN)
 
 
 class StoreConfig(Struct, forbid_unknown_fields=True, kw_only=True):

@@ -49,6 +49,17 @@ class _Formatter(argparse.HelpFormatter):
         super().add_usage(usage, actions, groups, "Usage: " if prefix is None else prefix)
 
 
+def _rate(text: str) -> float:
+    """An argparse type: a rate per second, 0 or more (0.5: one every 2 s)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a rate of 0 or more")
+    return value
+
+
 def _whole(low: int, high: int | None, what: str) -> Callable[[str], int]:
     """An argparse type: a whole number in [low, high] (no upper bound if None)."""
 
@@ -78,6 +89,13 @@ SECRET_FLAGS = (
         "TOKEN",
         "RTBENCH_METRICS_TOKEN",
         "/metrics then needs Authorization: Bearer TOKEN",
+    ),
+    (
+        "--admin-token",
+        "TOKEN",
+        "RTBENCH_ADMIN_TOKEN",
+        "Turn on /admin/drain (clients asked to reconnect in batches), behind "
+        "Authorization: Bearer TOKEN; --insecure-dev turns it on without one",
     ),
 )
 """Flags that also come from the environment, so secrets need not be on a command line."""
@@ -123,6 +141,19 @@ def parser() -> argparse.ArgumentParser:
         "repeatable. Default: any.",
     )
     p.add_argument(
+        "--admit-rate",
+        type=_rate,
+        metavar="N",
+        help="Accept at most N upgrades a second (a token bucket); past it HTTP 503 with "
+        "Retry-After, which clients retry with backoff. 0: no limit (default).",
+    )
+    p.add_argument(
+        "--admit-burst",
+        type=_whole(0, None, "a whole number"),
+        metavar="M",
+        help="... and at most M at once (default: N, one second's worth).",
+    )
+    p.add_argument(
         "--transport",
         metavar="NAME",
         help="WebSocket library: picows or websockets (default picows).",
@@ -159,12 +190,14 @@ def serve(args: argparse.Namespace) -> int:
         raise UsageError(f"--transport must be picows or websockets, not {args.transport!r}")
     cfg = override(cfg, "listen", host=args.host, port=args.port, transport=args.transport)
     cfg = override(cfg, "store", url=args.store)
+    cfg = override(cfg, "limits", admit_rate=args.admit_rate, admit_burst=args.admit_burst)
     cfg = override(cfg, "cluster", workers=args.workers, broker=args.broker)
     cfg = override(
         cfg,
         "security",
         jwt_public_key=args.jwt_public_key,
         metrics_token=args.metrics_token,
+        admin_token=args.admin_token,
         allowed_origins=args.allow_origin or None,
     )
     dev = args.insecure_dev or cfg.insecure_dev

@@ -18,11 +18,20 @@ address (from the upgrade on; addresses in ``connection_limit_exempt``, loopback
 default, are not counted: load generators and a local reverse proxy live there).
 ``max_connections_per_user`` counts connections that said hello as one user. Past
 either, the new connection is closed with 4429.
+
+**Admission.** A token bucket on the server's accepted upgrades, shared by every
+connection (``admit_rate`` a second, ``admit_burst`` at once; off by default). Past it,
+an upgrade is refused before a socket exists, with HTTP 503 and ``Retry-After``: a
+reconnect storm then costs the server a short HTTP answer per refused attempt instead
+of a handshake, a hello and a resume it may not finish within the client's timeout,
+and every client it did accept gets its turn at full speed. Clients treat the 503 as
+"try again later" (backoff with jitter: docs/RECOVERY.md), which spreads the storm.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import math
 from enum import IntEnum
 from typing import Protocol
 
@@ -92,6 +101,38 @@ class RateLimiter:
             f"dropped unanswered until you slow down, and after {self.abuse} dropped frames "
             "the connection is closed 1008"
         )
+
+
+class Admission:
+    """The token bucket of accepted upgrades (one per server process)."""
+
+    __slots__ = ("at", "burst", "rate", "tokens")
+
+    def __init__(self, rate_per_s: float, burst: int, now: float) -> None:
+        self.rate = float(rate_per_s)
+        self.burst = float(max(burst, 1))
+        self.tokens = self.burst  # a new process starts with a full bucket
+        self.at = now
+
+    @classmethod
+    def from_config(cls, rate_per_s: float, burst: int, now: float) -> Admission | None:
+        """The server's bucket, or None when ``rate_per_s`` is 0 (every upgrade admitted).
+
+        ``burst`` 0 means one second's worth (``rate_per_s``, at least 1).
+        """
+        if rate_per_s <= 0:
+            return None
+        return cls(rate_per_s, burst or math.ceil(rate_per_s), now)
+
+    def admit(self, now: float) -> float:
+        """0.0 when one more upgrade may go ahead now; else seconds until it could."""
+        tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if tokens >= _ONE:
+            self.tokens = tokens - 1.0
+            return 0.0
+        self.tokens = tokens
+        return (1.0 - tokens) / self.rate
 
 
 def peer_address(peer: str) -> str:

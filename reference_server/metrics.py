@@ -67,6 +67,7 @@ class Metrics:
         self.gap_repairs = 0  # gaps in a room's order filled from the store (several workers)
         self.repaired_items = 0
         self.rate_limited = 0  # frames dropped by the per-connection rate limit
+        self.admission_refused = 0  # upgrades refused 503 past the admission bucket
         self.queue_high_water = 0  # largest outgoing buffer seen on any connection, bytes
         self.loop_lag = 0.0  # seconds, last sample
         self.loop_lag_max = 0.0
@@ -104,6 +105,11 @@ class MetricsCollector:
             ("gap_repairs", "Gaps in a room's order filled from the store.", m.gap_repairs),
             ("repaired_items", "Items read from the store to fill gaps.", m.repaired_items),
             ("frames_rate_limited", "Frames dropped by the rate limit.", m.rate_limited),
+            (
+                "admission_refused",
+                "Upgrades refused 503 past the admission rate.",
+                m.admission_refused,
+            ),
         )
         for name, doc, value in counters:
             yield CounterMetricFamily(p + name, doc, value=value)

@@ -9,7 +9,13 @@ adapter's to say (``Adapter.fatal_close_codes``, ``Adapter.refused_room_codes``)
 this package's. docs/RECOVERY.md describes the behaviour and every setting.
 """
 
-from loadtest.client.policy import Backoff, Liveness, Pulse, ReconnectPolicy
+from loadtest.client.policy import (
+    Backoff,
+    Liveness,
+    Pulse,
+    ReconnectPolicy,
+    waits_for_listener,
+)
 from loadtest.client.reconnect import ClientSession, Phase, Recovery
 
 __all__ = [
@@ -20,4 +26,5 @@ __all__ = [
     "Pulse",
     "ReconnectPolicy",
     "Recovery",
+    "waits_for_listener",
 ]

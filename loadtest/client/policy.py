@@ -18,6 +18,10 @@ resumed), so each default is argued in docs/RECOVERY.md; in short:
   ^ n, capped at ``max_ms``, each delay drawn from [``1 - jitter``, 1] of its value;
   ``jitter`` 1 is "full jitter"), so a server that accepts but cannot answer is not
   hammered, and the cap keeps the wait after it recovers short.
+  That includes a server's "try again later": an upgrade refused with HTTP 503 (the
+  reference server's admission bucket) takes the ladder, not its ``Retry-After``,
+  whose whole seconds would hold every refused client at least 1 s, half the
+  recovery target; the jittered ladder spreads them over [0, d] instead.
 - **A silent connection is pinged, and given up when the pong does not come**
   (``ping_after_ms`` of silence, then ``ping_timeout_ms``): over a blackholed network
   nothing arrives, not even a close, and only the client's own heartbeat can tell.
@@ -57,6 +61,13 @@ class ReconnectPolicy(Struct, forbid_unknown_fields=True, kw_only=True, omit_def
         if self.base_ms > self.max_ms:
             return f"reconnect base_ms ({self.base_ms:g}) is above max_ms ({self.max_ms:g})"
         return None
+
+
+def waits_for_listener(cause: str) -> bool:
+    """True when a failed attempt means nothing listens yet (wait for the port, then go
+    within ``first_spread_ms``); every other cause (a timeout, a reset, an upgrade refused
+    with 503 or any status) takes the exponential ladder (``Backoff.next_delay_s``)."""
+    return cause == "refused"
 
 
 class Backoff:

@@ -37,7 +37,7 @@ from collections import Counter
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from loadtest.client.policy import Liveness, Pulse, ReconnectPolicy
+from loadtest.client.policy import Liveness, Pulse, ReconnectPolicy, waits_for_listener
 from loadtest.engine.failures import classify
 
 if TYPE_CHECKING:
@@ -153,7 +153,7 @@ class Reconnector:
             cause = await self._attempt(conn)
             if cause is None:
                 return
-            if cause == "refused":  # nothing listens yet: wait for it, then go at once
+            if waits_for_listener(cause):  # nothing listens yet: wait for it, then go
                 watch.refused()
                 await watch.wait(self.policy.max_ms / 1000.0)
                 delay = session.backoff.spread_s()

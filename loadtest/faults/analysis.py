@@ -23,11 +23,25 @@ per 100 ms of receive time. The rate before the first fault is the baseline; aft
 fault, the flow is back at the first 1-second window that carries 90 % of that rate
 again, once it has dropped below it (``flow_back_s``, from the fault's start; 0: it
 never dropped).
+
+**The storm** (``storm`` of each fault, ``storm_figures``): the fault's clients coming
+back, on one time axis from the fault's start (a blackhole: from when it lifts). The
+server accepted a client's handshake when it welcomed the session again
+(``Recovery.reconnected_ns``); counted per 100 ms, that gives the accepted handshakes
+per second at the peak 100 ms and on average over the storm (from its first 100 ms
+with a reconnect to the one holding its 99th-percentile reconnect: a straggler does not
+stretch it), and the counts themselves for the report's chart. And
+the time until 99 % of the clients the fault cost were resubscribed to every room with
+every item they missed (resumed and complete): the storm's end as a user would see it,
+which the per-client recovery p99 does not say when the losses are spread over time
+(a drain in batches).
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -37,11 +51,14 @@ from rtbench.histogram import LatencyHistogram
 from rtbench.results import LatencySummary
 
 if TYPE_CHECKING:
+    from loadtest.client import Recovery
     from loadtest.engine.coordinator import Outcome
 
 DS_NS = 100_000_000
 FLOW_SHARE = 0.9
 FLOW_WINDOW_DS = 10
+STORM_SHARE = 0.99  # the storm is over when this share of its clients is back and whole
+STORM_MAX_BINS = 600  # 60 s of 100 ms counts in results.json at most
 
 
 @dataclass
@@ -56,6 +73,7 @@ class _Bucket:
     reconnect: LatencyHistogram = field(default_factory=LatencyHistogram)
     recovery: LatencyHistogram = field(default_factory=LatencyHistogram)
     detect: LatencyHistogram = field(default_factory=LatencyHistogram)
+    records: list[Recovery] = field(default_factory=list)
 
 
 @dataclass
@@ -106,6 +124,7 @@ def summarize(outcome: Outcome, slo: slo_mod.SLO) -> RecoveryFigures:
         which = sum(1 for s in starts if s <= record.lost_ns)
         bucket = buckets[which]
         bucket.losses += 1
+        bucket.records.append(record)
         bucket.attempts += record.attempts
         bucket.causes[record.cause] += 1
         start = record.lost_ns
@@ -165,6 +184,14 @@ def _fault_entries(
         if back is not None:
             entry["flow_back_s"] = back
         entry["lost"] = _lost_between(outcome, injection.started_ns, until)
+        storm_start = (
+            injection.ended_ns
+            if injection.fault.kind is FaultKind.BLACKHOLE
+            else injection.started_ns
+        )
+        storm = storm_figures(buckets[index].records, storm_start)
+        if storm:
+            entry["storm"] = storm
     if buckets[0].losses:
         entries.insert(0, {"kind": "before any fault", **_bucket_figures(buckets[0])})
     return entries
@@ -186,6 +213,53 @@ def _bucket_figures(bucket: _Bucket) -> dict[str, Any]:
         figures = _brief(getattr(bucket, name))
         if figures:
             out[f"{name}_ms"] = figures
+    return out
+
+
+def storm_figures(records: Sequence[Recovery], start_ns: int) -> dict[str, Any]:
+    """The storm of one fault's losses, from ``start_ns`` (empty without losses).
+
+    ``handshakes_per_s``: accepted handshakes (welcomes) per second, in the busiest
+    100 ms (``peak``) and over the storm (``mean``: the reconnects in the 100 ms bins
+    from the first reconnect's to the 99th-percentile reconnect's, over that span);
+    ``reconnects_per_100ms``: the counts from ``start_ns`` (at most ``STORM_MAX_BINS``);
+    ``resumed_99_s``: seconds from
+    ``start_ns`` until 99 % of the losses were resumed with every missed item (absent
+    when fewer ever were: ``resumed_complete`` says how many); ``last_loss_s``: when the
+    last of them lost its connection (a drain in batches spreads the losses).
+    """
+    if not records:
+        return {}
+    back = [max(0, r.reconnected_ns - start_ns) for r in records if r.reconnected_ns]
+    bins = Counter(ns // DS_NS for ns in back)
+    whole = sorted(r.resumed_ns for r in records if r.resumed_ns and r.complete)
+    out: dict[str, Any] = {
+        "losses": len(records),
+        "reconnected": len(back),
+        "resumed_complete": len(whole),
+        "last_loss_s": round(max(0, max(r.lost_ns for r in records) - start_ns) / 1e9, 3),
+    }
+    need = math.ceil(STORM_SHARE * len(records))
+    if len(whole) >= need:
+        out["resumed_99_s"] = round(max(0, whole[need - 1] - start_ns) / 1e9, 3)
+    if bins:
+        back.sort()
+        first, last = back[0] // DS_NS, back[-1] // DS_NS
+        # the storm's bulk ends with its 99th-percentile reconnect: one straggler (an
+        # attempt that timed out) must not stretch the mean over seconds of quiet
+        bulk_end = back[math.ceil(STORM_SHARE * len(back)) - 1] // DS_NS
+        in_bulk = sum(bins[d] for d in range(first, bulk_end + 1))
+        span_s = (bulk_end - first + 1) * DS_NS / 1e9
+        out["first_reconnect_s"] = round(back[0] / 1e9, 3)
+        out["last_reconnect_s"] = round(back[-1] / 1e9, 3)
+        out["handshakes_per_s"] = {
+            "peak": round(max(bins.values()) * 1e9 / DS_NS, 1),
+            "mean": round(in_bulk / span_s, 1),
+        }
+        shown = min(last + 1, STORM_MAX_BINS)
+        out["reconnects_per_100ms"] = [bins.get(d, 0) for d in range(shown)]
+        if shown <= last:
+            out["reconnects_cut_at_s"] = round(shown * DS_NS / 1e9, 1)
     return out
 
 

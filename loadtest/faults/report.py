@@ -16,6 +16,16 @@ def _ms(figures: dict[str, float] | None) -> str:
     return f"{figures['p50']:,.0f} / {figures['p99']:,.0f} / {figures['max']:,.0f}"
 
 
+def _storm(storm: dict[str, Any] | None) -> tuple[str, str]:
+    """(accepted handshakes per s, peak / mean; seconds until 99 % were back and whole)."""
+    if not storm:
+        return "-", "-"
+    rate = storm.get("handshakes_per_s")
+    rates = f"{rate['peak']:,.0f} / {rate['mean']:,.0f}" if rate else "-"
+    back = storm.get("resumed_99_s")
+    return rates, "never" if back is None else f"{back:.2f} s"
+
+
 def fault_row(entry: dict[str, Any]) -> list[str]:
     when = entry.get("started_s")
     lost = entry.get("connections_lost", 0)
@@ -29,6 +39,7 @@ def fault_row(entry: dict[str, Any]) -> list[str]:
         _ms(entry.get("reconnect_ms")),
         _ms(entry.get("recovery_ms")),
         _ms(entry.get("detect_ms")),
+        *_storm(entry.get("storm")),
         "-" if flow is None else f"{flow:.1f} s",
         f"{entry.get('lost', 0):,}",
         entry.get("error", ""),
@@ -44,6 +55,8 @@ def fault_table(results: Results) -> Table:
         "reconnect ms p50/p99/max",
         "recovery ms p50/p99/max",
         "detect ms p50/p99/max",
+        "handshakes/s peak / mean",
+        "99 % back",
         "flow back",
         "msgs lost",
         "note",

@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import tempfile
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse, urlunparse
+from urllib.parse import urlencode, urlparse, urlunparse
 
 from loadtest.faults.fleet import ProxyFleet
 from loadtest.faults.schedule import NEEDS_PROXY, Fault, FaultKind, FaultRunError, parse_faults
-from loadtest.faults.server import ServerError, ServerProcess, address_of
+from loadtest.faults.server import ServerError, ServerProcess, address_of, admin_get
+from rtbench.protocol import ADMIN_DRAIN_PATH
 
 if TYPE_CHECKING:
     from loadtest.engine.coordinator import Outcome, Progress
@@ -194,6 +197,33 @@ class FaultSession:
             finally:
                 await self.proxy.blackhole(False)
             details["duration_s"] = fault.duration_s
+        elif fault.kind is FaultKind.DRAIN:
+            await self._drain(fault, details)
+
+    async def _drain(self, fault: Fault, details: dict[str, Any]) -> None:
+        """Ask the server (not the proxy) to drain; the fault lasts until its last batch.
+
+        The admin token comes from ``RTBENCH_ADMIN_TOKEN``, which a server started by
+        ``--server-cmd`` inherits too.
+        """
+        host, port = address_of(self.target)
+        query = urlencode({"batch": fault.count, "interval_ms": round(fault.interval_s * 1000, 3)})
+        status, body = await admin_get(
+            host, port, f"{ADMIN_DRAIN_PATH}?{query}", os.environ.get("RTBENCH_ADMIN_TOKEN")
+        )
+        if status != 200:
+            text = body.decode(errors="replace").strip()[:200]
+            raise ServerError(f"{ADMIN_DRAIN_PATH} answered HTTP {status}: {text}")
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            raise ServerError(f"{ADMIN_DRAIN_PATH} answered HTTP 200 without JSON") from None
+        details["batch"] = fault.count
+        details["interval_ms"] = round(fault.interval_s * 1000, 3)
+        details["clients_asked"] = answer.get("clients", 0)
+        details["batches"] = batches = answer.get("batches", 0)
+        if batches > 1:  # the server closes the last batch this long after the first
+            await asyncio.sleep((batches - 1) * fault.interval_s)
 
     async def finished(self) -> None:
         """Wait for an injection still in progress (a restart near the end of the load)."""

@@ -10,6 +10,11 @@
                     can tell a connection is dead
 ``kill-worker@10s`` SIGKILL one worker process of a multi-worker server (``kill-worker:2``:
                     two of them); its supervisor is expected to replace it
+``drain:1000/100ms@10s`` the server asks its clients to reconnect (close 1012), 1,000 at a
+                    time, a batch every 100 ms, and keeps running (the reference
+                    server's ``/admin/drain``; Phoenix's socket drainer on shutdown:
+                    ``batch_size`` / ``batch_interval``); ``drain@10s``: Phoenix's
+                    defaults, 10,000 every 2 s
 ==================  ===============================================================
 
 TIME counts from the start of the load (the first scheduled send), in ``s``, ``ms`` or
@@ -38,11 +43,13 @@ class FaultKind(StrEnum):
     CUT = "cut"
     BLACKHOLE = "blackhole"
     KILL_WORKER = "kill-worker"
+    DRAIN = "drain"
 
 
 NEEDS_SERVER = frozenset({FaultKind.RESTART, FaultKind.KILL_WORKER})
 NEEDS_PROXY = frozenset({FaultKind.CUT, FaultKind.BLACKHOLE})
 DEFAULT_BLACKHOLE_S = 3.0
+DEFAULT_DRAIN = (10_000, 2.0)  # Phoenix's drainer: batch_size 10,000, batch_interval 2 s
 
 _SPEC = re.compile(r"^(?P<kind>[a-z-]+)(?::(?P<arg>[^@]+))?@(?P<at>.+)$")
 _DURATION = re.compile(r"^(?P<value>\d+(?:\.\d+)?)(?P<unit>ms|s|m)?$")
@@ -58,7 +65,8 @@ class Fault(Struct, frozen=True, kw_only=True, omit_defaults=True):
     signal: str = ""  # restart: "term" or "kill"
     share: float = 1.0  # cut: share of connections reset
     duration_s: float = 0.0  # blackhole: how long no byte passes
-    count: int = 1  # kill-worker: workers killed
+    count: int = 1  # kill-worker: workers killed; drain: clients per batch
+    interval_s: float = 0.0  # drain: seconds between batches
 
     @property
     def end_s(self) -> float:
@@ -83,6 +91,21 @@ def _share(text: str, spec: str) -> float:
     if not 0.0 < value <= 1.0:
         raise FaultError(f"fault {spec!r}: share must be above 0 and at most 100%")
     return value
+
+
+def _drain(text: str, spec: str) -> tuple[int, float]:
+    """'1000/100ms' -> (1000 clients per batch, 0.1 s between batches)."""
+    batch, sep, interval = text.partition("/")
+    batch = batch.strip().replace("_", "")
+    if not sep or not batch.isdigit() or int(batch) < 1:
+        raise FaultError(
+            f"fault {spec!r}: drain takes BATCH/INTERVAL, clients per batch and the time "
+            "between batches, e.g. drain:1000/100ms@8s"
+        )
+    seconds = parse_duration(interval, f"fault {spec!r}: interval")
+    if seconds > 60:
+        raise FaultError(f"fault {spec!r}: batches at most 60 s apart")
+    return int(batch), seconds
 
 
 def parse_fault(spec: str) -> Fault:
@@ -111,6 +134,9 @@ def parse_fault(spec: str) -> Fault:
         if seconds <= 0:
             raise FaultError(f"fault {spec!r}: a blackhole needs a duration above 0")
         return Fault(kind=kind, at_s=at_s, spec=spec, duration_s=seconds)
+    if kind is FaultKind.DRAIN:
+        batch, interval = _drain(arg, spec) if arg else DEFAULT_DRAIN
+        return Fault(kind=kind, at_s=at_s, spec=spec, count=batch, interval_s=interval)
     count = 1
     if arg:
         if not arg.isdigit() or int(arg) < 1:

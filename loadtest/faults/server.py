@@ -225,3 +225,33 @@ async def _answers(host: str, port: int) -> bool:
         writer.close()
         with contextlib.suppress(Exception):
             await writer.wait_closed()
+
+
+async def admin_get(host: str, port: int, target: str, token: str | None) -> tuple[int, bytes]:
+    """One plain HTTP GET of ``target`` (an admin endpoint): (status, body).
+
+    ``token`` goes in ``Authorization: Bearer``. Raises ServerError when nothing answers.
+    """
+    head = f"GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n"
+    if token:
+        head += f"Authorization: Bearer {token}\r\n"
+    try:
+        async with asyncio.timeout(5.0):
+            reader, writer = await asyncio.open_connection(host, port)
+            try:
+                writer.write((head + "\r\n").encode())
+                answer = await reader.read(65536)
+                while chunk := await reader.read(65536):
+                    answer += chunk
+            finally:
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await writer.wait_closed()
+    except (OSError, TimeoutError) as exc:
+        raise ServerError(f"{target} on {host}:{port}: no answer ({exc or 'timeout'})") from None
+    status_line, _, rest = answer.partition(b"\r\n")
+    parts = status_line.split()
+    if len(parts) < 2 or not parts[1].isdigit():
+        raise ServerError(f"{target} on {host}:{port}: not an HTTP answer")
+    _, _, body = rest.partition(b"\r\n\r\n")
+    return int(parts[1]), body

@@ -147,7 +147,8 @@ class Scenario(Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=T
         list[str],
         Knob(
             "Inject a fault, KIND[:ARG]@TIME (repeatable): restart[:term|:kill], "
-            "cut[:SHARE], blackhole[:SECONDS], kill-worker[:N]; e.g. restart:kill@10s. "
+            "cut[:SHARE], blackhole[:SECONDS], kill-worker[:N], drain[:BATCH/INTERVAL]; "
+            "e.g. restart:kill@10s, drain:1000/100ms@8s. "
             "docs/RECOVERY.md.",
             flag="--fault",
             commands=("run",),  # check takes one --fault of its own; Locust injects none

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from rtbench.protocol import WS_PATHS
+from rtbench.protocol import ADMIN_DRAIN_PATH, WS_PATHS
 
 
 class Connection(Protocol):
@@ -68,13 +68,24 @@ class Core(Protocol):
     def open_session(self, conn: Connection, token: str | None) -> Session: ...
 
     def http(self, path: str, authorization: str | None) -> tuple[int, bytes, str]:
-        """Answer a plain HTTP GET (``/healthz``, ``/metrics``): status, body, content type.
+        """Answer a plain HTTP GET (``/healthz``, ``/metrics``, ``/admin/drain``): status,
+        body, content type.
 
         ``authorization`` is the request's Authorization header (/metrics may need it).
         """
 
-    def origin_refusal(self, origin: str | None) -> str | None:
-        """Why an upgrade from this browser Origin is refused (HTTP 403), or None."""
+    def upgrade_refusal(self, origin: str | None) -> Refusal | None:
+        """The HTTP answer that refuses this upgrade (a browser Origin not allowed: 403;
+        past the admission rate: 503 with Retry-After), or None to go ahead."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """An upgrade refused before a socket exists: the HTTP answer, as the core decided it."""
+
+    status: int
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +145,7 @@ def route(target: str) -> tuple[str, str | None]:
     if parts.path in WS_PATHS:
         tokens = parse_qs(parts.query).get("token")
         return "ws", tokens[0] if tokens else None
-    if parts.path in ("/healthz", "/metrics"):
+    if parts.path in ("/healthz", "/metrics", ADMIN_DRAIN_PATH):
         return "http", None
     return "missing", None
 

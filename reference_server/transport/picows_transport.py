@@ -180,10 +180,12 @@ class PicowsServer:
         kind, token = route(target)
         headers_in = request.headers
         if kind == "ws":
-            refusal = core.origin_refusal(headers_in.get("Origin"))
-            if refusal is not None:  # a browser page from elsewhere: no socket for it
+            refusal = core.upgrade_refusal(headers_in.get("Origin"))
+            if refusal is not None:  # another origin's page, or past admission: no socket
                 response = WSUpgradeResponse.create_error_response(
-                    HTTPStatus.FORBIDDEN, refusal.encode(), {"Content-Type": "text/plain"}
+                    HTTPStatus(refusal.status),
+                    refusal.body,
+                    {"Content-Type": "text/plain", **dict(refusal.headers)},
                 )
                 return WSUpgradeResponseWithListener(response, None)
             header = bearer_token(headers_in.get("Authorization"))

@@ -122,9 +122,14 @@ class WebsocketsServer:
     def _process_request(self, connection: WsConnection, request: Request) -> Response | None:
         kind, token = route(request.path)
         if kind == "ws":
-            refusal = self.core.origin_refusal(request.headers.get("Origin"))
-            if refusal is not None:  # a browser page from elsewhere: no socket for it
-                return connection.respond(HTTPStatus.FORBIDDEN, refusal)
+            refusal = self.core.upgrade_refusal(request.headers.get("Origin"))
+            if refusal is not None:  # another origin's page, or past admission: no socket
+                response = connection.respond(
+                    HTTPStatus(refusal.status), refusal.body.decode(errors="replace")
+                )
+                for name, value in refusal.headers:
+                    response.headers[name] = value
+                return response
             connection.token = bearer_token(request.headers.get("Authorization")) or token
             return None
         if kind == "http":

@@ -353,6 +353,44 @@ def generator_charts(results: Results, timeline: _Timeline) -> list[Chart]:
     return [cpu, lag]
 
 
+def storm_chart(results: Results) -> Chart | None:
+    """Reconnects per second over each fault's storm (None: no fault recorded a storm).
+
+    Drawn from ``run.faults[].storm.reconnects_per_100ms`` (loadtest/faults/analysis.py):
+    the clients' welcomes per 100 ms from the fault's start, scaled to per second.
+    """
+    series: list[Series] = []
+    for i, fault in enumerate(results.run.faults):
+        storm = fault.get("storm")
+        counts = storm.get("reconnects_per_100ms") if isinstance(storm, dict) else None
+        if not counts:
+            continue
+        points: list[Point] = [(k / 10, float(n) * 10) for k, n in enumerate(counts)]
+        name = str(fault.get("spec") or fault.get("kind") or f"fault {i + 1}")
+        series.append(Series(name, points, PALETTE[i % len(PALETTE)]))
+    if not series:
+        return None
+    ends = [x for s in series for x, _ in s.points]
+    svg = line_chart(
+        title="Reconnect storm",
+        series=series,
+        x_scale=LinearScale(0.0, max(ends) + 0.1),
+        y_scale=auto_scale(_ys(series)),
+        x_label="seconds since the fault started (a blackhole: since it lifted)",
+        y_label="reconnects per second",
+    )
+    caption = (
+        "Clients the server took back (welcomed again) per 100 ms, scaled to a rate per "
+        "second, from each fault's start: the height is the server's accepted-handshake "
+        "rate in the storm, the width how long the storm lasted. A flat top is a server "
+        "(or generator) that cannot accept faster; a drain whose batches are further apart "
+        "than 100 ms shows one step per batch; a long thin tail is clients sleeping in "
+        "their backoff. The fault table "
+        "has the peak, the mean and the time until 99 % were back with every missed message."
+    )
+    return Chart("storm", "Reconnect storm: reconnects per second", caption, svg)
+
+
 PHASE_COLORS = {"ramp": "#56B4E9", "load": "#0072B2", "drain": "#999999"}
 FAULT_COLOR = "#D55E00"
 
@@ -422,6 +460,7 @@ def build_charts(results: Results) -> list[Chart]:
     """Every chart of the report, in reading order (a check's timeline first)."""
     timeline = _Timeline.of(sorted(results.series, key=lambda s: s.t))
     story = check_timeline(results)
+    storm = storm_chart(results)
     return [
         *([story] if story is not None else []),
         latency_over_time(results, timeline),
@@ -429,5 +468,6 @@ def build_charts(results: Results) -> list[Chart]:
         connections_over_time(results, timeline),
         throughput_over_time(results, timeline),
         errors_over_time(results, timeline),
+        *([storm] if storm is not None else []),
         *generator_charts(results, timeline),
     ]

@@ -45,7 +45,24 @@ def _lossless_and_measured(results: Results, lost_connections: int | None = None
     assert verdict.status is not Status.NOT_MEASURED and verdict.measured is not None
     assert f"over {lost:,} recoveries" in verdict.detail
     assert sum(s.reconnects for s in results.series) == lost
+    _storm_is_sane(fault, lost)
     return fault
+
+
+def _storm_is_sane(fault: dict, lost: int) -> None:
+    """The storm's figures agree with the recoveries they are computed from."""
+    storm = fault["storm"]
+    assert storm["losses"] == storm["reconnected"] == storm["resumed_complete"] == lost
+    counts = storm["reconnects_per_100ms"]
+    assert sum(counts) == lost and counts[-1] > 0
+    rate = storm["handshakes_per_s"]
+    assert 0 < rate["mean"] <= rate["peak"] == max(counts) * 10
+    assert 0 <= storm["first_reconnect_s"] <= storm["last_reconnect_s"] < len(counts) / 10
+    # every client was back and whole: 99 % of them were, after the first reconnect
+    # and no later than the last loss plus the slowest recovery (the HDR max rounds up)
+    assert storm["first_reconnect_s"] < storm["resumed_99_s"]
+    worst_s = fault["recovery_ms"]["max"] / 1000
+    assert storm["resumed_99_s"] <= storm["last_loss_s"] + worst_s + 0.001
 
 
 @pytest.mark.slow
@@ -115,3 +132,14 @@ def test_kill_worker_of_a_multi_worker_server(
     fault = _lossless_and_measured(results)
     assert len(fault["killed_pids"]) == 1
     assert fault["connections_lost"] < 200  # only the killed worker's clients
+
+
+@pytest.mark.slow
+def test_drain_in_batches_every_client_comes_back_to_the_same_server(fault_run) -> None:  # type: ignore[no-untyped-def]
+    results = fault_run(["drain:50/200ms@3s"])
+    fault = _lossless_and_measured(results, 200)
+    assert fault["causes"] == {"close_1012": 200}  # asked to reconnect, not cut
+    assert fault["clients_asked"] == 200 and fault["batches"] == 4
+    # the last batch is closed three intervals after the request at the earliest
+    assert fault["storm"]["last_loss_s"] >= 0.6
+    assert fault["ended_s"] - fault["started_s"] >= 0.6
