@@ -35,6 +35,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import secrets
 import statistics
 import sys
 import time
@@ -77,13 +78,22 @@ class Reference(ReferenceServer):
     """
 
     def __init__(
-        self, cores: Cores, workdir: Path, store: str, grace_ms: int, tree: Path | None = None
+        self,
+        cores: Cores,
+        workdir: Path,
+        store: str,
+        grace_ms: int,
+        tree: Path | None = None,
+        secret: str | None = None,
     ) -> None:
         config = workdir / "server.toml"
         config.write_text(f"[timing]\npresence_grace_ms = {grace_ms}\n")
         url = f"sqlite:///{workdir / 'bench.db'}" if store == "sqlite" else "memory"
-        command = [*RTBENCH, "serve", "--port", "0", "--insecure-dev", "--store", url]
+        auth = [] if secret else ["--insecure-dev"]  # the secret goes in the environment
+        command = [*RTBENCH, "serve", "--port", "0", *auth, "--store", url]
         env = {"PYTHONPATH": str(tree.resolve())} if tree is not None else {}
+        if secret:
+            env["RTBENCH_JWT_SECRET"] = secret
         ServerProcess.__init__(self, [*command, "--config", str(config)], workdir, cores, env)
 
 
@@ -104,13 +114,14 @@ class BareServer(ServerProcess):
 class Returning(WSListener):
     """One client coming back: hello with resume, then the replay up to ``joined``."""
 
-    def __init__(self, user: str, room: str, since: int, missed: int) -> None:
+    def __init__(self, user: str, token: str, room: str, since: int, missed: int) -> None:
         self.user, self.room, self.since, self.missed = user, room, since, missed
+        self.token = token
         self.done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.seqs: list[int] = []
 
     def on_ws_connected(self, transport: WSTransport) -> None:
-        hello = m.Hello(token=self.user, resume={self.room: self.since}, client="reconnect_cost")
+        hello = m.Hello(token=self.token, resume={self.room: self.since}, client="reconnect_cost")
         transport.send(WSMsgType.TEXT, encode(hello))
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
@@ -172,9 +183,9 @@ class Chat(WSListener):
         return future
 
 
-async def _chat(url: str, user: str) -> tuple[WSTransport, Chat]:
+async def _chat(url: str, token: str) -> tuple[WSTransport, Chat]:
     transport, chat = await ws_connect(Chat, url, use_aiofastnet=False, max_redirects=0)
-    await chat.request(m.Hello(token=user, id=0))
+    await chat.request(m.Hello(token=token, id=0))
     return transport, chat
 
 
@@ -186,7 +197,22 @@ class Storm:
     clients: int
     missed: int
     in_flight: int
+    secret: str | None = None  # HS256 tokens (signed once per user), or the user id
+    tokens: dict[str, str] = field(default_factory=dict)
     last_seq: dict[str, int] = field(default_factory=dict)  # room -> seq every member saw
+
+    def token(self, user: str) -> str:
+        """The user's token: signed once and presented on every reconnect, as a client
+        keeps its token until it expires (the native engine signs one per connect)."""
+        if not self.secret:
+            return user
+        token = self.tokens.get(user)
+        if token is None:
+            import jwt  # PyJWT, only for --jwt runs
+
+            claims = {"sub": user, "exp": int(time.time()) + 3600}
+            token = self.tokens[user] = jwt.encode(claims, self.secret, algorithm="HS256")
+        return token
 
     def user(self, i: int) -> str:
         return f"u{i}"
@@ -198,7 +224,7 @@ class Storm:
         """Every client joins its room once (the server makes them members), then leaves."""
 
         async def one(i: int) -> None:
-            transport, chat = await _chat(self.url, self.user(i))
+            transport, chat = await _chat(self.url, self.token(self.user(i)))
             joined = await chat.request(m.Join(room=self.room(i), id=1))
             self.last_seq[self.room(i)] = joined.seq
             transport.disconnect(graceful=False)
@@ -211,7 +237,7 @@ class Storm:
         groups = [rooms[i : i + ROOMS_PER_WRITER] for i in range(0, len(rooms), ROOMS_PER_WRITER)]
 
         async def writer(j: int, names: list[str]) -> None:
-            transport, chat = await _chat(self.url, f"writer{j}")
+            transport, chat = await _chat(self.url, self.token(f"writer{j}"))
             req = iter(range(1, 1_000_000))
             await asyncio.gather(*(chat.request(m.Join(room=n, id=next(req))) for n in names))
             sends = [
@@ -233,8 +259,9 @@ class Storm:
         async def one(i: int) -> None:
             room = self.room(i)
             user, since = self.user(i), self.last_seq[room]
+            token = self.token(user)
             transport, client = await ws_connect(
-                lambda: Returning(user, room, since, self.missed),
+                lambda: Returning(user, token, room, since, self.missed),
                 self.url,
                 use_aiofastnet=False,
                 max_redirects=0,
@@ -293,7 +320,7 @@ async def measure(
     """Per round, microseconds of server CPU per reconnect (reference) / handshake (peers),
     and of it the kernel's (system) share."""
     storms = {
-        name: Storm(servers[name].url, args.clients, args.missed, args.in_flight)
+        name: Storm(servers[name].url, args.clients, args.missed, args.in_flight, args.secret)
         for name in STORMS
         if name in servers
     }
@@ -332,10 +359,12 @@ def servers_started(cores: Cores, args: argparse.Namespace) -> Iterator[dict[str
         tmp = stack.enter_context(workdir("rtbench-reconnect-"))
         servers: dict[str, ServerProcess] = {}
         grace = args.presence_grace_ms
-        servers["reference"] = stack.enter_context(Reference(cores, tmp, args.store, grace))
+        secret = args.secret
+        reference = Reference(cores, tmp, args.store, grace, None, secret)
+        servers["reference"] = stack.enter_context(reference)
         if args.before is not None:
             (tmp / "before").mkdir()
-            before = Reference(cores, tmp / "before", args.store, grace, args.before)
+            before = Reference(cores, tmp / "before", args.store, grace, args.before, secret)
             servers["before"] = stack.enter_context(before)
         servers["node"] = stack.enter_context(NodePeer(cores, "echo.js"))
         servers["picows"] = stack.enter_context(BareServer(cores, root))
@@ -359,6 +388,7 @@ def summarize(
         # raised otherwise: a summary exists only when all of them resumed
         "resumed": args.clients * args.rounds * len([k for k in per_op if k in STORMS]),
         "store": args.store,
+        "auth": "HS256 JWT" if args.jwt else "insecure-dev",
         "presence_grace_ms": args.presence_grace_ms,
         "us_per_op": {name: round(v, 1) for name, v in medians.items()},
         "per_cpu_s": {name: round(1e6 / v) for name, v in medians.items()},
@@ -397,6 +427,7 @@ def report(summary: dict[str, Any], cores: Cores, argv: list[str]) -> str:
         f"{summary['clients']:,} clients in rooms of {summary['room_size']}, "
         f"{summary['missed_per_room']} messages missed per room and round, "
         f"{summary['in_flight']} reconnecting at a time; store {summary['store']}; "
+        f"tokens {summary['auth']}; "
         f"presence grace {summary['presence_grace_ms']:,} ms; "
         f"{cores.describe()}; medians of {summary['rounds']} alternating rounds.",
         "",
@@ -441,12 +472,18 @@ def main(argv: list[str] | None = None) -> int:
         help="also storm a reference server run from this source tree (PYTHONPATH), in the "
         "same rounds: a before/after of a server change in one run",
     )
+    parser.add_argument(
+        "--jwt",
+        action="store_true",
+        help="the server checks HS256 JWTs (--jwt-secret) instead of --insecure-dev",
+    )
     parser.add_argument("--quick", action="store_true", help="300 clients, 2 rounds")
     parser.add_argument("--out", type=Path, help="write the Markdown report here")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     if args.quick:
         args.clients, args.rounds = 300, 2
+    args.secret = secrets.token_hex(32) if args.jwt else None
     if args.clients % ROOM_SIZE:
         parser.error(f"--clients must be a multiple of {ROOM_SIZE}")
     cores = Cores.detect()
