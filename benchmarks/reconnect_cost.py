@@ -25,6 +25,8 @@ machine lock held throughout.
     .venv/bin/python -m benchmarks.reconnect_cost                    # 5,000 clients, 5 rounds
     .venv/bin/python -m benchmarks.reconnect_cost --quick            # 300 clients, 2 rounds
     .venv/bin/python -m benchmarks.reconnect_cost --out reports/reconnect-cost.md
+    .venv/bin/python -m benchmarks.reconnect_cost --jwt              # HS256 tokens
+    .venv/bin/python -m benchmarks.reconnect_cost --before /tmp/old  # + a server from /tmp/old
 
 Prints every round, the medians and the ratio, and JSON last.
 """
