@@ -8,7 +8,9 @@ measures it. The contract for joining the suite is small:
   holds the lock and the lock is re-entrant for its children;
 - its figures are the last JSON object it prints on stdout (an object printed with
   ``json.dumps(..., indent=2)`` at the very end is found); anything else it prints is
-  kept in ``<out>/<name>.log``; Markdown it writes is its own report.
+  kept in ``<out>/<name>.log``; Markdown it writes is its own report;
+- a ``goals`` list in those figures (``{"goal", "met", "measured", "limit"}`` each) joins
+  the summary's Goals table like a macro benchmark's.
 
 A script that does not exist yet is reported as skipped, with the issue that adds it.
 """
@@ -24,7 +26,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks.context import Context, Outcome
+from benchmarks.context import Context, Goal, Outcome
 from benchmarks.procs import ROOT
 
 
@@ -54,6 +56,12 @@ SCRIPTS: dict[str, Script] = {
         "benchmarks.recovery",
         "Recovery after lost connections (faults)",
         needs="issue 6 (recovery faults)",
+    ),
+    "reconnect_cost": Script(
+        "benchmarks.reconnect_cost",
+        "Server CPU per reconnect-and-resume vs Node ws per bare handshake",
+        timeout_s=300,
+        out_flag="--out",
     ),
     "scaleout": Script(
         "benchmarks.scaleout",
@@ -153,6 +161,10 @@ def run_script(ctx: Context, name: str) -> Outcome:
         out.notes.append(f"exit {done.returncode}: {tail[0]}")
     if figures is not None:
         out.summary = figures
+        for goal in figures.get("goals", []):
+            out.goals.append(
+                Goal(goal["goal"], goal["met"], goal["measured"], goal.get("limit", ""))
+            )
     elif not (ctx.out / f"{name}.md").exists():
         out.notes.append(f"printed no JSON figures; its output is in {name}.log")
     report = ctx.out / f"{name}.md"

@@ -26,6 +26,7 @@ import base64
 import functools
 import logging
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -132,8 +133,20 @@ def _missing() -> AuthError:
     return AuthError("a token is required (Authorization: Bearer, ?token= or hello.token)")
 
 
+VERIFIED_TOKENS = 16384  # verified tokens remembered (oldest forgotten first)
+
+
 class JwtAuthenticator:
-    """Verifies JWTs with one algorithm and one key; ``sub`` and ``exp`` are required."""
+    """Verifies JWTs with one algorithm and one key; ``sub`` and ``exp`` are required.
+
+    A client keeps its token until it expires and presents it again on every reconnect;
+    checking an HS256 signature costs ~28 us, a fifth of the server's whole CPU per
+    reconnect-and-resume (reports/reconnect-cost.md). So a token that verified is
+    remembered, by its exact text (signature included), with its identity and ``exp``:
+    the same text again, before ``exp``, is the same identity under the same key (the
+    key is fixed for the process's life). Any other text, and the same one once expired,
+    is verified in full.
+    """
 
     def __init__(self, key: Any, algorithm: str) -> None:
         import jwt  # only a server that checks JWTs pays for the import
@@ -142,10 +155,23 @@ class JwtAuthenticator:
         self._key = key  # a prepared key object for RS256, so no PEM is parsed per token
         self._algorithms = [algorithm]
         self.name = f"jwt-{algorithm.lower()}"
+        self._verified: dict[str, tuple[Identity, float]] = {}  # token -> (identity, exp)
 
     def identify(self, token: str | None) -> Identity:
         if not token:
             raise _missing()
+        known = self._verified.get(token)
+        if known is not None:
+            if time.time() < known[1]:  # PyJWT's rule: expired once exp <= now
+                return known[0]
+            del self._verified[token]
+        identity, exp = self._verify(token)
+        if len(self._verified) >= VERIFIED_TOKENS:
+            del self._verified[next(iter(self._verified))]
+        self._verified[token] = (identity, exp)
+        return identity
+
+    def _verify(self, token: str) -> tuple[Identity, float]:
         jwt = self._jwt
         try:
             claims = jwt.decode(
@@ -158,7 +184,8 @@ class JwtAuthenticator:
             raise AuthError("token expired") from None
         except jwt.InvalidTokenError as exc:
             raise AuthError(f"invalid token: {exc}") from None
-        return identity_from_claims(claims)
+        # PyJWT has checked that exp is an integer and not past
+        return identity_from_claims(claims), float(claims["exp"])
 
 
 _claims_decoder = msgspec.json.Decoder(dict)

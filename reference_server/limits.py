@@ -141,6 +141,9 @@ def peer_address(peer: str) -> str:
     return (host if sep else peer).strip("[]")
 
 
+EXEMPT_CACHE = 4096  # source addresses whose exemption is remembered
+
+
 class ConnectionLimits:
     """Counts open connections per source address; checks the per-user count it is given."""
 
@@ -149,8 +152,20 @@ class ConnectionLimits:
         self.per_ip = per_ip  # 0: no limit
         self.exempt: tuple[IpNetwork, ...] = tuple(parse_networks(exempt))
         self.by_ip: dict[str, int] = {}  # only counted (non-exempt) addresses
+        # address -> exempt: parsing an address and testing it against the networks cost
+        # ~4 us per accepted connection, a few % of a reconnect (reports/reconnect-cost.md),
+        # and a storm comes from few addresses. Bounded: cleared when full.
+        self._exempt_seen: dict[str, bool] = {}
 
     def _exempt(self, address: str) -> bool:
+        seen = self._exempt_seen.get(address)
+        if seen is None:
+            if len(self._exempt_seen) >= EXEMPT_CACHE:
+                self._exempt_seen.clear()
+            seen = self._exempt_seen[address] = self._exempt_uncached(address)
+        return seen
+
+    def _exempt_uncached(self, address: str) -> bool:
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:  # a peer we cannot parse (a Unix socket): nothing to count

@@ -50,13 +50,20 @@ class Subscriptions:
         self.max_replay = replay.max_replay
 
     def resume(
-        self, s: Session, rid: Any, resume: dict[str, int]
+        self, s: Session, rid: Any, resume: dict[str, int], first: list[bytes]
     ) -> Coroutine[Any, Any, None] | None:
         """``hello.resume``: re-subscribe at once where the ring covers the gap.
+
+        ``first`` (the ``welcome``) and the replays and ``joined`` frames of every room
+        served from the ring leave in one write: in a reconnect storm the server's CPU per
+        client is bound by syscalls, and one write instead of one per room plus one for
+        the welcome is a syscall and a wakeup of the client fewer (reports/reconnect-cost.md).
+        Nothing can come between the frames: all of it happens in this one callback.
 
         Returns a coroutine for the rooms that need the store (not loaded, a new
         member, or a gap older than the ring), or None when everything was served.
         """
+        frames = first
         later: list[tuple[str, int]] = []
         for name, since in resume.items():
             room = self.rooms.cached(name)
@@ -71,9 +78,13 @@ class Subscriptions:
                 self.access.room_slot(s, name)
                 self.access.check(s, room, name)
             except Refuse as exc:
+                self.fanout.write(s, frames)  # what came before, in order
+                frames = []
                 self.fanout.error(s, exc.code, f"resume {name!r}: {exc.message}", rid, "hello")
                 continue
-            self.attach(s, room, since, None, True)
+            self.attach_frames(s, room, since, None, True, frames)
+        if frames:
+            self.fanout.write(s, frames)
         return self._resume_rest(s, rid, later) if later else None
 
     async def _resume_rest(self, s: Session, rid: Any, rooms: list[tuple[str, int]]) -> None:
@@ -104,18 +115,34 @@ class Subscriptions:
 
     def attach(self, s: Session, room: Room, since: int | None, rid: Any, resumed: bool) -> None:
         """Subscribe and replay from the ring, synchronously (caller checked it can)."""
+        frames: list[bytes] = []
+        self.attach_frames(s, room, since, rid, resumed, frames)
+        # the replay and its `joined` leave in one write: a reconnect storm is syscall-bound
+        self.fanout.write(s, frames)
+
+    def attach_frames(
+        self,
+        s: Session,
+        room: Room,
+        since: int | None,
+        rid: Any,
+        resumed: bool,
+        frames: list[bytes],
+    ) -> None:
+        """Subscribe ``s`` and add the ring's replay and the ``joined`` to ``frames``, which
+        the caller writes before it returns to the loop (no live frame can come between)."""
         s.rooms.add(room.name)
         room.subs.add(s)
-        frames: list[bytes] = []
+        replayed = 0
         recovered = True
         if since is not None and since < room.seq:
             if room.seq - since > self.max_replay:
                 recovered = False
             else:
-                frames = room.frames(since + 1, room.seq)
-        # the replay and its `joined` leave in one write: a reconnect storm is syscall-bound
-        frames.append(self._joined(s, room, rid, len(frames), resumed, recovered))
-        self.fanout.write(s, frames)
+                replay = room.frames(since + 1, room.seq)
+                replayed = len(replay)
+                frames += replay
+        frames.append(self._joined(s, room, rid, replayed, resumed, recovered))
 
     async def attach_async(
         self, s: Session, room: Room, since: int | None, rid: Any, resumed: bool

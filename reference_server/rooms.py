@@ -57,9 +57,20 @@ class Room:
         return True
 
     def frames(self, first: int, last: int) -> list[bytes]:
-        """Ring frames for seqs first..last (caller checks they are in the ring)."""
+        """Ring frames for seqs first..last (caller checks they are in the ring).
+
+        A resume asks for the newest few of up to ``ring_size`` frames, and a deque is
+        walked from one end: from the newest end that costs the gap, not the ring.
+        """
+        ring = self.ring
         start = first - self.ring_first
-        return list(itertools.islice(self.ring, start, start + last - first + 1))
+        count = last - first + 1
+        from_end = len(ring) - start - count
+        if from_end < start:
+            out = list(itertools.islice(reversed(ring), from_end, from_end + count))
+            out.reverse()
+            return out
+        return list(itertools.islice(ring, start, start + count))
 
 
 class RoomDirectory:

@@ -19,6 +19,7 @@ from reference_server.connections import Connections
 from reference_server.dispatch import Routes
 from reference_server.errors import Refuse
 from reference_server.fanout import Fanout
+from reference_server.frames import framed
 from reference_server.presence import Presence
 from reference_server.resume import Subscriptions
 from reference_server.session import Session
@@ -75,8 +76,7 @@ class HelloHandlers:
         s.grants = identity.grants
         if self.connections.register(s, user):
             self.presence.arrived(user)
-        self.fanout.reply(
-            s,
+        welcome = framed(
             p.Welcome(
                 id=m.id,
                 session=s.sid,
@@ -84,11 +84,13 @@ class HelloHandlers:
                 server=self.server_name,
                 heartbeat=self.heartbeat,
                 limits=self.limits_info,
-            ),
+            )
         )
         if not m.resume:
+            self.fanout.write(s, [welcome])
             return None
-        return self.subscriptions.resume(s, m.id, m.resume)
+        # the welcome leaves in the same write as the resumed rooms the ring serves
+        return self.subscriptions.resume(s, m.id, m.resume, [welcome])
 
     def _identify(self, s: Session, m: p.Hello) -> Identity:
         """The hello's identity (hello.token wins over the handshake's), or refuse."""

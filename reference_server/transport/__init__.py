@@ -141,6 +141,8 @@ def frame_payload(frame: bytes) -> memoryview:
 
 def route(target: str) -> tuple[str, str | None]:
     """Split a request target into ("ws" | "http" | "missing", token from ``?token=``)."""
+    if target in WS_PATHS:  # every upgrade without a query: no URL parse per connection
+        return "ws", None
     parts = urlsplit(target)
     if parts.path in WS_PATHS:
         tokens = parse_qs(parts.query).get("token")

@@ -216,6 +216,11 @@ class PicowsServer:
             backlog=self.options.backlog,
             reuse_address=True,
             use_aiofastnet=self.use_aiofastnet,
+            # Given a Logger, picows builds a child Logger for every accepted connection
+            # (whose first level check takes logging's lock, and again at disconnect):
+            # ~2 us of each reconnect (reports/reconnect-cost.md). An adapter is used as
+            # it is; its records go to the same "picows.server" logger.
+            logger_name=logging.LoggerAdapter(logging.getLogger("picows.server"), {}),
         )
         return self._server.sockets[0].getsockname()[1]
 

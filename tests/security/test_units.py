@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from dataclasses import dataclass, field
 
 import jwt
 import pytest
 
 from reference_server.auth import (
+    VERIFIED_TOKENS,
     AuthError,
     InsecureDevAuthenticator,
     JwtAuthenticator,
@@ -23,7 +25,13 @@ from reference_server.auth import (
 )
 from reference_server.auth_http import HttpGuard
 from reference_server.authz import room_refusal
-from reference_server.limits import ConnectionLimits, RateLimiter, Verdict, peer_address
+from reference_server.limits import (
+    EXEMPT_CACHE,
+    ConnectionLimits,
+    RateLimiter,
+    Verdict,
+    peer_address,
+)
 from rtbench.protocol import ErrorCode
 from tests.security.conftest import SECRET, RsaKeys, hs256
 
@@ -48,6 +56,38 @@ def test_hs256_accepts_good_and_refuses_forged_expired_and_malformed() -> None:
             auth.identify(token)
     with pytest.raises(AuthError, match="required"):
         auth.identify(None)
+
+
+def test_a_verified_token_is_remembered_until_its_exp_and_only_its_exact_text() -> None:
+    auth = JwtAuthenticator(SECRET, "HS256")
+    exp = int(time.time()) + 2
+    token = jwt.encode({"sub": "alice", "exp": exp}, SECRET, algorithm="HS256")
+    first = auth.identify(token)
+    assert auth.identify(token) is first  # remembered: no second signature check
+    header, payload, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    claims["sub"] = "admin"
+    forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    with pytest.raises(AuthError, match="invalid"):  # the remembered signature buys nothing
+        auth.identify(f"{header}.{forged}.{signature}")
+    with pytest.raises(AuthError, match="invalid"):
+        # one character inside the signature (not the last: its low bits are padding)
+        auth.identify(token[:-10] + ("B" if token[-10] == "A" else "A") + token[-9:])
+    # Wait for the wall clock to pass exp: expiry by the clock is the behaviour under test.
+    while time.time() < exp:
+        time.sleep(0.05)
+    with pytest.raises(AuthError, match="expired"):
+        auth.identify(token)
+
+
+def test_the_remembered_tokens_are_bounded() -> None:
+    auth = JwtAuthenticator(SECRET, "HS256")
+    tokens = [hs256(f"user{i}") for i in range(VERIFIED_TOKENS + 10)]
+    for token in tokens:
+        auth.identify(token)
+    assert len(auth._verified) == VERIFIED_TOKENS
+    assert tokens[0] not in auth._verified and tokens[-1] in auth._verified  # oldest go first
+    assert auth.identify(tokens[0]).user == "user0"  # verified again in full
 
 
 def test_alg_none_and_a_tampered_payload_are_refused() -> None:
@@ -218,6 +258,17 @@ def test_per_ip_counts_skip_exempt_networks_and_release_on_close() -> None:
     assert peer_address("2001:db8::1:443") == "2001:db8::1"
     with pytest.raises(ValueError, match="not an address"):
         ConnectionLimits(1, 1, ["localhost"])
+
+
+def test_remembered_exemptions_are_bounded_and_stay_right() -> None:
+    limits = ConnectionLimits(per_user=0, per_ip=1, exempt=["127.0.0.0/8"])
+    for round_ in range(2):  # the second round is answered from what was remembered
+        for i in range(EXEMPT_CACHE + 100):
+            exempt = f"127.0.{i // 256 % 256}.{i % 256}:{round_}"
+            assert limits.open(exempt) == (True, None)
+        assert len(limits._exempt_seen) <= EXEMPT_CACHE
+        assert limits.open(f"10.1.0.{round_}:1") == (True, f"10.1.0.{round_}")
+        assert limits.open(f"10.1.0.{round_}:2") == (False, None)
 
 
 # ---------------------------------------------------------------- HTTP guard
