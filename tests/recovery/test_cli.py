@@ -53,10 +53,16 @@ def test_a_server_command_that_dies_says_why(tmp_path: Path) -> None:
 def test_fault_run_writes_recovery_figures_and_prints_them(tmp_path: Path) -> None:
     out = tmp_path / "run"
     store = f"sqlite:///{tmp_path / 'server.db'}"
+    # An untimed delivery target (as tests/loadtest/conftest.UNTIMED): messages sent while
+    # the server is down wait out the restart, so delivery p99 lands near 100 ms, where a
+    # loaded runner's own delay makes that verdict inconclusive (exit 4, seen once). This
+    # test is about the fault's figures; the recovery target keeps its default.
+    slo = tmp_path / "slo.toml"
+    slo.write_text("[delivery_latency]\nthreshold_ms = 60000\n")
     done = rtbench(
         "run", "chat", "--users", "60", "--room-size", "6", "--rate", "1", "--ramp", "0.5",
         "--duration", "6", "--drain", "8", "--server-cmd", serve_cmd("--store", store),
-        "--fault", "restart:kill@2s", "--out", str(out), "--quiet",
+        "--fault", "restart:kill@2s", "--out", str(out), "--quiet", "--slo", str(slo),
     )  # fmt: skip
     assert done.returncode in (ExitCode.OK, ExitCode.SLO_FAILED), done.stderr
     results = read_results(out / "results.json")
