@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 from reference_server.history import BadRange, page_bounds
 from reference_server.store import MemoryStore, SqliteStore, Store, make_store
 from reference_server.store.base import KIND_MESSAGE, AppendItem, EnsureRoom, MarkRead, WriteOp
+from reference_server.store.sqlite import CHECKPOINT_EVERY_S
 
 
 class Recorder:
@@ -81,6 +83,27 @@ async def test_sqlite_seq_continues_after_reopen(tmp_path: Path) -> None:
         await store.flush()
         assert [op.seq for op in ops] == list(range(round_ * 10 + 1, round_ * 10 + 11))
         await store.close()
+
+
+async def test_sqlite_checkpoints_off_the_commit_path(tmp_path: Path) -> None:
+    """Commits leave the WAL to the checkpointer thread: the database file grows while
+    the store is open, and no commit ran a checkpoint (the WAL kept every frame)."""
+    path = tmp_path / "c.db"
+    store = SqliteStore(str(path))
+    await store.open(Recorder())
+    store.submit(EnsureRoom(None, "r", False, ["u"]))
+    await store.flush()
+    empty = path.stat().st_size
+    for i in range(3000):  # ~400 pages: commits alone would never copy them back
+        store.submit(append(i))
+    await store.flush()
+    for _ in range(50):  # up to 10 checkpoint rounds: poll for the next one's effect
+        if path.stat().st_size > empty:
+            break
+        await asyncio.sleep(CHECKPOINT_EVERY_S / 5)
+    assert path.stat().st_size > empty, "no checkpoint copied the WAL into the database"
+    await store.close()
+    assert store._checkpointer is None  # stopped and joined by close()
 
 
 async def test_sqlite_failed_commit_reports_every_op_and_reuses_nothing(tmp_path: Path) -> None:
