@@ -22,8 +22,8 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from loadtest.engine.coordinator import Outcome
 from loadtest.faults.analysis import summarize as summarize_recovery
+from loadtest.run.outcome import Outcome
 from loadtest.scenarios import Kind
 from rtbench import slo as slo_mod
 from rtbench.exitcodes import ExitCode

@@ -25,7 +25,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from loadtest.adapters import Adapter, Event, Ready, Rejected, Reply
-from loadtest.engine.failures import classify, describe
+from loadtest.run.failures import classify, describe
 
 MAX_FRAME = 1 << 20
 

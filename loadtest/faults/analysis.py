@@ -37,7 +37,7 @@ from rtbench.histogram import LatencyHistogram
 from rtbench.results import LatencySummary
 
 if TYPE_CHECKING:
-    from loadtest.engine.coordinator import Outcome
+    from loadtest.run.outcome import Outcome
 
 DS_NS = 100_000_000
 FLOW_SHARE = 0.9

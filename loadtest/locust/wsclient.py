@@ -21,7 +21,7 @@ import gevent
 import websocket
 from websocket import ABNF
 
-from loadtest.engine.failures import classify as classify_os
+from loadtest.run.failures import classify as classify_os
 
 CLOSE_WAIT_S = 2.0
 """How long ``close`` waits for the server's close frame before cutting the socket."""

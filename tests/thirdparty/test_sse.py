@@ -19,7 +19,7 @@ import pytest
 
 from loadtest.adapters import Ack, Delivery, Notice, Ready, Rejected, make_adapter, marker
 from loadtest.adapters.sse import MAX_LINE, EventStreamParser, SSEvent, StreamError
-from loadtest.faults.runner import run_scenario
+from loadtest.run.entry import run_scenario
 from loadtest.judge import build_results
 from loadtest.scenarios import Kind, Scenario
 from monitor.config import TargetConfig
