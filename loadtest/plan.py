@@ -169,12 +169,12 @@ def bitmap(size: int, members: list[int] | range) -> bytearray:
     return out
 
 
-def bitmap_or(into: bytearray, other: bytes) -> None:
+def bitmap_or(into: bytearray, other: bytes | bytearray) -> None:
     for k, byte in enumerate(other):
         into[k] |= byte
 
 
-def bitmap_count(bits: bytes) -> int:
+def bitmap_count(bits: bytes | bytearray) -> int:
     return sum(byte.bit_count() for byte in bits)
 
 

@@ -17,8 +17,10 @@ import math
 import secrets
 import sys
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from loadtest.adapters import Feature, make_adapter
 from loadtest.engine import wire
@@ -53,7 +55,7 @@ class _WorkerHandle:
         self.final: wire.Final | None = None
         self.reader: asyncio.Task | None = None
 
-    def send(self, message: object) -> None:
+    def send(self, message: msgspec.Struct) -> None:
         stdin = self.proc.stdin
         if stdin is not None and not stdin.is_closing():
             stdin.write(wire.frame(message))
@@ -63,7 +65,7 @@ async def run_load(
     scenario: Scenario,
     *,
     on_progress: Callable[[Progress], None] | None = None,
-    server_probe: Callable[[str], object] | None = probe,
+    server_probe: Callable[[str], Awaitable[dict[str, Any]]] | None = probe,
     faults: FaultSession | None = None,
     exporters: Exporters | None = None,
 ) -> Outcome:
@@ -96,10 +98,17 @@ async def run_load(
 
 
 class _Run:
-    def __init__(self, scenario, plan, url, on_progress, server_probe) -> None:  # type: ignore[no-untyped-def]
-        self.scenario: Scenario = scenario
-        self.plan: Plan = plan
-        self.url: str = url
+    def __init__(
+        self,
+        scenario: Scenario,
+        plan: Plan,
+        url: str,
+        on_progress: Callable[[Progress], None] | None,
+        server_probe: Callable[[str], Awaitable[dict[str, Any]]] | None,
+    ) -> None:
+        self.scenario = scenario
+        self.plan = plan
+        self.url = url
         self.on_progress = on_progress
         self.server_probe = server_probe
         self.inbox: asyncio.Queue = asyncio.Queue(maxsize=10_000)
@@ -126,20 +135,22 @@ class _Run:
             await self._wait_all(lambda w: w.ready is not None, self._connect_budget())
             live = bytearray((self.plan.connections + 7) // 8)
             for w in self.workers:
-                bitmap_or(live, w.ready.live)  # type: ignore[union-attr]
+                assert w.ready is not None  # _wait_all returned: every worker is Ready
+                bitmap_or(live, w.ready.live)
             ready = bitmap_count(live)
             if ready == 0:
                 for w in self.workers:
                     w.send(wire.Finish())
             else:
                 self.go_ns = time.monotonic_ns() + int(GO_LEAD_S * 1e9)
-                self.end_ns = self.go_ns + int(self.scenario.duration * 1e9)
+                duration = self.scenario.duration or 0.0  # (resolved: always set)
+                self.end_ns = self.go_ns + int(duration * 1e9)
                 self.phase = "holding" if self.plan.kind is Kind.CONNECT else "running"
                 for w in self.workers:
                     w.send(wire.Go(start_ns=self.go_ns, live=bytes(live)))
                 if self.faults is not None:
                     self.faults.begin(self.go_ns)
-                run_budget = self.scenario.duration + GO_LEAD_S + 30
+                run_budget = duration + GO_LEAD_S + 30
                 await self._wait_all(lambda w: w.send_done is not None, run_budget)
                 if self.faults is not None:
                     await self.faults.finished()
@@ -263,7 +274,7 @@ class _Run:
         if self.server_probe is None:
             return
         with contextlib.suppress(Exception):
-            found = await self.server_probe(self.url)  # type: ignore[misc]
+            found = await self.server_probe(self.url)
             if found:
                 self.server[when] = found
 
@@ -291,14 +302,14 @@ class _Run:
             return
         if not getattr(self.on_progress, "enabled", True):  # a quiet view: skip the work
             return
-        ticks = [w.ticks.get(second) for w in self.workers]
-        if any(t is None for t in ticks):
+        ticks = [t for w in self.workers if (t := w.ticks.get(second)) is not None]
+        if len(ticks) < len(self.workers):
             return
         self.last_shown = second
         before = [w.ticks.get(second - 1) for w in self.workers]
 
         def delta(name: str) -> int:
-            now = sum(t.counters.get(name, 0) for t in ticks)  # type: ignore[union-attr]
+            now = sum(t.counters.get(name, 0) for t in ticks)
             prev = sum(t.counters.get(name, 0) for t in before if t is not None)
             return now - prev
 
@@ -319,14 +330,14 @@ class _Run:
                 phase=self.phase,
                 elapsed_s=elapsed,
                 total_s=total,
-                connections=sum(t.open_now for t in ticks),  # type: ignore[union-attr]
+                connections=sum(t.open_now for t in ticks),
                 target_connections=self.plan.connections,
                 failed=self._total("failed"),
                 sends_per_s=delta("sent"),
                 deliveries_per_s=delta("delivered"),
                 p99_ms=p99,
                 errors=self._total("errors"),
-                cpu_percent=sum(t.cpu_percent for t in ticks),  # type: ignore[union-attr]
+                cpu_percent=sum(t.cpu_percent for t in ticks),
             )
         )
 

@@ -29,7 +29,8 @@ class _Lane(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        assert isinstance(transport, asyncio.Transport)  # create_connection: a stream
+        self.transport = transport
 
     def data_received(self, data: bytes) -> None:
         lanes = self.lanes
@@ -77,6 +78,7 @@ class HttpLanes:
         try:
             self.requests = await self._lane(False)
         except BaseException:
+            # create_connection returned, so connection_made has set the transport
             self.stream.transport.abort()  # type: ignore[union-attr]
             raise
         self.up = True
@@ -87,6 +89,7 @@ class HttpLanes:
     def send(self, _msg_type: object, payload: bytes) -> None:
         if self.closed.done():
             return
+        # (per message: no assert) both lanes were connected before the worker sends
         if self.conn.adapter.opens_stream(payload):
             self.stream.transport.write(payload)  # type: ignore[union-attr]
         elif self.requests is not None:
@@ -104,6 +107,7 @@ class HttpLanes:
             self.opening = None
             return
         self.opening = None
+        # create_connection returned, so connection_made has set the transport
         if self.closed.done():
             lane.transport.close()  # type: ignore[union-attr]
             return

@@ -47,7 +47,7 @@ class Node:
     def __init__(self, environment: Any) -> None:
         self.env = environment
         self.run: NodeRun | None = None
-        self.waiting: dict[str, deque[AsyncResult]] = defaultdict(deque)
+        self.waiting: dict[str, deque[AsyncResult[tuple[NodeRun, int] | None]]] = defaultdict(deque)
         self.asked: Counter[str] = Counter()  # indices requested and not yet granted
         self.wake = Event()
         self.claimer = gevent.spawn(self._claim_loop)
@@ -60,7 +60,7 @@ class Node:
 
     def claim(self, role: str) -> tuple[NodeRun, int] | None:
         """Block this user until the master grants it a connection index (None: no more)."""
-        result = AsyncResult()
+        result: AsyncResult[tuple[NodeRun, int] | None] = AsyncResult()
         self.waiting[role].append(result)
         self.wake.set()
         return result.get()
@@ -325,9 +325,12 @@ class NodeRun(Tally):
                 conn.ws.finish_close()
         self.c["unacked"] = unacked
         self.ended.set()
-        self.node.send(messages.FINAL, {"tag": self.tag, "final": messages.encode(self.final())})
+        self.node.send(
+            messages.FINAL, {"tag": self.tag, "final": messages.encode(self.final_report())}
+        )
 
-    def final(self) -> Final:
+    def final_report(self) -> Final:
+        """This process's ``Final``: the tally's, with what only the node knows."""
         conns = self.conns.values()
         answering = sum(1 for c in conns if c.probe_round < 0 and c.in_run)
         return Tally.final(self, conns, held=self.held or 0, answering=answering)
