@@ -17,7 +17,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import websockets
@@ -205,10 +205,12 @@ class _Lane(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)  # create_connection: a stream
-        self.transport = transport
+        # a stream's transport: uvloop's has asyncio.Transport's methods without being a
+        # subclass of it, so a cast and not an isinstance check
+        stream = cast(asyncio.Transport, transport)
+        self.transport = stream
         if self.owner.paused:  # a lane (re)opened while the inbox is full
-            transport.pause_reading()
+            stream.pause_reading()
 
     def data_received(self, data: bytes) -> None:
         self.owner.arrived(self.stream, data)

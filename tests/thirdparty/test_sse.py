@@ -390,11 +390,22 @@ def test_rtbench_check_over_sse(sse_server, tmp_path: Path) -> None:  # type: ig
     assert len(statuses) == 4 and "not_measured" not in statuses.values(), statuses
 
 
-async def test_a_probe_stream_that_is_not_read_stops_reading(sse_server) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_probe_stream_that_is_not_read_stops_reading(sse_server, loop: str) -> None:  # type: ignore[no-untyped-def]
     """The monitor's HTTP probe connection holds at most ``INBOX_LIMIT`` reads: past it both
     lanes stop reading (the server sees a slow reader), and once the probe reads again
-    every event arrives, in order, none dropped."""
+    every event arrives, in order, none dropped. On both loops: ``rtbench monitor`` runs
+    on uvloop, whose transports are not ``asyncio.Transport`` subclasses."""
     server = sse_server()
+    if loop == "uvloop":
+        import uvloop
+
+        uvloop.run(_unread_stream(server))
+    else:
+        asyncio.run(_unread_stream(server))
+
+
+async def _unread_stream(server: ServerProc) -> None:
     conn = await ProbeConnection.open(make_adapter("sse").connection(), http(server), "u", None)
     assert isinstance(conn, HttpProbeConnection)
     try:
