@@ -65,11 +65,12 @@ import psutil
 from benchmarks.lock import exclusive_machine
 from benchmarks.procs import ROOT, Cores
 from loadtest.client.policy import ReconnectPolicy
-from loadtest.engine.coordinator import Outcome
-from loadtest.faults.runner import FaultSession, run_scenario
+from loadtest.faults.runner import FaultSession
 from loadtest.faults.schedule import FaultKind
 from loadtest.faults.server import prepare
 from loadtest.judge import build_results
+from loadtest.run.entry import run_scenario
+from loadtest.run.outcome import Outcome
 from loadtest.scenarios import Kind, Scenario
 from rtbench.histogram import LatencyHistogram
 from rtbench.slo import SLO

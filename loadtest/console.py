@@ -12,8 +12,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from loadtest.engine.coordinator import Progress
-from loadtest.engine.failures import describe
+from loadtest.run.failures import describe
+from loadtest.run.outcome import Progress
 from rtbench.results import Results
 from rtbench.slo import Status
 

@@ -22,8 +22,8 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from loadtest.engine.coordinator import Outcome
 from loadtest.faults.analysis import summarize as summarize_recovery
+from loadtest.run.outcome import Outcome
 from loadtest.scenarios import Kind
 from rtbench import slo as slo_mod
 from rtbench.exitcodes import ExitCode
@@ -61,12 +61,7 @@ def delivery_verdict(
     """Judge the latency percentile over every expected delivery, lost ones included."""
     lost = max(0, expected - delivered)
     return slo_mod.judge_with_missing(
-        slo_mod.judge_latency,
-        slo,
-        slo.delivery_latency.percentile,
-        hist if delivered else None,
-        lost,
-        slo_mod.DELIVERIES_MISSING,
+        slo, slo_mod.Target.DELIVERY_LATENCY, hist if delivered else None, lost
     )
 
 
@@ -180,7 +175,7 @@ def verdicts_for(
     kind = outcome.plan.kind
     c = outcome.counters
     if kind is Kind.CONNECT:
-        latency = slo_mod.judge_latency(slo, None, 0)
+        latency = slo_mod.judge_percentile(slo, slo_mod.Target.DELIVERY_LATENCY, None, 0)
         latency = msgspec.structs.replace(
             latency, detail="the connect scenario sends no messages (use chat, fanout or rtt)"
         )
@@ -199,7 +194,7 @@ def verdicts_for(
         slo_mod.judge_uptime(slo, 0, 0, slo.uptime.window),
         latency,
         slo_mod.judge_connections(slo, held, outcome.plan.connections),
-        recovery or slo_mod.judge_recovery(slo, None, 0),
+        recovery or slo_mod.judge_percentile(slo, slo_mod.Target.RECOVERY, None, 0),
     ]
     verdicts[0] = msgspec.structs.replace(
         verdicts[0], detail="uptime is measured over time by the monitor (`rtbench monitor`)"

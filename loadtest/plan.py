@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
 from loadtest.adapters.base import Feature, marker
@@ -32,6 +32,19 @@ if TYPE_CHECKING:
 
 PROBE_STREAM = -1
 """Stream id of heartbeat probes (connect scenario): not part of delivery accounting."""
+PROBE_TICK_NS = 10_000_000
+"""Heartbeat probes and keepalives go out in batches this far apart over their interval."""
+
+
+def spread(count: int, start_ns: int, span_ns: int) -> Iterator[tuple[int, slice]]:
+    """When each batch of ``count`` connections is due, spread evenly over ``span_ns``:
+    (due time, which connections). Every driver paces its probes and keepalives so: a
+    burst of thousands at once would measure the generator's own queueing, not the server.
+    """
+    batches = max(1, min(count, span_ns // PROBE_TICK_NS))
+    size = math.ceil(count / batches)
+    for k in range(batches):
+        yield start_ns + span_ns * k // batches, slice(k * size, (k + 1) * size)
 
 
 class Plan:
@@ -156,12 +169,12 @@ def bitmap(size: int, members: list[int] | range) -> bytearray:
     return out
 
 
-def bitmap_or(into: bytearray, other: bytes) -> None:
+def bitmap_or(into: bytearray, other: bytes | bytearray) -> None:
     for k, byte in enumerate(other):
         into[k] |= byte
 
 
-def bitmap_count(bits: bytes) -> int:
+def bitmap_count(bits: bytes | bytearray) -> int:
     return sum(byte.bit_count() for byte in bits)
 
 

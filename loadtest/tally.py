@@ -25,9 +25,9 @@ from loadtest.adapters import Ack, Delivery, Ready, Rejected
 from loadtest.client.reconnect import ClientSession, Recovery
 from loadtest.cpumeter import CpuMeter
 from loadtest.delay import corrected_us
-from loadtest.engine import wire
 from loadtest.ledger import Arrival, RecipientLedger
 from loadtest.plan import PROBE_STREAM
+from loadtest.run import report
 from loadtest.session import SeqOrder
 from rtbench.histogram import LatencyHistogram
 
@@ -274,7 +274,7 @@ class Tally:
 
     def second_tick(
         self, second: int, open_now: int, recoveries: list[Recovery] | None = None
-    ) -> wire.Tick:
+    ) -> report.Tick:
         """One second's report (the last may be partial): counters, the second's deliveries
         (folded into the run's; the next second starts empty), CPU, loop lag and RSS.
 
@@ -291,7 +291,7 @@ class Tally:
             self.lag_samples.append(lag_ms)
         hist, self.second_hist = self.second_hist, LatencyHistogram()
         self.hist["delivery"].merge(hist)
-        return wire.Tick(
+        return report.Tick(
             second=second,
             counters=dict(self.c),
             open_now=open_now,
@@ -308,7 +308,7 @@ class Tally:
 
     # -- the end -----------------------------------------------------------------------
 
-    def final(self, conns: Iterable[Peer], *, held: int, answering: int) -> wire.Final:
+    def final(self, conns: Iterable[Peer], *, held: int, answering: int) -> report.Final:
         """The process's whole run (the last second's deliveries included)."""
         conns = list(conns)
         self.hist["delivery"].merge(self.second_hist)
@@ -316,7 +316,7 @@ class Tally:
         overflow = sum(conn.ledger.gap_overflow for conn in conns)
         if overflow:
             self.notes.append(f"{overflow} gaps forgotten past the per-stream limit")
-        return wire.Final(
+        return report.Final(
             counters=dict(self.c),
             histograms={k: h.encode() for k, h in self.hist.items() if h.count},
             failures_by_cause=dict(self.failures),

@@ -40,9 +40,9 @@ from rtbench.slo import (
     Verdict,
     dump_slo,
     judge_connections,
-    judge_latency,
-    judge_recovery,
+    judge_percentile,
     judge_uptime,
+    judge_with_missing,
     parse_window,
     within_generator_delay,
 )
@@ -231,8 +231,9 @@ def _evaluate_target(
         ),
         within_own_delay(
             _with_window(
-                judge_latency(
+                judge_percentile(
                     slo,
+                    Target.DELIVERY_LATENCY,
                     latency_hist.percentile_ms(slo.delivery_latency.percentile),
                     latency_hist.count,
                 ),
@@ -394,9 +395,10 @@ def _recovery(
         for incident in store.incidents(name, 10_000, since=since):
             if incident.duration_s is not None:
                 hist.record_us(int(incident.duration_s * 1_000_000))
-    checks = [r for r in store.runs(name, checks_since) if r.recovery_hdr]
+    checks = [r for r in store.runs(name, checks_since) if r.recovery_hdr or r.unrecovered]
     for run in checks:
-        hist.merge(LatencyHistogram.decode(run.recovery_hdr))  # type: ignore[arg-type]
+        if run.recovery_hdr:
+            hist.merge(LatencyHistogram.decode(run.recovery_hdr))
     view = RecoveryView(
         window=label,
         source=source,
@@ -413,9 +415,12 @@ def _recovery(
     if checks:
         where += f"; {sum(r.recoveries for r in checks):,} clients of {len(checks)} rtbench check"
         where += "s" if len(checks) > 1 else f" {checks[0].run_id}"
-    verdict = _with_window(
-        judge_recovery(slo, hist.percentile_ms(slo.recovery.percentile), hist.count), where
-    )
+    # a check's client that never came back is the slowest of all (as in the check's own
+    # verdict); a held connection still recovering has no figure yet and counts nowhere
+    unrecovered = sum(r.unrecovered for r in checks)
+    if unrecovered:
+        where += f", {unrecovered:,} never recovered"
+    verdict = _with_window(judge_with_missing(slo, Target.RECOVERY, hist, unrecovered), where)
     if verdict.status is Status.NOT_MEASURED:
         verdict = msgspec.structs.replace(
             verdict, detail=f"no connection was lost and recovered ({where})"

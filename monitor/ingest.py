@@ -63,6 +63,10 @@ def read_run(path: str | Path, targets: list[TargetConfig], name: str | None) ->
         source=str(Path(path).resolve()),
         recovery_hdr=recovery.hdr if recovery is not None else None,
         recoveries=recovery.count if recovery is not None else 0,
+        # per fault (and before any): the clients that never came back
+        unrecovered=sum(int(f.get("unrecovered", 0)) for f in run.faults)
+        if run.mode == "check"
+        else 0,
     )
 
 

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from msgspec import Struct
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     # 1 -> 2: an ingested `rtbench check` also carries its clients' recoveries
     1: (
@@ -37,6 +37,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE probes ADD COLUMN latency_own_ms REAL",
         "ALTER TABLE probes ADD COLUMN counted INTEGER NOT NULL DEFAULT 1",
     ),
+    # 3 -> 4: an ingested check's clients that never recovered (counted slowest)
+    3: ("ALTER TABLE runs ADD COLUMN unrecovered INTEGER NOT NULL DEFAULT 0",),
 }
 """Statements that bring a database of schema N to N + 1, applied in order on open."""
 T = TypeVar("T")
@@ -97,7 +99,8 @@ CREATE TABLE IF NOT EXISTS runs (
     scenario TEXT NOT NULL,
     source TEXT NOT NULL,        -- the results file it came from
     recovery_hdr TEXT,           -- a check's recovery times (HDR histogram, base64)
-    recoveries INTEGER NOT NULL DEFAULT 0
+    recoveries INTEGER NOT NULL DEFAULT 0,
+    unrecovered INTEGER NOT NULL DEFAULT 0  -- a check's lost connections that never came back
 );
 """
 
@@ -148,6 +151,7 @@ class IngestedRun(Struct, kw_only=True):
     source: str
     recovery_hdr: str | None = None  # a check's per-client recovery times (HDR, base64)
     recoveries: int = 0  # connections lost and measured in that check
+    unrecovered: int = 0  # connections lost in that check that never came back
 
 
 class OpenIncident(Struct, kw_only=True):
@@ -303,8 +307,8 @@ class ProbeStore:
         with self._tx() as db:
             cursor = db.execute(
                 "INSERT OR IGNORE INTO runs (run_id, target, url, ended_at, peak_connections,"
-                " attempted, scenario, source, recovery_hdr, recoveries)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " attempted, scenario, source, recovery_hdr, recoveries, unrecovered)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     run.run_id,
                     run.target,
@@ -316,6 +320,7 @@ class ProbeStore:
                     run.source,
                     run.recovery_hdr,
                     run.recoveries,
+                    run.unrecovered,
                 ),
             )
             return cursor.rowcount == 1
@@ -493,7 +498,7 @@ class ProbeStore:
     def runs(self, target: str, since: float) -> list[IngestedRun]:
         rows = self._db.execute(
             "SELECT run_id, target, url, ended_at, peak_connections, attempted, scenario, source,"
-            " recovery_hdr, recoveries"
+            " recovery_hdr, recoveries, unrecovered"
             " FROM runs WHERE target = ? AND ended_at >= ? ORDER BY ended_at DESC",
             (target, since),
         ).fetchall()
@@ -509,6 +514,7 @@ class ProbeStore:
                 source=r[7],
                 recovery_hdr=r[8],
                 recoveries=r[9],
+                unrecovered=r[10],
             )
             for r in rows
         ]

@@ -17,7 +17,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import websockets
@@ -25,7 +25,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from loadtest.adapters import Adapter, Event, Ready, Rejected, Reply
-from loadtest.engine.failures import classify, describe
+from loadtest.run.failures import classify, describe
 
 MAX_FRAME = 1 << 20
 
@@ -187,20 +187,36 @@ class ProbeConnection:
             await self.ws.close()
 
 
+INBOX_LIMIT = 64
+"""Reads from an HTTP probe connection's two lanes held for the probe to parse. At the
+limit both lanes stop reading (``pause_reading``: TCP flow control, so the server sees a
+slow reader, as it would a WebSocket client that does not read) until the probe has
+taken half of them; nothing read is dropped. A read is what one ``recv`` returned (at
+most 256 KiB), so the inbox holds 16 MiB at the very worst."""
+
+
 class _Lane(asyncio.Protocol):
-    def __init__(self, inbox: asyncio.Queue[tuple[bool, bytes | None]], stream: bool) -> None:
-        self.inbox = inbox
+    """One TCP connection of an ``HttpProbeConnection``; what it reads goes to the owner's
+    inbox, in order, with which lane it came from."""
+
+    def __init__(self, owner: HttpProbeConnection, stream: bool) -> None:
+        self.owner = owner
         self.stream = stream
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # a stream's transport: uvloop's has asyncio.Transport's methods without being a
+        # subclass of it, so a cast and not an isinstance check
+        stream = cast(asyncio.Transport, transport)
+        self.transport = stream
+        if self.owner.paused:  # a lane (re)opened while the inbox is full
+            stream.pause_reading()
 
     def data_received(self, data: bytes) -> None:
-        self.inbox.put_nowait((self.stream, data))
+        self.owner.arrived(self.stream, data)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.inbox.put_nowait((self.stream, None))
+        self.owner.arrived(self.stream, None)
 
 
 class HttpProbeConnection(ProbeConnection):
@@ -214,9 +230,27 @@ class HttpProbeConnection(ProbeConnection):
         self.welcome_id = None
         self.beat = None
         self.host, self.port, self.secure = host, port, secure
-        self.inbox: asyncio.Queue[tuple[bool, bytes | None]] = asyncio.Queue()
+        # past INBOX_LIMIT: the one read that may land before a lane's pause takes hold,
+        # and each lane's end (connection_lost always finds room)
+        self.inbox: asyncio.Queue[tuple[bool, bytes | None]] = asyncio.Queue(INBOX_LIMIT + 4)
+        self.paused = False  # both lanes stopped reading: the inbox is full
         self.stream: _Lane | None = None
         self.requests: _Lane | None = None
+
+    def arrived(self, stream: bool, payload: bytes | None) -> None:
+        """A lane read ``payload`` (None: it closed): queue it; stop reading at the limit."""
+        self.inbox.put_nowait((stream, payload))
+        if not self.paused and self.inbox.qsize() >= INBOX_LIMIT:
+            self.paused = True
+            self._reading(False)
+
+    def _reading(self, on: bool) -> None:
+        for lane in (self.stream, self.requests):
+            if lane is not None and lane.transport is not None and not lane.transport.is_closing():
+                if on:
+                    lane.transport.resume_reading()
+                else:
+                    lane.transport.pause_reading()
 
     @classmethod
     async def open_lanes(
@@ -243,7 +277,7 @@ class HttpProbeConnection(ProbeConnection):
         loop = asyncio.get_running_loop()
         context = ssl.create_default_context() if self.secure else None
         _, lane = await loop.create_connection(
-            lambda: _Lane(self.inbox, stream), self.host, self.port, ssl=context
+            lambda: _Lane(self, stream), self.host, self.port, ssl=context
         )
         return lane
 
@@ -262,6 +296,9 @@ class HttpProbeConnection(ProbeConnection):
         if self.pending:
             return self.pending.popleft()
         stream, payload = await self.inbox.get()
+        if self.paused and self.inbox.qsize() <= INBOX_LIMIT // 2:
+            self.paused = False
+            self._reading(True)
         if payload is None:
             if stream:
                 raise ProbeFailure("closed_1006", "the event stream ended")

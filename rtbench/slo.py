@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -145,34 +144,6 @@ def _fmt_pct(value: float) -> str:
     return f"p{value:g}"
 
 
-def _judge_percentile(
-    target: Target,
-    t: LatencyTarget | RecoveryTarget,
-    measured_ms: float | None,
-    samples: int,
-    noun: str,
-    nothing: str,
-) -> Verdict:
-    """A percentile of samples against a threshold: the rule of both latency targets."""
-    objective = f"{_fmt_pct(t.percentile)} < {t.threshold_ms:g} ms"
-    if measured_ms is None or samples == 0:
-        return Verdict(
-            target=target,
-            status=Status.NOT_MEASURED,
-            objective=objective,
-            unit="ms",
-            detail=nothing,
-        )
-    return Verdict(
-        target=target,
-        status=Status.PASS if measured_ms < t.threshold_ms else Status.FAIL,
-        objective=objective,
-        measured=measured_ms,
-        unit="ms",
-        detail=f"{_fmt_pct(t.percentile)} over {samples:,} {noun}",
-    )  # fmt: skip
-
-
 class Missing(Struct, frozen=True, kw_only=True):
     """How a percentile verdict words the samples that never came (lost deliveries,
     connections that never recovered): ``{missing}``, ``{total}``, ``{share}`` filled."""
@@ -183,44 +154,94 @@ class Missing(Struct, frozen=True, kw_only=True):
     samples_are_total: bool = True  # "over N ..." counts the missing ones too
 
 
-DELIVERIES_MISSING = Missing(
-    too_many="{missing:,} of {total:,} expected deliveries lost ({share:.2f} %)",
-    counted="{missing:,} lost counted as slowest",
-    none="none of {total:,} expected deliveries arrived",
-    samples_are_total=False,
-)
-RECOVERIES_MISSING = Missing(
-    too_many="{missing:,} of {total:,} lost connections never recovered",
-    counted="{missing:,} never recovered (counted slowest)",
-)
+class PercentileWords(Struct, frozen=True, kw_only=True):
+    """What a percentile target's verdicts say: the samples, nothing measured, missing."""
+
+    noun: str
+    nothing: str
+    missing: Missing
+
+
+PERCENTILE_WORDS = {
+    Target.DELIVERY_LATENCY: PercentileWords(
+        noun="deliveries",
+        nothing="no message was delivered during the run",
+        missing=Missing(
+            too_many="{missing:,} of {total:,} expected deliveries lost ({share:.2f} %)",
+            counted="{missing:,} lost counted as slowest",
+            none="none of {total:,} expected deliveries arrived",
+            samples_are_total=False,
+        ),
+    ),
+    Target.RECOVERY: PercentileWords(
+        noun="recoveries",
+        nothing="no connection was lost and recovered (use --fault to measure recovery)",
+        missing=Missing(
+            too_many="{missing:,} of {total:,} lost connections never recovered",
+            counted="{missing:,} never recovered (counted slowest)",
+        ),
+    ),
+}
+"""The two targets judged as a percentile of samples against a threshold."""
+
+
+def percentile_target(slo: SLO, target: Target) -> LatencyTarget | RecoveryTarget:
+    """The SLO file's percentile and threshold of a percentile target."""
+    if target is Target.DELIVERY_LATENCY:
+        return slo.delivery_latency
+    if target is Target.RECOVERY:
+        return slo.recovery
+    raise ValueError(f"{target} is not judged as a percentile")
+
+
+def judge_percentile(slo: SLO, target: Target, measured_ms: float | None, samples: int) -> Verdict:
+    """A percentile of samples against a threshold: the rule of delivery latency and of
+    recovery (``measured_ms`` None or no samples: not measured)."""
+    t = percentile_target(slo, target)
+    words = PERCENTILE_WORDS[target]
+    objective = f"{_fmt_pct(t.percentile)} < {t.threshold_ms:g} ms"
+    if measured_ms is None or samples == 0:
+        return Verdict(
+            target=target,
+            status=Status.NOT_MEASURED,
+            objective=objective,
+            unit="ms",
+            detail=words.nothing,
+        )
+    return Verdict(
+        target=target,
+        status=Status.PASS if measured_ms < t.threshold_ms else Status.FAIL,
+        objective=objective,
+        measured=measured_ms,
+        unit="ms",
+        detail=f"{_fmt_pct(t.percentile)} over {samples:,} {words.noun}",
+    )  # fmt: skip
 
 
 def judge_with_missing(
-    judge: Callable[[SLO, float | None, int], Verdict],
-    slo: SLO,
-    percentile: float,
-    hist: LatencyHistogram | None,
-    missing: int,
-    words: Missing,
+    slo: SLO, target: Target, hist: LatencyHistogram | None, missing: int
 ) -> Verdict:
     """The percentile over every expected sample, a missing one slower than any that came:
-    more than ``100 - percentile`` % missing fails whatever the rest did (one rule for
-    lost deliveries and for connections that never came back)."""
+    more than ``100 - percentile`` % missing fails whatever the rest did. One rule for
+    lost deliveries and for connections that never came back, wherever they are judged
+    (a run, a fault run's recoveries, the monitor's recovery verdict)."""
+    percentile = percentile_target(slo, target).percentile
+    words = PERCENTILE_WORDS[target].missing
     arrived = hist.count if hist is not None else 0
     total = arrived + missing
     if total == 0 or (arrived == 0 and words.none is not None):
-        verdict = judge(slo, None, 0)
+        verdict = judge_percentile(slo, target, None, 0)
         if total == 0:
             return verdict
         assert words.none is not None  # total > 0, so the second condition held
         detail = words.none.format(missing=missing, total=total)
         return msgspec.structs.replace(verdict, status=Status.FAIL, detail=detail)
-    assert hist is not None or arrived == 0
     rank = math.ceil(percentile / 100.0 * total)
     samples = total if words.samples_are_total else arrived
     fill = {"missing": missing, "total": total, "share": 100.0 * missing / total}
     if rank > arrived:
-        verdict = judge(slo, hist.max_ms() if hist is not None and arrived else None, samples)
+        worst = hist.max_ms() if hist is not None and arrived else None
+        verdict = judge_percentile(slo, target, worst, samples)
         return msgspec.structs.replace(
             verdict,
             status=Status.FAIL,
@@ -230,27 +251,14 @@ def judge_with_missing(
                 f"p{percentile:g} target allows"
             ),
         )
-    assert hist is not None
-    verdict = judge(slo, hist.percentile_ms(min(100.0, 100.0 * rank / arrived)), samples)
+    assert hist is not None  # rank >= 1 and rank <= arrived, so something arrived
+    measured = hist.percentile_ms(min(100.0, 100.0 * rank / arrived))
+    verdict = judge_percentile(slo, target, measured, samples)
     if missing:
         verdict = msgspec.structs.replace(
             verdict, detail=f"{verdict.detail}, {words.counted.format(**fill)}"
         )
     return verdict
-
-
-def judge_latency(slo: SLO, measured_ms: float | None, samples: int) -> Verdict:
-    return _judge_percentile(
-        Target.DELIVERY_LATENCY, slo.delivery_latency, measured_ms, samples, "deliveries",
-        "no message was delivered during the run",
-    )  # fmt: skip
-
-
-def judge_recovery(slo: SLO, measured_ms: float | None, samples: int) -> Verdict:
-    return _judge_percentile(
-        Target.RECOVERY, slo.recovery, measured_ms, samples, "recoveries",
-        "no connection was lost and recovered (use --fault to measure recovery)",
-    )  # fmt: skip
 
 
 def judge_connections(slo: SLO, peak_held: int | None, aimed_for: int | None) -> Verdict:

@@ -3,16 +3,18 @@
 import pytest
 
 from rtbench.exitcodes import ExitCode
+from rtbench.histogram import LatencyHistogram
 from rtbench.slo import (
     SLO,
     LatencyTarget,
     SLOFileError,
     Status,
+    Target,
     bound_percentile,
     exit_code_for,
     judge_connections,
-    judge_latency,
-    judge_recovery,
+    judge_percentile,
+    judge_with_missing,
     load_slo,
     untrusted,
     within_generator_delay,
@@ -60,11 +62,11 @@ def test_missing_file_is_one_clear_line(tmp_path):
 
 def test_verdicts_and_exit_codes():
     slo = SLO()
-    ok = judge_latency(slo, 12.0, 1000)
-    bad = judge_latency(slo, 250.0, 1000)
+    ok = judge_percentile(slo, Target.DELIVERY_LATENCY, 12.0, 1000)
+    bad = judge_percentile(slo, Target.DELIVERY_LATENCY, 250.0, 1000)
     assert ok.status is Status.PASS and bad.status is Status.FAIL
-    assert judge_recovery(slo, None, 0).status is Status.NOT_MEASURED
-    assert exit_code_for([ok, judge_recovery(slo, None, 0)]) == ExitCode.OK
+    assert judge_percentile(slo, Target.RECOVERY, None, 0).status is Status.NOT_MEASURED
+    assert exit_code_for([ok, judge_percentile(slo, Target.RECOVERY, None, 0)]) == ExitCode.OK
     assert exit_code_for([ok, bad]) == ExitCode.SLO_FAILED
     assert exit_code_for(untrusted([ok, bad], "generator CPU at 100 %")) == ExitCode.INCONCLUSIVE
 
@@ -82,9 +84,11 @@ def test_a_failure_the_generators_own_delay_could_flip_is_inconclusive():
     inconclusive with the figures and the cause in words (exit code 4)."""
     slo = SLO(delivery_latency=LatencyTarget(threshold_ms=20))
     hog = "another process on its core"
-    passed = within_generator_delay(judge_latency(slo, 12.0, 1000), 20, 11.0, hog)
+    passed = within_generator_delay(
+        judge_percentile(slo, Target.DELIVERY_LATENCY, 12.0, 1000), 20, 11.0, hog
+    )
     assert passed.status is Status.PASS and passed.trusted
-    failed = judge_latency(slo, 42.0, 1000)
+    failed = judge_percentile(slo, Target.DELIVERY_LATENCY, 42.0, 1000)
     server = within_generator_delay(failed, 20, 15.0, hog)
     assert server.status is Status.FAIL and server.trusted
     assert "at most 15.0 ms at p99, does not explain it" in server.detail
@@ -117,3 +121,26 @@ def test_uptime_over_a_run_says_the_budget_in_words():
         "allows 0.6 s of bad intervals; none was spent"
     )
     assert judge_uptime_run(slo, 0, 0, 1.0, 0.0).status is Status.NOT_MEASURED
+
+
+@pytest.mark.parametrize("target", [Target.DELIVERY_LATENCY, Target.RECOVERY])
+def test_a_missing_sample_counts_as_the_slowest_for_either_percentile_target(target):
+    """One rule for lost deliveries and connections that never came back: at p99, 10 of
+    1,000 missing still passes on the slowest that came; 11 of 1,001 is more than the
+    1 % a p99 allows and fails whatever the rest did."""
+    slo = SLO()
+    hist = LatencyHistogram()
+    hist.record_many_us([1_000] * 990)  # 1 ms each
+    within = judge_with_missing(slo, target, hist, 10)
+    assert within.status is Status.PASS and within.measured == pytest.approx(1.0, rel=0.01)
+    assert "counted" in within.detail and "10" in within.detail
+    beyond = judge_with_missing(slo, target, hist, 11)
+    assert beyond.status is Status.FAIL and beyond.measured is None
+    assert "more than the 1 % a p99 target allows" in beyond.detail
+    assert judge_with_missing(slo, target, None, 0).status is Status.NOT_MEASURED
+    assert judge_with_missing(slo, target, None, 3).status is Status.FAIL
+
+
+def test_only_the_latency_targets_are_judged_as_a_percentile():
+    with pytest.raises(ValueError, match="not judged as a percentile"):
+        judge_percentile(SLO(), Target.UPTIME, 1.0, 1)

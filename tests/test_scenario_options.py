@@ -21,6 +21,7 @@ import typer.main
 
 from loadtest.locust.options import EXPORT_ARGS, LOCUST_OWN, OUTPUT_ARGS, add_arguments
 from loadtest.scenarios import Knob, Scenario
+from loadtest.scenarios.knobs import EVERY, options_of
 from rtbench.cli import app
 
 COMMANDS = ("run", "check", "locust")
@@ -164,3 +165,27 @@ def test_a_new_field_with_a_knob_is_a_flag_of_every_command_that_takes_it() -> N
     assert locust_argv[locust_argv.index("--extra-knob") + 1] == "7"
     assert seen["parser"] == {"--extra-knob": "An extra knob for this test."}
     assert seen["node"] == 8  # a Locust node reads it from its own parser's options
+
+
+def test_the_flag_table_in_loadtest_md_is_the_structs() -> None:
+    """docs/LOADTEST.md's scenario flags are written from the knobs: a knob added, renamed
+    or re-worded without ``python -m loadtest.scenarios.flagtable`` fails here."""
+    from loadtest.scenarios import flagtable
+
+    page = flagtable.PAGE.read_text()
+    assert flagtable.rewrite(page) == page, "run: python -m loadtest.scenarios.flagtable"
+    table = flagtable.flag_table()
+    for command in EVERY:
+        for option in options_of(Scenario, command):
+            assert f"`{option.flag}" in table
+
+
+def test_the_flag_table_follows_a_changed_knob() -> None:
+    """The check can fail: a page whose table is stale, or that lost its markers."""
+    from loadtest.scenarios import flagtable
+
+    page = flagtable.PAGE.read_text()
+    stale = page.replace("| `--seed N` |", "| `--seed N` (old words) |")
+    assert stale != page and flagtable.rewrite(stale) == page
+    with pytest.raises(ValueError, match="no"):
+        flagtable.rewrite(page.replace(flagtable.END, ""))

@@ -43,7 +43,7 @@ class PreciseTimer:
         self._callback = callback
         self._fd = -1
         self._libc = None
-        self._fallback: asyncio.TimerHandle | None = None
+        self._fallback: asyncio.Handle | None = None  # a TimerHandle, or call_soon's
         self._spec = _Itimerspec()
         if sys.platform.startswith("linux"):
             try:
@@ -95,8 +95,13 @@ class PreciseTimer:
 
 async def sleep_until(when_ns: int) -> None:
     """Sleep until a monotonic instant with the timer's precision (for tests and probes)."""
-    done = asyncio.get_running_loop().create_future()
-    timer = PreciseTimer(lambda: done.done() or done.set_result(None))
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def wake() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    timer = PreciseTimer(wake)
     try:
         timer.arm(when_ns)
         await done

@@ -3,7 +3,8 @@
 It holds no sockets to the target. It gives the go only when every worker has opened and
 joined its connections, so the expected recipients of every message are known exactly;
 after the last send it drains until every expected delivery has arrived (or the drain
-timeout passes) and then merges counters and HDR histograms exactly. One machine-wide
+timeout passes) and then merges counters and HDR histograms exactly (``loadtest.run.outcome``,
+the merge every driver shares). One machine-wide
 CLOCK_MONOTONIC serves every process on Linux, so send times from one worker and receive
 times from another are comparable (results.json: environment.clock).
 """
@@ -16,14 +17,15 @@ import math
 import secrets
 import sys
 import time
-from collections import Counter, defaultdict
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from loadtest.adapters import Feature, make_adapter
 from loadtest.engine import wire
 from loadtest.plan import Plan, bitmap_count, bitmap_or
+from loadtest.run.outcome import Outcome, ProcessReport, Progress, RunFrame, all_in, merge
 from loadtest.scenarios import Kind, Scenario, ScenarioError
 from loadtest.serverinfo import probe
 from rtbench.histogram import LatencyHistogram
@@ -42,74 +44,6 @@ class EngineError(RuntimeError):
     """The generator itself failed (a worker died); the run says nothing about the target."""
 
 
-@dataclass
-class Progress:
-    """What the live panel shows, once a second."""
-
-    phase: str  # connecting, running, draining, closing
-    elapsed_s: float
-    total_s: float
-    connections: int
-    target_connections: int
-    failed: int
-    sends_per_s: float
-    deliveries_per_s: float
-    p99_ms: float | None
-    errors: int
-    cpu_percent: float  # summed over worker processes
-
-
-@dataclass
-class SecondStats:
-    """One merged second of the run."""
-
-    t: int
-    connections: int = 0
-    counters: Counter = field(default_factory=Counter)  # deltas in this second
-    delivery: LatencyHistogram = field(default_factory=LatencyHistogram)
-    cpu: float = 0.0
-    lag_ms: float = 0.0
-
-
-@dataclass
-class Outcome:
-    """Everything a run measured, merged over its workers; turned into results.json."""
-
-    scenario: Scenario
-    plan: Plan
-    url: str
-    started_wall: float
-    ended_wall: float
-    t0_ns: int
-    go_ns: int | None
-    send_end_ns: int | None
-    counters: Counter
-    histograms: dict[str, LatencyHistogram]
-    failures_by_cause: Counter
-    closes_by_code: Counter
-    errors_by_code: Counter
-    events_by_type: Counter
-    sent_by_second: Counter
-    expected_by_second: Counter
-    delivered_by_second: Counter
-    seconds: list[SecondStats]
-    ready: int
-    held: int
-    answering: int
-    peak_connections: int
-    cpu_samples: list[list[float]]  # per worker
-    lag_samples: list[list[float]]
-    rss_max: list[int]
-    notes: list[str]
-    drained: bool
-    interrupted: bool = False
-    server: dict = field(default_factory=dict)
-    # fault runs (loadtest.faults): every connection loss and what the injections did
-    recoveries: list = field(default_factory=list)  # loadtest.client.Recovery, all workers
-    ontime_by_ds: Counter = field(default_factory=Counter)  # on-time deliveries / 100 ms
-    faults: object | None = None  # the run's loadtest.faults.FaultSession
-
-
 class _WorkerHandle:
     def __init__(self, index: int, proc: asyncio.subprocess.Process) -> None:
         self.index = index
@@ -121,7 +55,7 @@ class _WorkerHandle:
         self.final: wire.Final | None = None
         self.reader: asyncio.Task | None = None
 
-    def send(self, message: object) -> None:
+    def send(self, message: msgspec.Struct) -> None:
         stdin = self.proc.stdin
         if stdin is not None and not stdin.is_closing():
             stdin.write(wire.frame(message))
@@ -131,7 +65,7 @@ async def run_load(
     scenario: Scenario,
     *,
     on_progress: Callable[[Progress], None] | None = None,
-    server_probe: Callable[[str], object] | None = probe,
+    server_probe: Callable[[str], Awaitable[dict[str, Any]]] | None = probe,
     faults: FaultSession | None = None,
     exporters: Exporters | None = None,
 ) -> Outcome:
@@ -164,10 +98,17 @@ async def run_load(
 
 
 class _Run:
-    def __init__(self, scenario, plan, url, on_progress, server_probe) -> None:  # type: ignore[no-untyped-def]
-        self.scenario: Scenario = scenario
-        self.plan: Plan = plan
-        self.url: str = url
+    def __init__(
+        self,
+        scenario: Scenario,
+        plan: Plan,
+        url: str,
+        on_progress: Callable[[Progress], None] | None,
+        server_probe: Callable[[str], Awaitable[dict[str, Any]]] | None,
+    ) -> None:
+        self.scenario = scenario
+        self.plan = plan
+        self.url = url
         self.on_progress = on_progress
         self.server_probe = server_probe
         self.inbox: asyncio.Queue = asyncio.Queue(maxsize=10_000)
@@ -194,20 +135,22 @@ class _Run:
             await self._wait_all(lambda w: w.ready is not None, self._connect_budget())
             live = bytearray((self.plan.connections + 7) // 8)
             for w in self.workers:
-                bitmap_or(live, w.ready.live)  # type: ignore[union-attr]
+                assert w.ready is not None  # _wait_all returned: every worker is Ready
+                bitmap_or(live, w.ready.live)
             ready = bitmap_count(live)
             if ready == 0:
                 for w in self.workers:
                     w.send(wire.Finish())
             else:
                 self.go_ns = time.monotonic_ns() + int(GO_LEAD_S * 1e9)
-                self.end_ns = self.go_ns + int(self.scenario.duration * 1e9)
+                duration = self.scenario.duration or 0.0  # (resolved: always set)
+                self.end_ns = self.go_ns + int(duration * 1e9)
                 self.phase = "holding" if self.plan.kind is Kind.CONNECT else "running"
                 for w in self.workers:
                     w.send(wire.Go(start_ns=self.go_ns, live=bytes(live)))
                 if self.faults is not None:
                     self.faults.begin(self.go_ns)
-                run_budget = self.scenario.duration + GO_LEAD_S + 30
+                run_budget = duration + GO_LEAD_S + 30
                 await self._wait_all(lambda w: w.send_done is not None, run_budget)
                 if self.faults is not None:
                     await self.faults.finished()
@@ -312,18 +255,9 @@ class _Run:
 
     async def _drain(self) -> bool:
         """Wait until every expected delivery (and ack) is in, or the drain timeout passes."""
-        needs_acks = self.needs_acks
         deadline = time.monotonic() + self.scenario.drain
         while True:
-            if self.plan.kind is Kind.CONNECT:
-                return True
-            delivered_all = self._total("delivered") >= self._total("expected")
-            acked_all = (
-                not needs_acks
-                or self.plan.kind is Kind.RTT
-                or (self._total("acked") + self._total("rejected") >= self._total("sent"))
-            )
-            if delivered_all and acked_all:
+            if all_in(self.plan.kind, self.needs_acks, self._total):
                 return True
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -340,7 +274,7 @@ class _Run:
         if self.server_probe is None:
             return
         with contextlib.suppress(Exception):
-            found = await self.server_probe(self.url)  # type: ignore[misc]
+            found = await self.server_probe(self.url)
             if found:
                 self.server[when] = found
 
@@ -368,14 +302,14 @@ class _Run:
             return
         if not getattr(self.on_progress, "enabled", True):  # a quiet view: skip the work
             return
-        ticks = [w.ticks.get(second) for w in self.workers]
-        if any(t is None for t in ticks):
+        ticks = [t for w in self.workers if (t := w.ticks.get(second)) is not None]
+        if len(ticks) < len(self.workers):
             return
         self.last_shown = second
         before = [w.ticks.get(second - 1) for w in self.workers]
 
         def delta(name: str) -> int:
-            now = sum(t.counters.get(name, 0) for t in ticks)  # type: ignore[union-attr]
+            now = sum(t.counters.get(name, 0) for t in ticks)
             prev = sum(t.counters.get(name, 0) for t in before if t is not None)
             return now - prev
 
@@ -396,129 +330,38 @@ class _Run:
                 phase=self.phase,
                 elapsed_s=elapsed,
                 total_s=total,
-                connections=sum(t.open_now for t in ticks),  # type: ignore[union-attr]
+                connections=sum(t.open_now for t in ticks),
                 target_connections=self.plan.connections,
                 failed=self._total("failed"),
                 sends_per_s=delta("sent"),
                 deliveries_per_s=delta("delivered"),
                 p99_ms=p99,
                 errors=self._total("errors"),
-                cpu_percent=sum(t.cpu_percent for t in ticks),  # type: ignore[union-attr]
+                cpu_percent=sum(t.cpu_percent for t in ticks),
             )
         )
 
     # -- merging ------------------------------------------------------------------------------
 
     def _outcome(self, drained: bool, interrupted: bool) -> Outcome:
-        finals = [w.final for w in self.workers if w.final is not None]
-        counters: Counter = Counter()
-        histograms: dict[str, LatencyHistogram] = {}
-        merged: dict[str, Counter] = defaultdict(Counter)
-        for final in finals:
-            counters.update(final.counters)
-            for name, encoded in final.histograms.items():
-                hist = LatencyHistogram.decode(encoded)
-                if name in histograms:
-                    histograms[name].merge(hist)
-                else:
-                    histograms[name] = hist
-            for name in (
-                "failures_by_cause",
-                "closes_by_code",
-                "errors_by_code",
-                "events_by_type",
-                "sent_by_second",
-                "expected_by_second",
-                "delivered_by_second",
-            ):
-                merged[name].update(getattr(final, name))
-        seconds = self._seconds()
-        peak = max((s.connections for s in seconds), default=0)
-        ready = sum(bitmap_count(w.ready.live) for w in self.workers if w.ready is not None)
-        return Outcome(
-            scenario=self.scenario,
-            plan=self.plan,
-            url=self.url,
-            started_wall=self.started_wall,
-            ended_wall=time.time(),
+        frame = RunFrame(
+            self.scenario,
+            self.plan,
+            self.url,
             t0_ns=self.t0,
+            started_wall=self.started_wall,
             go_ns=self.go_ns,
-            send_end_ns=self.end_ns,
-            counters=counters,
-            histograms=histograms,
-            failures_by_cause=merged["failures_by_cause"],
-            closes_by_code=merged["closes_by_code"],
-            errors_by_code=merged["errors_by_code"],
-            events_by_type=merged["events_by_type"],
-            sent_by_second=merged["sent_by_second"],
-            expected_by_second=merged["expected_by_second"],
-            delivered_by_second=merged["delivered_by_second"],
-            seconds=seconds,
-            ready=ready,
-            held=sum(f.held for f in finals),
-            answering=sum(f.answering for f in finals),
-            peak_connections=max(peak, ready),
-            cpu_samples=[f.cpu_samples for f in finals],
-            lag_samples=[f.lag_samples for f in finals],
-            rss_max=[f.rss_max for f in finals],
-            notes=[note for f in finals for note in f.notes],
+            end_ns=self.end_ns,
+        )
+        reports = [
+            ProcessReport(w.ready.live if w.ready is not None else None, w.ticks, w.final)
+            for w in self.workers
+        ]
+        return merge(
+            frame,
+            reports,
             drained=drained,
             interrupted=interrupted,
             server=self.server,
-            recoveries=[r for f in finals for r in f.recoveries],
-            ontime_by_ds=sum((Counter(f.ontime_by_ds) for f in finals), Counter()),
             faults=self.faults,
         )
-
-    def _seconds(self) -> list[SecondStats]:
-        last = max((max(w.ticks, default=0) for w in self.workers), default=0)
-        out: list[SecondStats] = []
-        previous: list[dict[str, int]] = [{} for _ in self.workers]
-        carried: list[int] = [0 for _ in self.workers]
-        for second in range(1, last + 1):
-            stats = SecondStats(t=second)
-            for k, w in enumerate(self.workers):
-                tick = w.ticks.get(second)
-                if tick is None:
-                    stats.connections += carried[k]
-                    continue
-                carried[k] = tick.open_now
-                stats.connections += tick.open_now
-                for name, value in tick.counters.items():
-                    stats.counters[name] += value - previous[k].get(name, 0)
-                previous[k] = tick.counters
-                if tick.delivery_hdr:
-                    stats.delivery.merge(LatencyHistogram.decode(tick.delivery_hdr))
-                stats.cpu += tick.cpu_percent
-                stats.lag_ms = max(stats.lag_ms, tick.loop_lag_ms)
-            out.append(stats)
-        return out
-
-
-def outcome_from(
-    scenario: Scenario,
-    plan: Plan,
-    url: str,
-    workers: list[tuple[wire.Ready | None, dict[int, wire.Tick], wire.Final | None]],
-    *,
-    t0_ns: int,
-    started_wall: float,
-    go_ns: int | None,
-    end_ns: int | None,
-    drained: bool,
-    interrupted: bool = False,
-) -> Outcome:
-    """Merge figures another driver gathered in this engine's wire format, as a native run's.
-
-    The Locust users (``loadtest.locust``) report per process the same Ready, Ticks and
-    Final as a native worker; merging them here keeps one merge and one set of verdicts
-    for both engines. ``t0_ns``, ``go_ns`` and ``end_ns`` are on the clock the ticks and
-    scheduled-send seconds were counted from.
-    """
-    run = _Run(scenario, plan, url, None, None)
-    run.t0, run.started_wall, run.go_ns, run.end_ns = t0_ns, started_wall, go_ns, end_ns
-    for index, (ready, ticks, final) in enumerate(workers):
-        handle = _WorkerHandle(index, None)  # type: ignore[arg-type]  # no process here
-        handle.ready, handle.ticks, handle.final = ready, dict(ticks), final
-        run.workers.append(handle)
-    return run._outcome(drained, interrupted)

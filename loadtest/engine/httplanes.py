@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
@@ -29,7 +29,9 @@ class _Lane(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # a stream's transport: uvloop's has asyncio.Transport's methods without being a
+        # subclass of it, so a cast and not an isinstance check
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         lanes = self.lanes
@@ -77,6 +79,7 @@ class HttpLanes:
         try:
             self.requests = await self._lane(False)
         except BaseException:
+            # create_connection returned, so connection_made has set the transport
             self.stream.transport.abort()  # type: ignore[union-attr]
             raise
         self.up = True
@@ -87,6 +90,7 @@ class HttpLanes:
     def send(self, _msg_type: object, payload: bytes) -> None:
         if self.closed.done():
             return
+        # (per message: no assert) both lanes were connected before the worker sends
         if self.conn.adapter.opens_stream(payload):
             self.stream.transport.write(payload)  # type: ignore[union-attr]
         elif self.requests is not None:
@@ -104,6 +108,7 @@ class HttpLanes:
             self.opening = None
             return
         self.opening = None
+        # create_connection returned, so connection_made has set the transport
         if self.closed.done():
             lane.transport.close()  # type: ignore[union-attr]
             return

@@ -1,8 +1,10 @@
 """Messages between the coordinator and its worker processes, over the worker's stdin/stdout.
 
-Length-prefixed msgpack (msgspec), one tagged struct per message. Counters travel as
-cumulative totals so a lost or late tick never skews a sum; histograms travel in HDR's
-own compressed form so the coordinator merges them exactly.
+Length-prefixed msgpack (msgspec), one tagged struct per message. The control messages
+(``Start``, ``Go``, ``Finish``; ``Booted``, ``Fatal``) are this engine's own; what a
+worker reports (``Ready``, ``Tick``, ``Counts``, ``SendDone``, ``Final``) is every
+driver's format (``loadtest.run.report``), named here too so the engine speaks one
+vocabulary.
 """
 
 from __future__ import annotations
@@ -13,8 +15,25 @@ import struct
 import msgspec
 from msgspec import Struct
 
-from loadtest.client.reconnect import Recovery
+from loadtest.run.report import Counts, Final, Ready, SendDone, Tick
 from loadtest.scenarios import Scenario
+
+__all__ = [
+    "Booted",
+    "Counts",
+    "Fatal",
+    "Final",
+    "Finish",
+    "FromWorker",
+    "Go",
+    "Ready",
+    "SendDone",
+    "Start",
+    "Tick",
+    "ToWorker",
+    "frame",
+    "read_message",
+]
 
 _LEN = struct.Struct("!I")
 
@@ -40,56 +59,6 @@ class Finish(Struct, tag=True):
 
 class Booted(Struct, tag=True):
     pid: int
-
-
-class Tick(Struct, tag=True):
-    second: int  # seconds since t0
-    counters: dict[str, int]  # cumulative
-    open_now: int
-    delivery_hdr: str | None  # deliveries received in this second (encoded HDR, us)
-    cpu_percent: float
-    loop_lag_ms: float
-    rss_bytes: int
-    # live export only (Start.live): the other histograms, cumulative, and the losses
-    # that ended since the last tick (loadtest.export)
-    histograms: dict[str, str] = {}
-    recoveries: list[Recovery] = []
-
-
-class Counts(Struct, tag=True):
-    """Cumulative counters between ticks (sent often while draining)."""
-
-    counters: dict[str, int]
-
-
-class Ready(Struct, tag=True):
-    live: bytes  # bitmap of this worker's connections that are up and joined
-    counters: dict[str, int]
-
-
-class SendDone(Struct, tag=True):
-    held: int  # connections of this worker still open when sending ended
-    counters: dict[str, int]
-
-
-class Final(Struct, tag=True):
-    counters: dict[str, int]
-    histograms: dict[str, str]  # name -> encoded HDR (us)
-    failures_by_cause: dict[str, int]
-    closes_by_code: dict[str, int]
-    errors_by_code: dict[str, int]
-    events_by_type: dict[str, int]
-    sent_by_second: dict[int, int]  # by scheduled send second (since t0)
-    expected_by_second: dict[int, int]
-    delivered_by_second: dict[int, int]  # unique deliveries, by their scheduled send second
-    held: int
-    answering: int  # connect: connections that answered the last heartbeat probe
-    cpu_samples: list[float]  # per second of the measured phase
-    lag_samples: list[float]
-    rss_max: int
-    notes: list[str]
-    recoveries: list[Recovery] = []  # every connection loss and its recovery (fault runs)
-    ontime_by_ds: dict[int, int] = {}  # on-time deliveries by receive decisecond since t0
 
 
 class Fatal(Struct, tag=True):

@@ -17,7 +17,6 @@ import contextlib
 import gc
 import ipaddress
 import logging
-import math
 import os
 import random
 import resource
@@ -52,19 +51,15 @@ from loadtest.engine.httplanes import HttpLanes
 from loadtest.engine.recovery import Reconnector, new_liveness
 from loadtest.engine.schedule import OpenLoop
 from loadtest.ledger import RecipientLedger
-from loadtest.plan import PROBE_STREAM, Plan, compose, receipt
+from loadtest.plan import PROBE_STREAM, Plan, compose, receipt, spread
 from loadtest.scenarios import Kind
 from loadtest.session import ITEM_KINDS
 from loadtest.tally import COUNTERS, Tally
 
 __all__ = ["COUNTERS", "Worker"]  # COUNTERS: still importable from here
 
-PENDING_LIMIT = 4096
-"""Sends awaiting an ack per connection; beyond it the oldest is forgotten (``unacked``)."""
 SOURCE_ADDRESS_SPAN = 25_000
 """Connections per loopback source address (about 28,000 ephemeral ports each here)."""
-PROBE_TICK_NS = 10_000_000
-"""Heartbeat probes go out in batches this far apart, spread over the heartbeat interval."""
 _TEXT = WSMsgType.TEXT
 _BINARY = WSMsgType.BINARY
 _CLOSE = WSMsgType.CLOSE
@@ -200,7 +195,7 @@ class Worker(Tally):
         )
         self.live_export = start.live
         self.recoveries_seen: dict[int, int] = {}  # live export: conn index -> records sent
-        self.policy = start.scenario.reconnect or ReconnectPolicy(outbox=PENDING_LIMIT)
+        self.policy = start.scenario.reconnect or ReconnectPolicy()
         # echo, open-loop rtt, nothing that stamps per second or recovers: sends and
         # their echoes take the fast path (``send_echo``, ``EchoConn``, ``on_echo``)
         self.echo_rtt = (
@@ -624,12 +619,9 @@ class Worker(Tally):
 
     async def _probe_spread(self, conns: list[Conn], start_ns: int, span_ns: int) -> None:
         """Probe ``conns`` in small batches, one batch every ~10 ms across ``span_ns``."""
-        batches = max(1, min(len(conns), span_ns // PROBE_TICK_NS))
-        size = math.ceil(len(conns) / batches)
-        for k in range(batches):
-            when = start_ns + span_ns * k // batches
+        for when, batch in spread(len(conns), start_ns, span_ns):
             await self._sleep_until(when)
-            for conn in conns[k * size : (k + 1) * size]:
+            for conn in conns[batch]:
                 if conn.is_open:
                     conn.probe_round = abs(conn.probe_round) + 1
                     text = marker(conn.index, PROBE_STREAM, conn.probe_round, when)
@@ -643,11 +635,9 @@ class Worker(Tally):
             start = time.monotonic_ns()
             span_ns = int(interval_s * 1e9)
             conns = self.conns
-            batches = max(1, min(len(conns), span_ns // PROBE_TICK_NS))
-            size = math.ceil(len(conns) / batches)
-            for k in range(batches):
-                await self._sleep_until(start + span_ns * k // batches)
-                for conn in conns[k * size : (k + 1) * size]:
+            for when, batch in spread(len(conns), start, span_ns):
+                await self._sleep_until(when)
+                for conn in conns[batch]:
                     if conn.is_open and conn.transport is not None:
                         payload = conn.adapter.heartbeat()
                         if payload is not None:

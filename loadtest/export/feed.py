@@ -1,6 +1,6 @@
 """From the reports a driver already receives to the exporters' aggregate.
 
-Both drivers get the same per-second ``wire.Tick`` from each of their processes (the
+Both drivers get the same per-second ``Tick`` from each of their processes (the
 native coordinator from its workers, the Locust master from its nodes) and end with the
 same merged ``Outcome``. ``LiveFeed`` is what they hand those to: it keeps each
 process's latest tick, merges them once every process has reported a second, and gives
@@ -20,13 +20,13 @@ from collections.abc import Callable, Hashable, Iterable
 from typing import TYPE_CHECKING
 
 from loadtest.client.reconnect import Recovery
-from loadtest.engine import wire
 from loadtest.export import Exporters
 from loadtest.export.model import LiveAggregate
+from loadtest.run.report import Tick
 from rtbench.histogram import LatencyHistogram
 
 if TYPE_CHECKING:
-    from loadtest.engine.coordinator import Outcome
+    from loadtest.run.outcome import Outcome
 
 
 class LiveFeed:
@@ -45,7 +45,7 @@ class LiveFeed:
         self.clock = clock
         self.target_connections = target_connections
         self.t0_ns = t0_ns
-        self.latest: dict[Hashable, wire.Tick] = {}
+        self.latest: dict[Hashable, Tick] = {}
         self.delivery = LatencyHistogram()  # cumulative: every tick's second merged in
         self.reconnect = LatencyHistogram()
         self.recovery = LatencyHistogram()
@@ -53,7 +53,7 @@ class LiveFeed:
         self.held = 0  # set by the driver once sending has ended
         self.finished = False
 
-    def tick(self, key: Hashable, tick: wire.Tick, phase: str, processes: int) -> None:
+    def tick(self, key: Hashable, tick: Tick, phase: str, processes: int) -> None:
         """One process's tick; exports once all ``processes`` have reported a new second.
 
         Called on the driver's loop, it only hands the tick to the export thread, where
@@ -62,7 +62,7 @@ class LiveFeed:
         if not self.finished:
             self.exporters.call(self._tick, key, tick, phase, processes)
 
-    def _tick(self, key: Hashable, tick: wire.Tick, phase: str, processes: int) -> None:
+    def _tick(self, key: Hashable, tick: Tick, phase: str, processes: int) -> None:
         self.latest[key] = tick
         if tick.delivery_hdr:
             self.delivery.merge(LatencyHistogram.decode(tick.delivery_hdr))

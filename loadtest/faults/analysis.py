@@ -52,7 +52,7 @@ from rtbench.results import LatencySummary
 
 if TYPE_CHECKING:
     from loadtest.client import Recovery
-    from loadtest.engine.coordinator import Outcome
+    from loadtest.run.outcome import Outcome
 
 DS_NS = 100_000_000
 FLOW_SHARE = 0.9
@@ -99,14 +99,7 @@ def _brief(hist: LatencyHistogram) -> dict[str, float]:
 
 def recovery_verdict(slo: slo_mod.SLO, hist: LatencyHistogram, unrecovered: int) -> slo_mod.Verdict:
     """The recovery percentile over every loss; one that never recovered is the slowest."""
-    return slo_mod.judge_with_missing(
-        slo_mod.judge_recovery,
-        slo,
-        slo.recovery.percentile,
-        hist,
-        unrecovered,
-        slo_mod.RECOVERIES_MISSING,
-    )
+    return slo_mod.judge_with_missing(slo, slo_mod.Target.RECOVERY, hist, unrecovered)
 
 
 def summarize(outcome: Outcome, slo: slo_mod.SLO) -> RecoveryFigures:

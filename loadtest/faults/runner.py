@@ -1,6 +1,7 @@
 """A fault run's machinery around the load: the server, the proxy, and the injections.
 
-``FaultSession`` is what ``rtbench run --fault`` adds to a run. Entered before the
+``FaultSession`` is what ``rtbench run --fault`` adds to a run (``loadtest.run.entry``
+enters it). Entered before the
 workers start, it starts the server (``--server-cmd``) and the proxy fleet (for
 ``cut``/``blackhole``) and tells the engine which URL the clients must use; at the go
 it injects each fault at its time and records when it really began and ended, on the
@@ -14,72 +15,18 @@ import asyncio
 import contextlib
 import json
 import os
-import tempfile
 import time
-from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlencode, urlparse, urlunparse
 
 from loadtest.faults.fleet import ProxyFleet
-from loadtest.faults.schedule import NEEDS_PROXY, Fault, FaultKind, FaultRunError, parse_faults
+from loadtest.faults.schedule import NEEDS_PROXY, Fault, FaultKind, FaultRunError
 from loadtest.faults.server import ServerError, ServerProcess, address_of, admin_get
 from rtbench.protocol import ADMIN_DRAIN_PATH
 
-if TYPE_CHECKING:
-    from loadtest.engine.coordinator import Outcome, Progress
-    from loadtest.export import Exporters
-    from loadtest.scenarios import Scenario
-
-__all__ = ["FaultRunError", "FaultSession", "Injection", "run_scenario"]
-
-
-async def run_scenario(
-    scenario: Scenario,
-    *,
-    on_progress: Callable[[Progress], None] | None = None,
-    ontime_ms: float = 100.0,
-    log_dir: Path | None = None,
-    observe: Callable[[FaultSession], Coroutine[Any, Any, None]] | None = None,
-    exporters: Exporters | None = None,
-) -> Outcome:
-    """Run a resolved scenario; with faults or a server command, inside a ``FaultSession``.
-
-    ``ontime_ms`` (the delivery target) decides which deliveries count in the message
-    flow; the server's output goes to ``log_dir/server.log`` (a temporary folder when
-    None). ``observe(session)`` runs beside the load (a benchmark sampling the server's
-    CPU) and is cancelled when it ends. ``exporters`` get the live figures
-    (``loadtest.export``).
-    """
-    from loadtest.engine.coordinator import run_load
-
-    if not scenario.faults and not scenario.server_cmd:
-        return await run_load(scenario, on_progress=on_progress, exporters=exporters)
-    assert scenario.target is not None
-    faults = parse_faults(
-        scenario.faults, duration_s=scenario.duration, server_cmd=scenario.server_cmd
-    )
-    session = FaultSession(
-        faults,
-        target=scenario.target,
-        connections=scenario.connections,
-        server_cmd=scenario.server_cmd,
-        log_dir=log_dir or Path(tempfile.mkdtemp(prefix="rtbench-faults-")),
-        seed=scenario.seed,
-        ontime_ms=ontime_ms,
-    )
-    async with session:
-        watcher = asyncio.get_running_loop().create_task(observe(session)) if observe else None
-        try:
-            return await run_load(
-                scenario, on_progress=on_progress, faults=session, exporters=exporters
-            )
-        finally:
-            if watcher is not None:
-                watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
+__all__ = ["FaultRunError", "FaultSession", "Injection"]
 
 
 @dataclass

@@ -28,19 +28,17 @@ from gevent.event import AsyncResult
 from loadtest.adapters import Ack, Delivery, Feature, Notice, Ready, Rejected, marker
 from loadtest.adapters.base import Page, Reply
 from loadtest.client import ClientSession
-from loadtest.engine.failures import describe
 from loadtest.ledger import Arrival, RecipientLedger
 from loadtest.locust.httplanes import HttpLanesConnection
 from loadtest.locust.wsclient import WsConnection, classify
 from loadtest.plan import PROBE_STREAM, compose, receipt
+from loadtest.run.failures import describe
 from loadtest.scenarios import Kind
 from loadtest.session import ITEM_KINDS
 
 if TYPE_CHECKING:
     from loadtest.locust.node import NodeRun
 
-PENDING_LIMIT = 4096
-"""Sends awaiting an ack per connection; beyond it the oldest is forgotten (``unacked``)."""
 HISTORY_PAGE = 50
 WS = "WS"  # Locust's "Type" column for every realtime entry
 

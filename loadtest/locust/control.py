@@ -3,9 +3,9 @@
 On the Locust master (or in a single-process run) a ``Conductor`` drives each test as
 the native coordinator drives a run: connection indices go to users by role, the go
 comes when every connection is up (so expected recipients are exact), the drain waits
-for every expected delivery, and the finals of every process merge through the native
-engine's own code into ``rtbench.results.Results`` with the same verdicts, the same
-SLO file and the same exit codes as ``rtbench run``. The load shape
+for every expected delivery, and the finals of every process merge through the run
+core every driver shares (``loadtest.run.outcome.merge``) into ``rtbench.results.Results``
+with the same verdicts, the same SLO file and the same exit codes as ``rtbench run``. The load shape
 (``loadtest.locust.shape``) asks it how many users to run and when the test is over.
 """
 
@@ -24,8 +24,6 @@ import msgspec
 from gevent.event import Event
 
 from loadtest.adapters import Feature, make_adapter
-from loadtest.engine import wire
-from loadtest.engine.coordinator import Outcome, outcome_from
 from loadtest.export import Exporters, ExportSettings, RunLabels, new_run_id, open_exporters
 from loadtest.export.feed import LiveFeed
 from loadtest.judge import build_results, delay_cause_of, exit_code, verdict_bound
@@ -33,6 +31,8 @@ from loadtest.locust import messages
 from loadtest.locust.node import DELAY_HISTOGRAMS
 from loadtest.locust.options import resolve
 from loadtest.plan import Plan, bitmap_count, bitmap_or
+from loadtest.run.outcome import Outcome, ProcessReport, RunFrame, all_in, merge
+from loadtest.run.report import Final, Tick
 from loadtest.scenarios import Kind, Scenario
 from rtbench import slo as slo_mod
 from rtbench.histogram import LatencyHistogram
@@ -58,9 +58,9 @@ class NodeView:
 
     ready: bytearray
     counters: dict[str, int] = field(default_factory=dict)
-    ticks: dict[int, wire.Tick] = field(default_factory=dict)
+    ticks: dict[int, Tick] = field(default_factory=dict)
     done: bool = False
-    final: wire.Final | None = None
+    final: Final | None = None
     report: dict | None = None  # the last realtime snapshot from Locust's stats report
 
 
@@ -131,7 +131,7 @@ class MasterRun:
         self.settled += len(ready) + len(failed)
         self.changed.set()
 
-    def on_tick(self, node_id: str, tick: wire.Tick) -> None:
+    def on_tick(self, node_id: str, tick: Tick) -> None:
         view = self.node(node_id)
         view.ticks[tick.second] = tick
         view.counters = tick.counters
@@ -145,7 +145,7 @@ class MasterRun:
         view.done = view.done or done
         self.changed.set()
 
-    def on_final(self, node_id: str, final: wire.Final) -> None:
+    def on_final(self, node_id: str, final: Final) -> None:
         view = self.node(node_id)
         view.final = final
         view.counters = final.counters
@@ -189,13 +189,7 @@ class MasterRun:
         self._close_and_judge(self.drained)
 
     def _drained(self) -> bool:
-        if self.plan.kind is Kind.CONNECT:
-            return True
-        if self.total("delivered") < self.total("expected"):
-            return False
-        if Feature.ACK not in self.adapter.features or self.plan.kind is Kind.RTT:
-            return True
-        return self.total("acked") + self.total("rejected") >= self.total("sent")
+        return all_in(self.plan.kind, Feature.ACK in self.adapter.features, self.total)
 
     def _close_and_judge(self, drained: bool, interrupted: bool = False) -> None:
         self.phase = "closing"
@@ -223,22 +217,18 @@ class MasterRun:
     # -- verdicts ------------------------------------------------------------------------------
 
     def outcome(self, drained: bool, interrupted: bool) -> Outcome:
-        reports = [
-            (wire.Ready(live=bytes(v.ready), counters=v.counters), v.ticks, v.final)
-            for v in self.nodes.values()
-        ]
-        return outcome_from(
+        # the nodes' ticks and scheduled-send seconds count from t0_ns on the wall clock
+        frame = RunFrame(
             self.scenario,
             self.plan,
             self.url,
-            reports,
             t0_ns=self.t0_ns,
             started_wall=self.started_wall,
             go_ns=self.go_ns,
             end_ns=self.end_ns,
-            drained=drained,
-            interrupted=interrupted,
         )
+        reports = [ProcessReport(bytes(v.ready), v.ticks, v.final) for v in self.nodes.values()]
+        return merge(frame, reports, drained=drained, interrupted=interrupted)
 
     def judge(self, drained: bool, interrupted: bool) -> Results:
         """results.json's model, judged as a native run is (engine: locust)."""

@@ -97,6 +97,7 @@ class HttpLanesConnection:
         sock = self.stream
         try:
             while True:
+                # the reader starts once the stream is open and ends before it is dropped
                 data = sock.recv(READ_CHUNK)  # type: ignore[union-attr]
                 if not data:
                     break

@@ -3,8 +3,8 @@
 Locust carries these as custom messages (``runner.send_message`` /
 ``register_message``); in a single-process run they are plain calls. Structs travel
 msgpack-encoded (msgspec) inside the message's data, and the per-second and final
-figures reuse the native engine's own ``wire.Tick`` and ``wire.Final``, so both engines
-merge their figures with one piece of code (``loadtest.engine.coordinator.outcome_from``).
+figures are every driver's ``Tick`` and ``Final`` (``loadtest.run.report``), so both
+engines merge their figures with one piece of code (``loadtest.run.outcome.merge``).
 
 The run moves like the native engine's: users claim connection indices of their role
 from the master, connect and join, report ready; when every connection is up (or the
@@ -20,17 +20,17 @@ from typing import Any
 import msgspec
 from msgspec import Struct
 
-from loadtest.engine import wire
 from loadtest.plan import Plan
+from loadtest.run.report import Final, Tick
 from loadtest.scenarios import Kind, Scenario
 
 # worker -> master
 CLAIM = "rtbench_claim"  # {"role": str, "n": int}: connection indices wanted
 READY = "rtbench_ready"  # {"tag", "ready": [index], "failed": [index]}
 DONE = "rtbench_done"  # {"tag", "held": int}: every sender of this process is done
-TICK = "rtbench_tick"  # {"tag", "tick": wire.Tick}: one second of this process
+TICK = "rtbench_tick"  # {"tag", "tick": Tick}: one second of this process
 COUNTS = "rtbench_counts"  # {"tag", "counters": {...}}: cumulative, often while draining
-FINAL = "rtbench_final"  # {"tag", "final": wire.Final}: after every connection closed
+FINAL = "rtbench_final"  # {"tag", "final": Final}: after every connection closed
 # master -> worker
 GRANT = "rtbench_grant"  # {"run": RunSpec, "role": str, "indices": [index]}
 GO = "rtbench_go"  # {"tag", "start_ns": int, "live": bytes}
@@ -61,12 +61,12 @@ def decode_run(raw: bytes) -> RunSpec:
     return msgspec.msgpack.decode(raw, type=RunSpec)
 
 
-def decode_tick(raw: bytes) -> wire.Tick:
-    return msgspec.msgpack.decode(raw, type=wire.Tick)
+def decode_tick(raw: bytes) -> Tick:
+    return msgspec.msgpack.decode(raw, type=Tick)
 
 
-def decode_final(raw: bytes) -> wire.Final:
-    return msgspec.msgpack.decode(raw, type=wire.Final)
+def decode_final(raw: bytes) -> Final:
+    return msgspec.msgpack.decode(raw, type=Final)
 
 
 # -- roles: which connection indices of the plan a user class takes --------------------------

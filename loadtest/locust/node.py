@@ -21,10 +21,10 @@ from gevent.event import AsyncResult, Event
 from loadtest.adapters import Feature, make_adapter
 from loadtest.client import ReconnectPolicy
 from loadtest.delay import DELAY_PERIOD_S, lateness_ms
-from loadtest.engine import wire
 from loadtest.locust import messages
-from loadtest.locust.connection import PENDING_LIMIT, Conn, sleep_until
-from loadtest.plan import Plan
+from loadtest.locust.connection import Conn, sleep_until
+from loadtest.plan import Plan, spread
+from loadtest.run.report import Final
 from loadtest.scenarios import Kind
 from loadtest.tally import HISTOGRAMS, Tally
 
@@ -32,7 +32,6 @@ CLAIM_BATCH_S = 0.02
 """Claims made within this long go to the master in one message."""
 READY_BATCH_S = 0.05
 COUNTS_PERIOD_S = 0.2
-PROBE_TICK_NS = 10_000_000
 CLOSE_WAIT_S = 3.0
 DONE_GRACE_S = 10.0
 """After the send window, how long senders may still be finishing before the node reports
@@ -48,7 +47,7 @@ class Node:
     def __init__(self, environment: Any) -> None:
         self.env = environment
         self.run: NodeRun | None = None
-        self.waiting: dict[str, deque[AsyncResult]] = defaultdict(deque)
+        self.waiting: dict[str, deque[AsyncResult[tuple[NodeRun, int] | None]]] = defaultdict(deque)
         self.asked: Counter[str] = Counter()  # indices requested and not yet granted
         self.wake = Event()
         self.claimer = gevent.spawn(self._claim_loop)
@@ -61,7 +60,7 @@ class Node:
 
     def claim(self, role: str) -> tuple[NodeRun, int] | None:
         """Block this user until the master grants it a connection index (None: no more)."""
-        result = AsyncResult()
+        result: AsyncResult[tuple[NodeRun, int] | None] = AsyncResult()
         self.waiting[role].append(result)
         self.wake.set()
         return result.get()
@@ -139,7 +138,7 @@ class NodeRun(Tally):
         self.live_export = spec.live  # the master exports live metrics (loadtest.export)
         # Locust users always come back after a loss (a Locust run has no fault switch
         # to turn reconnects on); the scenario's [reconnect] table tunes how
-        self.policy = spec.scenario.reconnect or ReconnectPolicy(outbox=PENDING_LIMIT)
+        self.policy = spec.scenario.reconnect or ReconnectPolicy()
         self.send_lag = self.hist["send_lag"]
         self.track_acks = kind is not Kind.RTT and Feature.ACK in self.adapter.features
         self.closed_loop = self.scenario.closed_loop
@@ -246,12 +245,9 @@ class NodeRun(Tally):
         self._done()
 
     def _probe_spread(self, conns: list[Conn], start_ns: int, span_ns: int) -> None:
-        batches = max(1, min(len(conns), span_ns // PROBE_TICK_NS))
-        size = -(-len(conns) // batches)
-        for k in range(batches):
-            when = start_ns + span_ns * k // batches
+        for when, batch in spread(len(conns), start_ns, span_ns):
             sleep_until(when)
-            for conn in conns[k * size : (k + 1) * size]:
+            for conn in conns[batch]:
                 conn.probe(when)
 
     def _done(self) -> None:
@@ -329,9 +325,12 @@ class NodeRun(Tally):
                 conn.ws.finish_close()
         self.c["unacked"] = unacked
         self.ended.set()
-        self.node.send(messages.FINAL, {"tag": self.tag, "final": messages.encode(self.final())})
+        self.node.send(
+            messages.FINAL, {"tag": self.tag, "final": messages.encode(self.final_report())}
+        )
 
-    def final(self) -> wire.Final:
+    def final_report(self) -> Final:
+        """This process's ``Final``: the tally's, with what only the node knows."""
         conns = self.conns.values()
         answering = sum(1 for c in conns if c.probe_round < 0 and c.in_run)
         return Tally.final(self, conns, held=self.held or 0, answering=answering)

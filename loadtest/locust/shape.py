@@ -23,6 +23,7 @@ class RealtimeShape(LoadTestShape):
     use_common_options = True  # the web UI keeps its users field: it is the scenario's
 
     def tick(self) -> tuple[int, float, list] | None:
+        # Locust gives a shape its runner before the first tick
         conductor = conductor_of(self.runner.environment)  # type: ignore[union-attr]
         if conductor.stale:  # the first tick of a test: a new run
             run = conductor.prepare()

@@ -98,12 +98,13 @@ def live_verdicts(run: MasterRun, view: dict[str, Any]) -> list[Verdict]:
     delivered = view["counters"].get("delivered", 0)
     latency = delivery_verdict(slo, view["delivery"], delivered + view["missing"], delivered)
     if delivered == 0 and view["missing"] == 0:
-        latency = slo_mod.judge_latency(slo, None, 0)
+        latency = slo_mod.judge_percentile(slo, slo_mod.Target.DELIVERY_LATENCY, None, 0)
     threshold = slo.delivery_latency.threshold_ms
     latency = bounded_by(latency, delays, "delivery", threshold, cause)
     reconnect = view["reconnect"]
-    recovery = slo_mod.judge_recovery(
+    recovery = slo_mod.judge_percentile(
         slo,
+        slo_mod.Target.RECOVERY,
         reconnect.percentile_ms(slo.recovery.percentile) if reconnect.count else None,
         reconnect.count,
     )
@@ -188,9 +189,9 @@ def slo_rows(conductor: Conductor, snapshots: Callable[[MasterRun], list[dict]])
 def _idle_verdicts(slo: slo_mod.SLO) -> list[Verdict]:
     return [
         slo_mod.judge_uptime(slo, 0, 0, slo.uptime.window),
-        slo_mod.judge_latency(slo, None, 0),
+        slo_mod.judge_percentile(slo, slo_mod.Target.DELIVERY_LATENCY, None, 0),
         slo_mod.judge_connections(slo, None, None),
-        slo_mod.judge_recovery(slo, None, 0),
+        slo_mod.judge_percentile(slo, slo_mod.Target.RECOVERY, None, 0),
     ]
 
 

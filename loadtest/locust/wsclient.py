@@ -16,12 +16,13 @@ import socket
 import ssl
 import struct
 from collections.abc import Callable
+from typing import Any
 
 import gevent
 import websocket
 from websocket import ABNF
 
-from loadtest.engine.failures import classify as classify_os
+from loadtest.run.failures import classify as classify_os
 
 CLOSE_WAIT_S = 2.0
 """How long ``close`` waits for the server's close frame before cutting the socket."""
@@ -38,7 +39,7 @@ class _BufferedWebSocket(websocket.WebSocket):
     frame): masking guards browsers against cache poisoning, not a load generator.
     """
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._rbuf = b""
         self._rpos = 0
@@ -119,6 +120,7 @@ class WsConnection:
 
     def send(self, payload: bytes) -> None:
         """Send one frame; raises websocket/OS errors when the connection is gone."""
+        # (per message: no assert) users send only on a connected client
         self.ws.send(payload, self._opcode)  # type: ignore[union-attr]
 
     def _read(self) -> None:
@@ -126,6 +128,7 @@ class WsConnection:
         code = 1006
         try:
             while True:
+                # spawned by connect, after the socket is there
                 opcode, data = ws.recv_data()  # type: ignore[union-attr]
                 if opcode == ABNF.OPCODE_CLOSE:
                     code = struct.unpack("!H", data[:2])[0] if len(data) >= 2 else 1005

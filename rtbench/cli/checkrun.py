@@ -1,7 +1,7 @@
 """The run behind ``rtbench check``: the load, the monitor's probes beside it, four verdicts.
 
 ``rtbench.cli.check`` resolves the flags into a chat ``Scenario`` with one fault; this
-module runs it through ``loadtest.faults.run_scenario`` with the monitor's prober
+module runs it through ``loadtest.run.entry.run_scenario`` with the monitor's prober
 (``monitor.prober.probe_every``, the same loop and probe ``rtbench monitor`` runs) as
 the run's observer, then judges all four targets with ``rtbench.slo``:
 
@@ -28,9 +28,9 @@ from rtbench.exitcodes import ExitCode
 from rtbench.results import Phase, ProbeSample, Results
 
 if TYPE_CHECKING:
-    from loadtest.engine.coordinator import Outcome
     from loadtest.export import ExportSettings
     from loadtest.faults.runner import FaultSession
+    from loadtest.run.outcome import Outcome
     from loadtest.scenarios import Scenario
     from monitor.store import ProbeResult
 
@@ -114,8 +114,9 @@ def execute_check(
     from loadtest.engine.coordinator import EngineError
     from loadtest.export import ExportSettings, RunLabels, new_run_id
     from loadtest.faults.report import print_faults
-    from loadtest.faults.runner import FaultRunError, run_scenario
+    from loadtest.faults.runner import FaultRunError
     from loadtest.judge import build_results
+    from loadtest.run.entry import run_scenario
     from loadtest.scenarios import ScenarioError
     from rtbench.cli.export_options import exporting
     from rtbench.cli.run import _print_paths, _run_loop, make_console, unreachable_line, write_all

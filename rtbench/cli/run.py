@@ -141,8 +141,9 @@ def _execute(
     from loadtest.adapters import AdapterError
     from loadtest.console import ProgressView, print_summary
     from loadtest.engine.coordinator import EngineError
-    from loadtest.faults.runner import FaultRunError, run_scenario
+    from loadtest.faults.runner import FaultRunError
     from loadtest.judge import build_results
+    from loadtest.run.entry import run_scenario
     from loadtest.scenarios import ScenarioError
 
     view = ProgressView(console, enabled=not quiet)
@@ -200,7 +201,7 @@ def _run_loop(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def _causes(counts: dict[str, int]) -> str:
-    from loadtest.engine.failures import describe
+    from loadtest.run.failures import describe
 
     return ", ".join(
         f"{n:,} {describe(cause)}" for cause, n in sorted(counts.items(), key=lambda kv: -kv[1])

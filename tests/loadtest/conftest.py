@@ -8,8 +8,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from loadtest.engine.coordinator import Outcome, run_load
+from loadtest.engine.coordinator import run_load
 from loadtest.judge import build_results
+from loadtest.run.outcome import Outcome
 from loadtest.scenarios import Kind, Scenario
 from rtbench.results import Results
 from rtbench.slo import SLO, LatencyTarget

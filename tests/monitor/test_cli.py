@@ -175,6 +175,48 @@ def test_ingest_of_a_check_feeds_connections_held_through_it_and_recovery(capsys
     assert by["recovery"].measured == pytest.approx(300.0, rel=0.01)
 
 
+def test_an_ingested_checks_clients_that_never_recovered_count_slowest(capsys, tmp_path):
+    """The monitor's recovery verdict is the check's own rule (``rtbench.slo``): a client
+    that never came back is slower than any that did, so 2 of 102 fail a p99 that the
+    100 recovered alone would pass."""
+    from rtbench.histogram import LatencyHistogram
+    from rtbench.results import LatencySummary
+
+    db = tmp_path / "m.db"
+    settings = settle(
+        MonitorConfig(target=[TargetConfig(url="ws://127.0.0.1:8765/ws", name="chat")], db=str(db))
+    )
+    recovery = LatencyHistogram()
+    recovery.record_many_us([300_000] * 100)
+    now = datetime.now(UTC).isoformat()
+    faults = [
+        {"kind": "before any fault", "connections_lost": 1, "recovered": 0, "unrecovered": 1},
+        {"kind": "restart", "connections_lost": 101, "recovered": 100, "unrecovered": 1},
+    ]
+    results = Results(
+        run=RunInfo(
+            id="check-10", scenario="chat", target="ws://127.0.0.1:8765/ws", protocol="reference",
+            started_at=now, ended_at=now, duration_s=100.0, mode="check", faults=faults,
+        ),
+        environment=Environment.current(),
+        totals=Totals(peak_connections=102, connections_held=100, connections_attempted=102),
+        latency={"recovery": LatencySummary.of(recovery)},
+    )  # fmt: skip
+    path = write_results(results, tmp_path / "check.json")
+    code, _, _ = _run(capsys, "--ingest", str(path), "--db", str(db), "--ingest-as", "chat")
+    assert code == 0
+    store = ProbeStore(db)
+    try:
+        (run,) = store.runs("chat", 0.0)
+        by = {v.target.value: v for v in evaluate(store, settings).target("chat").verdicts}
+    finally:
+        store.close()
+    assert (run.recoveries, run.unrecovered) == (100, 2)
+    verdict = by["recovery"]
+    assert verdict.status is Status.FAIL and verdict.measured is None
+    assert "2 of 102 lost connections never recovered" in verdict.detail
+
+
 def test_ingest_of_something_else_is_exit_2(capsys, tmp_path):
     bogus = tmp_path / "notes.json"
     bogus.write_text('{"hello": "world"}')

@@ -350,18 +350,19 @@ def test_a_version_1_database_is_migrated_in_place(tmp_path):
         db.execute("UPDATE meta SET value = '1' WHERE key = 'schema'")
     store = ProbeStore(path)
     (old,) = store.runs("chat", 0.0)
-    assert (old.run_id, old.peak_connections, old.recovery_hdr, old.recoveries) == (
-        "old",
-        5,
-        None,
-        0,
-    )
+    assert (
+        old.run_id,
+        old.peak_connections,
+        old.recovery_hdr,
+        old.recoveries,
+        old.unrecovered,
+    ) == ("old", 5, None, 0, 0)
     old_probe = store.last_probe("chat", "delivery")
     assert old_probe is not None and old_probe.latency_ms == 4.5
     assert old_probe.counted and old_probe.own_ms is None  # not measured then
     store.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == "3"
+        assert db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == "4"
 
 
 def test_slow_probes_the_monitors_own_delay_explains_are_inconclusive_not_failing(tmp_path):

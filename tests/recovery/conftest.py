@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from loadtest.faults.runner import run_scenario
 from loadtest.faults.server import prepare
 from loadtest.judge import build_results
+from loadtest.run.entry import run_scenario
 from loadtest.scenarios import Kind, Scenario
 from rtbench.results import Results
 from rtbench.slo import SLO

@@ -17,11 +17,11 @@ from rtbench.results import (
 )
 from rtbench.slo import (
     SLO,
+    Target,
     dump_slo,
     exit_code_for,
     judge_connections,
-    judge_latency,
-    judge_recovery,
+    judge_percentile,
     judge_uptime,
     untrusted,
 )
@@ -91,10 +91,16 @@ def make_results(
     ]
     verdicts = [
         judge_uptime(slo, 0, 0, slo.uptime.window),
-        judge_latency(slo, delivery.percentile_ms(slo.delivery_latency.percentile), delivered),
-        judge_connections(slo, peak, users),
-        judge_recovery(
+        judge_percentile(
             slo,
+            Target.DELIVERY_LATENCY,
+            delivery.percentile_ms(slo.delivery_latency.percentile),
+            delivered,
+        ),
+        judge_connections(slo, peak, users),
+        judge_percentile(
+            slo,
+            Target.RECOVERY,
             recovery.percentile_ms(slo.recovery.percentile) if recovery else None,
             recovery.count if recovery else 0,
         ),

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from loadtest.adapters import Ack, Delivery, Notice, Ready, Rejected, Reply, make_adapter, marker
-from loadtest.faults.runner import run_scenario
 from loadtest.judge import build_results
+from loadtest.run.entry import run_scenario
 from loadtest.scenarios import Kind, Scenario
 from rtbench.exitcodes import ExitCode
 from rtbench.slo import SLO

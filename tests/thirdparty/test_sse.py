@@ -14,15 +14,17 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.request import Request, urlopen
 
 import pytest
 
 from loadtest.adapters import Ack, Delivery, Notice, Ready, Rejected, make_adapter, marker
 from loadtest.adapters.sse import MAX_LINE, EventStreamParser, SSEvent, StreamError
-from loadtest.faults.runner import run_scenario
 from loadtest.judge import build_results
+from loadtest.run.entry import run_scenario
 from loadtest.scenarios import Kind, Scenario
 from monitor.config import TargetConfig
+from monitor.transport import INBOX_LIMIT, HttpProbeConnection, ProbeConnection
 from rtbench.exitcodes import ExitCode
 from rtbench.results import read_results
 from rtbench.slo import SLO
@@ -386,3 +388,53 @@ def test_rtbench_check_over_sse(sse_server, tmp_path: Path) -> None:  # type: ig
     assert t.expected_deliveries == t.delivered > 0
     statuses = {v.target: v.status for v in results.verdicts}
     assert len(statuses) == 4 and "not_measured" not in statuses.values(), statuses
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_probe_stream_that_is_not_read_stops_reading(sse_server, loop: str) -> None:  # type: ignore[no-untyped-def]
+    """The monitor's HTTP probe connection holds at most ``INBOX_LIMIT`` reads: past it both
+    lanes stop reading (the server sees a slow reader), and once the probe reads again
+    every event arrives, in order, none dropped. On both loops: ``rtbench monitor`` runs
+    on uvloop, whose transports are not ``asyncio.Transport`` subclasses."""
+    server = sse_server()
+    if loop == "uvloop":
+        import uvloop
+
+        uvloop.run(_unread_stream(server))
+    else:
+        asyncio.run(_unread_stream(server))
+
+
+async def _unread_stream(server: ServerProc) -> None:
+    conn = await ProbeConnection.open(make_adapter("sse").connection(), http(server), "u", None)
+    assert isinstance(conn, HttpProbeConnection)
+    try:
+        await conn.join("slow")
+        published = 0
+
+        def publish() -> None:
+            post = Request(f"{http(server)}/publish/slow", data=b"x" * 100, method="POST")
+            with urlopen(post, timeout=10) as answer:
+                assert answer.status == 200
+
+        # each event is one write of the server, so a read or a few: the limit comes long
+        # before the cap
+        while not conn.paused and published < 3000:
+            await asyncio.to_thread(publish)
+            published += 1
+            assert conn.inbox.qsize() <= INBOX_LIMIT + 4
+        assert conn.paused, f"{published} events and the inbox never filled"
+        for _ in range(20):  # more while paused: they wait in the socket, not in the inbox
+            await asyncio.to_thread(publish)
+            published += 1
+        assert conn.inbox.qsize() <= INBOX_LIMIT + 4
+        seqs: list[int] = []
+        while len(seqs) < published:
+            event = await asyncio.wait_for(conn.receive(), 10)
+            if isinstance(event, Notice) and event.kind == "message":
+                assert event.seq is not None
+                seqs.append(event.seq)
+        assert seqs == list(range(1, published + 1))
+        assert not conn.paused
+    finally:
+        await conn.close()
