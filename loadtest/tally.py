@@ -6,11 +6,11 @@ acks and their latency, refusals by code, setup answers. Keeping that in one pla
 means a message is counted the same way by both engines (their results merge and are
 judged by the same code), and a fix to the accounting lands in both at once.
 
-What differs between the two stays at the edges: each engine's connection says whether
-its setup is still waited on and how to end that wait (an asyncio future or a gevent
-``AsyncResult``) through three tiny methods (``setup_pending``, ``setup_ok``,
-``setup_fail``), and each engine adds its own side effects (Locust statistics, the
-closed-loop next request) from what these handlers return.
+What differs between the two stays at the edges: a connection's setup answers go to its
+step machine (``loadtest.client.setup.SessionSetup``), and the connection's ``wake``
+ends its driver's wait (an asyncio future or a gevent ``Event``) when the machine says
+there is something to look at; each engine adds its own side effects (Locust
+statistics, the closed-loop next request) from what these handlers return.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import psutil
 
 from loadtest.adapters import Ack, Delivery, Ready, Rejected
 from loadtest.client.reconnect import ClientSession, Recovery
+from loadtest.client.setup import SessionSetup
 from loadtest.cpumeter import CpuMeter
 from loadtest.delay import corrected_us
 from loadtest.ledger import Arrival, RecipientLedger
@@ -77,22 +78,14 @@ class Peer(Protocol):
     session: ClientSession
     ledger: RecipientLedger
     probe_round: int
-    want_welcome: bool
-    welcome_id: str | None
-    wait_rooms: bool
+    setup: SessionSetup
 
     @property
     def in_run(self) -> bool:
         """Deliveries to it are counted (Locust: it was live at the go)."""
 
-    def setup_pending(self) -> bool:
-        """Its hello or joins are being waited on."""
-
-    def setup_ok(self) -> None:
-        """End that wait: set up."""
-
-    def setup_fail(self, code: str) -> None:
-        """End that wait: the hello or a join was refused with error ``code``."""
+    def wake(self) -> None:
+        """Its setup machine moved: end the driver's wait, which looks again."""
 
 
 class Tally:
@@ -219,17 +212,9 @@ class Tally:
         return latency
 
     def ready(self, conn: Peer, event: Ready, now: int) -> None:
-        """The welcome (room None) or a room's join/resume answer."""
-        session = conn.session
-        if event.room is None:
-            conn.want_welcome = False
-            conn.welcome_id = event.session
-            session.welcomed(now)
-            settled = session.settled()
-        else:
-            settled = session.room_ready(event.room, event.seq)
-        if (settled or not conn.wait_rooms) and not conn.want_welcome and conn.setup_pending():
-            conn.setup_ok()
+        """The welcome (room None) or a room's join/resume answer: the setup machine's."""
+        if conn.setup.ready(event, now):
+            conn.wake()
 
     def rejected(self, conn: Peer, event: Rejected) -> bool:
         """An error frame: True when it refused one of our sends (which then expects no
@@ -249,14 +234,10 @@ class Tally:
 
     @staticmethod
     def refused_setup(conn: Peer, code: str) -> None:
-        """An error that answered no send: a resumed room refused (the others go on;
-        recorded even when it arrives with the welcome, before the setup waits for the
-        rooms), or the hello or a join refused."""
-        if conn.session.room_refused(code):
-            if conn.setup_pending() and not conn.want_welcome and conn.session.settled():
-                conn.setup_ok()
-        elif conn.setup_pending():
-            conn.setup_fail(code)
+        """An error that answered no send: a resumed room refused (the others go on), or
+        the hello or a join refused; the setup machine tells which."""
+        if conn.setup.rejected(code):
+            conn.wake()
 
     def loop_late(self, late_ms: float) -> None:
         """The delay meter's timer (``loadtest.delay``) woke ``late_ms`` after it was due:

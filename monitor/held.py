@@ -25,12 +25,12 @@ from collections.abc import Awaitable, Callable
 from websockets.exceptions import ConnectionClosed
 
 from loadtest.adapters import Delivery, Feature, Notice, Ready, Rejected
-from loadtest.client import ClientSession, ReconnectPolicy, Recovery
+from loadtest.client import ClientSession, ReconnectPolicy, Recovery, SessionSetup
 from loadtest.session import ITEM_KINDS
 from monitor.prober import OwnDelay, within_own_time
 from monitor.probes import USERS, TargetProbes
 from monitor.store import Recovery as StoredRecovery
-from monitor.transport import ProbeConnection, ProbeFailure, failure_text
+from monitor.transport import ProbeConnection, failure_text
 
 log = logging.getLogger("rtbench.monitor")
 
@@ -66,18 +66,20 @@ class HeldConnection:
         # ids from the clock: a restarted monitor reuses the same user, never the same ids
         self.session = ClientSession(policy, first_id=time.time_ns() // 1000)
         self.adapter = probes.adapter.connection()  # kept across reconnects (resume state)
+        rooms = [probes.target.room] if Feature.ROOMS in probes.adapter.features else []
+        # hello, welcome, the room resumed or joined: the shared setup steps
+        self.setup = SessionSetup(self.session, self.adapter, USERS["held"], rooms)
         self.connected = False
 
     async def run(self) -> None:
         session = self.session
-        room = self.probes.target.room if Feature.ROOMS in self.probes.adapter.features else None
         lost_wall = 0.0
         own_loss = 0.0  # the last loss was of the monitor's own making (its own delay, s)
         while True:
             session.attempt(time.monotonic_ns())
             try:
                 async with asyncio.timeout(self.timeout):
-                    conn = await self._connect(room)
+                    conn = await self._connect()
             except Exception as exc:
                 if session.current is None:
                     log.debug("%s: held connection not up yet: %s", self.name, exc)
@@ -166,35 +168,43 @@ class HeldConnection:
             reason=record.cause,
         )
 
-    async def _connect(self, room: str | None) -> ProbeConnection:
-        """Connect, resuming when there is something to resume; the room is back on return."""
-        session = self.session
-        adapter = self.adapter
-        user = USERS["held"]
-        frames, rooms_with_hello = session.opening_frames(adapter, user, self.probes.token("held"))
+    async def _connect(self) -> ProbeConnection:
+        """Connect, resuming when there is something to resume; the room is back on return.
+        The steps are the shared setup machine's (``loadtest.client.setup``): this only
+        moves its frames and feeds it what arrives, within the attempt's timeout."""
+        setup = self.setup
+        setup.begin(time.monotonic_ns(), self.timeout)
         conn = await self.probes.open(
             "held",
-            adapter,
+            self.adapter,
             ping_interval=None,  # pinged by _keepalive, in the monitor's own running time
             ping_timeout=None,
-            hello=frames,
+            hello=[],  # the machine says what to send once the socket is open
+            welcome=False,  # ... and reads the welcome itself
         )
         try:
-            session.welcomed(time.monotonic_ns())
-            if room is not None and not rooms_with_hello:
-                ready = await conn.join(room)
-                session.expect_rooms([room])
-                session.room_ready(room, ready.seq)
-            while not session.settled():
-                event = await conn.receive()
-                if isinstance(event, Ready) and event.room:
-                    session.room_ready(event.room, event.seq)
-                elif isinstance(event, Rejected) and not session.room_refused(event.code):
-                    raise ProbeFailure(f"rejected_{event.code}", f"resume: {event.message}")
+            setup.upgraded(time.monotonic_ns(), self.probes.token("held"))
+            while True:
+                for frame in setup.take():
+                    await conn.send(frame)
+                setup.check()
+                if setup.over:
+                    break
+                try:
+                    async with asyncio.timeout(setup.wait_s(time.monotonic_ns())):
+                        event = await conn.receive()
+                except TimeoutError:
+                    setup.expire(time.monotonic_ns())
+                    continue
+                if isinstance(event, Ready):
+                    setup.ready(event, time.monotonic_ns())
+                elif isinstance(event, Rejected):
+                    setup.rejected(event.code)
                 else:
                     self._observe(event)
-            session.ready(time.monotonic_ns())
+            setup.finish(time.monotonic_ns())
         except BaseException:
+            setup.abandon()
             await conn.close()
             raise
         return conn

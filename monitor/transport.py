@@ -97,8 +97,10 @@ class ProbeConnection:
         ping_interval: float | None = None,
         ping_timeout: float | None = None,
         hello: list[bytes] | None = None,
+        welcome: bool = True,
     ) -> ProbeConnection:
-        """Upgrade, send the adapter's opening frames (or ``hello``), await its welcome."""
+        """Upgrade, send the adapter's opening frames (or ``hello``), await its welcome
+        (``welcome`` False: the caller's setup machine reads it, ``loadtest.client.setup``)."""
         if adapter.transport == "http":  # no WebSocket: an event stream (SSE)
             return await HttpProbeConnection.open_lanes(adapter, url, user, token, hello)
         extra = dict(headers or {})
@@ -120,11 +122,11 @@ class ProbeConnection:
         try:
             for frame in hello if hello is not None else adapter.open(user, token):
                 await conn.send(frame)
-            if adapter.expects_welcome:
-                welcome = await conn.expect(
+            if adapter.expects_welcome and welcome:
+                welcomed = await conn.expect(
                     lambda e: isinstance(e, Ready) and e.room is None, "hello"
                 )
-                conn.welcome_id = welcome.session  # type: ignore[union-attr]
+                conn.welcome_id = welcomed.session  # type: ignore[union-attr]
         except BaseException:
             await conn.close()
             raise

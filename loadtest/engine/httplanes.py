@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
+    from picows import WSTransport
+
     from loadtest.engine.worker import Conn, Worker
 
 
@@ -83,7 +85,8 @@ class HttpLanes:
             self.stream.transport.abort()  # type: ignore[union-attr]
             raise
         self.up = True
-        self.conn.on_ws_connected(self)
+        # the lanes stand in for the picows transport (the face below), duck-typed
+        self.conn.on_ws_connected(cast("WSTransport", self))
 
     # -- the picows face ---------------------------------------------------------------------
 
@@ -145,7 +148,7 @@ class HttpLanes:
                 self.closed.set_result(None)
                 if self.up:
                     self.conn.adapter.reply_lane_closed()
-                    self.conn.on_ws_disconnected(self)
+                    self.conn.on_ws_disconnected(cast("WSTransport", self))
         elif lane is self.requests:  # the server closed an idle keep-alive connection
             self.requests = None
             self.conn.adapter.reply_lane_closed()

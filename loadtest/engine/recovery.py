@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from loadtest.client.policy import Liveness, Pulse, ReconnectPolicy, waits_for_listener
+from loadtest.client.setup import SetupError, Step
 from loadtest.engine.failures import classify
 
 if TYPE_CHECKING:
@@ -163,59 +164,37 @@ class Reconnector:
     async def _attempt(self, conn: Conn) -> str | None:
         """One reconnect: upgrade, hello (resuming), every room back, then the outbox.
 
-        Returns None when the client is back, else the failure's cause.
+        Returns None when the client is back, else the failure's cause. The steps are the
+        shared setup machine's (``loadtest.client.setup``); this only waits and sends.
         """
         w = self.w
-        adapter = conn.adapter
-        session = conn.session
+        setup = conn.setup
         token = w.plan.token(conn.index)
         timeout = self.policy.attempt_timeout_ms / 1000.0
-        resume_timeout = self.policy.resume_timeout_ms / 1000.0
-        loop = asyncio.get_running_loop()
         w.c["reconnect_attempts"] += 1
         try:
             # A slot of the gate is held from the SYN to the welcome: the handshakes in
             # flight stay bounded by what the server actually completes. The wait for a
             # slot is the client's own queue, so the attempt's clock starts after it.
-            async with self.gate, asyncio.timeout(timeout):
-                # set before the upgrade: a server may welcome first, in the 101's read
-                conn.setup = loop.create_future()
-                conn.wait_rooms = False  # first the welcome
-                conn.want_welcome = adapter.expects_welcome
-                await w.dial(conn, token, timeout)
+            async with self.gate:
+                # begun before the upgrade: a server may welcome first, in the 101's read;
+                # the server took us back at the welcome, and the replays may take longer
+                # (it reads its store for thousands of clients at once): their own time
+                setup.begin(time.monotonic_ns(), timeout, self.policy.resume_timeout_ms / 1000.0)
+                async with asyncio.timeout(timeout):
+                    await w.dial(conn, token, timeout)
                 w.opened(conn)
-                frames, rooms_with_hello = session.opening_frames(adapter, conn.user, token)
-                for payload in frames:
-                    conn.send(payload)
-                if adapter.expects_welcome:  # (done already if the welcome came first)
-                    await conn.setup
-                else:
-                    session.welcomed(time.monotonic_ns())
-            # the server took us back: the replays may take longer (it reads its store for
-            # thousands of clients at once); cutting them off would waste that work
-            async with asyncio.timeout(resume_timeout):
-                conn.wait_rooms = True
-                conn.setup = loop.create_future()
-                if not session.settled():
-                    await conn.setup
-                if not rooms_with_hello:  # no resume in this protocol: join again
-                    rooms = w.rooms_of(conn)
-                    conn.setup = loop.create_future()
-                    if adapter.confirms_join:
-                        session.expect_rooms(rooms)
-                    for room in rooms:
-                        conn.send(adapter.join_in(conn.welcome_id, room, conn.req()))
-                    if not session.settled():
-                        await conn.setup
-                conn.setup = None
+                setup.upgraded(time.monotonic_ns(), token)
+                await conn.settle(Step.ROOMS)
+            await conn.settle(Step.READY)
         except Exception as exc:  # every failure is counted by cause and retried
-            conn.setup = None
+            setup.abandon()
             cause = _cause(exc)
             self.failures[cause] += 1
             if conn.is_open and conn.transport is not None:
                 conn.transport.disconnect(graceful=False)
             return cause
-        backlog = session.ready(time.monotonic_ns())
+        backlog = setup.finish(time.monotonic_ns())
         for payload in backlog:
             conn.send(payload)
         w.c["retried"] += len(backlog)
@@ -252,6 +231,7 @@ class Reconnector:
                 if pulse is Pulse.OK:
                     continue
                 transport = conn.transport
+                assert transport is not None  # (open: the upgrade gave it one)
                 if pulse is Pulse.PING:
                     transport.send_ping()
                     c["pings_sent"] += 1
@@ -281,9 +261,6 @@ def new_liveness() -> Liveness:
 
 
 def _cause(exc: BaseException) -> str:
-    name = type(exc).__name__
-    if name == "_SetupRejected":
-        return f"rejected_{exc.args[0]}"
-    if name == "_SetupClosed":
-        return f"closed_{exc.args[0]}"
+    if isinstance(exc, SetupError):
+        return exc.cause
     return classify(exc)

@@ -23,16 +23,17 @@ import resource
 import sys
 import time
 from array import array
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, cast
 from urllib.parse import urlparse
 
-from picows import WSCloseCode, WSListener, WSMsgType, ws_connect
+from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 from loadtest.adapters import (
     Ack,
     Delivery,
     EchoAdapter,
+    Event,
     Feature,
     Notice,
     Ready,
@@ -44,6 +45,7 @@ from loadtest.adapters import (
 from loadtest.adapters.base import MARKER_PREFIX, upgrade_headers
 from loadtest.client.policy import ReconnectPolicy
 from loadtest.client.reconnect import ClientSession, Recovery
+from loadtest.client.setup import SessionSetup, SetupClosed, SetupError, Step
 from loadtest.delay import meter as delay_meter
 from loadtest.engine import wire
 from loadtest.engine.failures import classify
@@ -79,17 +81,16 @@ class Conn(WSListener):
         self.adapter = worker.adapter.connection()  # per-connection protocol state, if any
         if worker.http:
             self.adapter.bind(worker.start.url)
-        self.transport = None
+        self.transport: WSTransport | None = None
         self.is_open = False
         self.ready = False  # set up once: part of the run
         self.live = False  # open and every room subscribed: sends go out now
-        self.setup: asyncio.Future[None] | None = None
-        self.want_welcome = False
-        self.welcome_id: str | None = None  # the server's name for this connection (Ready)
-        self.wait_rooms = True  # setup completes when every room answered (False: at welcome)
         # seqs, resume map, request ids and the outbox of unacked sends (req id ->
         # (payload, (stream, scheduled ns))): the shared client library
         self.session = ClientSession(worker.policy, worker.rng)
+        # hello, welcome, rooms resumed or joined, backlog: the shared setup steps
+        self.setup = SessionSetup(self.session, self.adapter, self.user, worker.rooms_of(self))
+        self.waking: asyncio.Future[None] | None = None  # a setup wait in progress
         self.ledger = RecipientLedger()
         self.counters: dict[int, int] = {}  # stream -> last counter sent
         self.close_code: int | None = None
@@ -100,44 +101,64 @@ class Conn(WSListener):
 
     # -- picows callbacks --------------------------------------------------------------------------
 
-    def on_ws_connected(self, transport) -> None:  # type: ignore[no-untyped-def]
+    def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
 
-    def on_ws_frame(self, transport, frame) -> None:  # type: ignore[no-untyped-def]
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         kind = frame.msg_type
         if kind is _TEXT or kind is _BINARY:
             self.w.on_payload(self, frame.get_payload_as_bytes())
             return
         self.liveness.last_rx_ns = time.monotonic_ns()  # a pong (or ping) says it is alive
         if kind is _CLOSE:
-            code = frame.get_close_code()
+            code: Any = frame.get_close_code()  # a WSCloseCode, or an int it does not name
             self.close_code = int(getattr(code, "value", code))
             transport.send_close(WSCloseCode.OK)
             transport.disconnect()
 
-    def on_ws_disconnected(self, transport) -> None:  # type: ignore[no-untyped-def]
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.w.on_closed(self)
 
     # -- sending -----------------------------------------------------------------------------------
 
     def send(self, payload: bytes) -> None:
-        self.transport.send(self.w.msg_type, payload)
+        transport = self.transport
+        assert transport is not None  # (sent only on an open connection)
+        transport.send(self.w.msg_type, payload)
         self.w.c["bytes_sent"] += len(payload)
 
     def req(self) -> int:
         """A request id unique to this client for the whole run, across reconnects."""
         return self.session.new_id()
 
-    # -- the setup wait, for the shared tally (loadtest.tally.Peer) --------------------------------
+    # -- the setup wait (loadtest.tally.Peer) --------------------------------------------------
 
-    def setup_pending(self) -> bool:
-        return self.setup is not None and not self.setup.done()
+    def wake(self) -> None:
+        """The setup machine moved: end ``settle``'s wait, which looks again."""
+        waking = self.waking
+        if waking is not None and not waking.done():
+            waking.set_result(None)
 
-    def setup_ok(self) -> None:
-        self.setup.set_result(None)
-
-    def setup_fail(self, code: str) -> None:
-        self.setup.set_exception(_SetupRejected(code))
+    async def settle(self, until: Step) -> None:
+        """Move the setup's frames until it reaches ``until`` (``Step.ROOMS``: welcomed;
+        ``Step.READY``); raises its ``SetupError``. Waits only: the machine decides."""
+        setup = self.setup
+        loop = asyncio.get_running_loop()
+        while True:
+            self.waking = loop.create_future()  # (before the sends: an answer may come)
+            for payload in setup.take():
+                self.send(payload)
+            setup.check()
+            if setup.step >= until:
+                self.waking = None
+                return
+            try:
+                async with asyncio.timeout(setup.wait_s(time.monotonic_ns())):
+                    await self.waking
+            except TimeoutError:
+                setup.expire(time.monotonic_ns())
+            finally:
+                self.waking = None
 
 
 class EchoConn(Conn):
@@ -157,9 +178,9 @@ class EchoConn(Conn):
     head = ""
     sent_n = 0
     fan = 0
-    own: list | None = None
+    own: list[Any] = []  # (a placeholder until the go: [highest counter, gaps])
 
-    def on_ws_frame(self, transport, frame) -> None:  # type: ignore[no-untyped-def]
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         kind = frame.msg_type
         if kind is _TEXT or kind is _BINARY:
             payload = frame.get_payload_as_bytes()
@@ -174,7 +195,7 @@ class EchoConn(Conn):
 class Worker(Tally):
     """Everything one process does in a run; driven by the coordinator's messages."""
 
-    def __init__(self, start: wire.Start, emit: callable) -> None:
+    def __init__(self, start: wire.Start, emit: Callable[[Any], None]) -> None:
         self.start = start
         self.scenario = start.scenario
         self.plan = Plan(start.scenario, start.tag)
@@ -248,6 +269,7 @@ class Worker(Tally):
             # adapter's event plus a type dispatch; the common case, the next counter of a
             # known stream that is not a probe nor one's own, is counted right here.
             end = payload.find(b" ", 5)
+            event: Event | list[Event] | None
             try:
                 sender_b, stream_b, counter_b, sched_b = (
                     payload[5:end] if end > 0 else payload[5:]
@@ -272,21 +294,21 @@ class Worker(Tally):
                 for one in event:
                     self.on_event(conn, one, now)
                 return
-        self.on_event(conn, event, now)
+        if event is not None:
+            self.on_event(conn, event, now)  # type: ignore[arg-type]  # (not a list: above)
 
     def on_reply(self, conn: Conn, payload: bytes) -> None:
         """Bytes of an HTTP client's request lane (``Adapter.transport == "http"``)."""
         now = time.monotonic_ns()
         self.c["bytes_received"] += len(payload)
-        events = conn.adapter.parse_reply(payload)
-        for event in events if type(events) is list else (events,):
+        parsed = conn.adapter.parse_reply(payload)
+        for event in parsed if isinstance(parsed, list) else (parsed,):
             if event is not None:
                 self.on_event(conn, event, now)
 
-    def on_event(self, conn: Conn, event: object, now: int) -> None:
-        """Account one event of a received frame."""
-        kind = type(event)
-        if kind is Delivery:
+    def on_event(self, conn: Conn, event: Event, now: int) -> None:
+        """Account one event of a received frame (``type(event) is``: what narrows it)."""
+        if type(event) is Delivery:
             if self.delivery(conn, event, now) is None:
                 return
             if (
@@ -295,21 +317,23 @@ class Worker(Tally):
                 and event.sender == conn.index
             ):
                 self._next_round_trip(conn, now)
-        elif kind is Ack:
+        elif type(event) is Ack:
             self.ack(conn, event, now)
-        elif kind is Ready:
+        elif type(event) is Ready:
             self.ready(conn, event, now)
-        elif kind is Rejected:
+        elif type(event) is Rejected:
             if not self.rejected(conn, event):
                 self.refused_setup(conn, event.code)
-        elif kind is Notice:
+        elif type(event) is Notice:
             self.events[event.kind] += 1
-            if event.seq is not None and event.kind in ITEM_KINDS:  # not a receipt's read marker
-                conn.session.observe(event.room, event.seq)
-        elif kind is Reply and conn.is_open:  # e.g. an Engine.IO pong, an MQTT PUBACK
+            room, seq = event.room, event.seq
+            # a receipt's seq is a read marker, not an item of the room
+            if seq is not None and room is not None and event.kind in ITEM_KINDS:
+                conn.session.item(room, seq)
+        elif type(event) is Reply and conn.is_open:  # e.g. an Engine.IO pong, an MQTT PUBACK
             conn.send(event.payload)
 
-    def on_echo(self, conn: Conn, payload: bytes) -> None:
+    def on_echo(self, conn: EchoConn, payload: bytes) -> None:
         """The echo of ``conn.expect``, the oldest send awaiting one (``EchoConn``)."""
         now = time.monotonic_ns()
         conn.expect = None
@@ -340,8 +364,8 @@ class Worker(Tally):
             self.open_now -= 1
             self.c["closed"] += 1
             self.closes[str(conn.close_code or 1006)] += 1
-        if conn.setup is not None and not conn.setup.done():
-            conn.setup.set_exception(_SetupClosed(conn.close_code or 1006))
+        if conn.setup.closed(conn.close_code or 1006):
+            conn.wake()
         if self.reconnector is not None and conn.ready:
             self.reconnector.lost(conn)
 
@@ -373,7 +397,7 @@ class Worker(Tally):
 
     # -- connecting --------------------------------------------------------------------------------
 
-    def _source_addresses(self, url: str):  # type: ignore[no-untyped-def]
+    def _source_addresses(self, url: str) -> Callable[[int], tuple[str, int] | None]:
         """Past ~28,000 connections to one address:port, spread over 127.0.0.2, .3, ..."""
         host = urlparse(url).hostname or ""
         try:
@@ -417,7 +441,7 @@ class Worker(Tally):
         Node ws echo peer, medians of 4; reports/recovery.md), and at 10,000 x 1 msg/s the
         steady state was no worse (6 of 7 alternating pairs ~1 point of a core lower).
         """
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         local = self.local_addr_for(conn.index)
         if self.http:
             return HttpLanes(self, conn, self.url, local).connect()
@@ -439,18 +463,18 @@ class Worker(Tally):
         c = self.c
         c["attempted"] += 1
         started = time.monotonic_ns()
-        deadline = started + int(sc.connect_timeout * 1e9)
         token = self.plan.token(conn.index)
+        setup = conn.setup
         # before the upgrade: a server that welcomes first (Action Cable, Pusher) may have
         # its welcome in the same read as the 101, handled before ``dial`` returns
-        conn.setup = asyncio.get_running_loop().create_future()
-        conn.want_welcome = conn.adapter.expects_welcome
+        setup.begin(started, sc.connect_timeout)
         try:
             try:
                 await asyncio.wait_for(
                     self.dial(conn, token, sc.connect_timeout), sc.connect_timeout
                 )
             except Exception as exc:  # every failure is counted by cause, none is fatal
+                setup.abandon()
                 self._fail(conn, classify(exc, secure=self.url.startswith("wss:")))
                 return
             finally:
@@ -458,36 +482,19 @@ class Worker(Tally):
             self.opened(conn)
             c["opened"] += 1
             self.hist["handshake"].record_us((time.monotonic_ns() - started) // 1000)
-            frames, _ = conn.session.opening_frames(conn.adapter, conn.user, token)
-            for payload in frames:
-                conn.send(payload)
-            rooms = self.rooms_of(conn)
-            if conn.adapter.expects_welcome:  # (done already if the welcome came first)
-                await asyncio.wait_for(conn.setup, (deadline - time.monotonic_ns()) / 1e9)
-                conn.setup = asyncio.get_running_loop().create_future()
-            if conn.adapter.confirms_join:
-                conn.session.expect_rooms(rooms)
-            for room in rooms:
-                conn.send(conn.adapter.join_in(conn.welcome_id, room, conn.req()))
-            if not conn.session.settled():
-                await asyncio.wait_for(conn.setup, (deadline - time.monotonic_ns()) / 1e9)
-            conn.setup = None
-            conn.session.ready(time.monotonic_ns())
+            setup.upgraded(time.monotonic_ns(), token)
+            await conn.settle(Step.READY)
+            setup.finish(time.monotonic_ns())  # (a first connect has no backlog)
             conn.ready = True
             conn.live = True
             c["ready"] += 1
             self.hist["setup"].record_us((time.monotonic_ns() - started) // 1000)
-        except _SetupRejected as exc:
-            self._fail(conn, f"rejected_{exc.args[0]}", disconnect=True)
-        except _SetupClosed as exc:
-            self._fail(conn, f"closed_{exc.args[0]}")
-        except TimeoutError:
-            self._fail(conn, "timeout", disconnect=True)
+        except SetupError as exc:  # a close ended it already; a refusal or timeout: end it
+            self._fail(conn, exc.cause, disconnect=type(exc) is not SetupClosed)
 
     def _fail(self, conn: Conn, cause: str, disconnect: bool = False) -> None:
         self.c["failed"] += 1
         self.failures[cause] += 1
-        conn.setup = None
         if disconnect and conn.transport is not None and conn.is_open:
             conn.transport.disconnect(graceful=False)
 
@@ -515,10 +522,10 @@ class Worker(Tally):
             await self._sleep_until(end_ns)
             return
         rate = sc.rate * len(senders)
-        send = self.send_one
-        if self.echo_rtt:
+        send: Callable[[Any, int], None] = self.send_one
+        if self.echo_rtt:  # (then every connection is an EchoConn)
             send = self.send_echo
-            self.prepare_echo(senders)
+            self.prepare_echo(cast(list[EchoConn], senders))
         schedule = OpenLoop(send, senders, rate, self.rng, start_ns, end_ns)
         try:
             await schedule.done
@@ -539,7 +546,9 @@ class Worker(Tally):
             if out.typing is not None:
                 conn.send(out.typing)
                 c["typing_sent"] += 1
-            conn.transport.send(self.msg_type, payload)  # (conn.send, inlined)
+            transport = conn.transport
+            assert transport is not None  # (live: open)
+            transport.send(self.msg_type, payload)  # (conn.send, inlined)
             c["bytes_sent"] += len(payload)
             self.send_lag.record_us((time.monotonic_ns() - when) // 1000)
         # else: the connection is being recovered; the send waits in the outbox and goes
@@ -552,7 +561,7 @@ class Worker(Tally):
             conn.send(read)
             c["receipts_sent"] += 1
 
-    def prepare_echo(self, senders: list[Conn]) -> None:
+    def prepare_echo(self, senders: list[EchoConn]) -> None:
         """The fast path's per-connection state (once, at the go: recipients are known)."""
         for conn in senders:
             i = conn.index
@@ -563,7 +572,7 @@ class Worker(Tally):
             # [highest counter, gaps]
             conn.own = conn.ledger.streams.setdefault((i, i), [0, None])
 
-    def send_echo(self, conn: Conn, when: int) -> None:
+    def send_echo(self, conn: EchoConn, when: int) -> None:
         """``send_one`` for open-loop rtt on a plain echo server: the same marker, counted
         the same way (sent, expected, bytes, send lag), built and sent in one step."""
         if not conn.live:
@@ -573,7 +582,9 @@ class Worker(Tally):
         conn.sent_n = counter
         # (marker(i, i, counter, when, size).encode(): the head is "rtb1.{i}.{i}.")
         payload = f"{conn.head}{counter}.{when} ".encode().ljust(self.message_bytes, b"x")
-        conn.transport.send(self.msg_type, payload)
+        transport = conn.transport
+        assert transport is not None  # (live: open)
+        transport.send(self.msg_type, payload)
         self.lag_us.append((time.monotonic_ns() - when) // 1000)
         if conn.expect is None or conn.expect_n <= conn.own[0]:
             # (the slot also moves on once its message was accounted some other way)
@@ -711,7 +722,8 @@ class Worker(Tally):
             with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*waits, return_exceptions=True), 3.0)
 
-    def final(self) -> wire.Final:
+    def final_report(self) -> wire.Final:
+        """The tally's ``final`` over this worker's connections (held, answering)."""
         answering = sum(1 for conn in self.conns if conn.probe_round < 0 and conn.ready)
         self._fold()
         return Tally.final(self, self.conns, held=self.held, answering=answering)
@@ -744,7 +756,9 @@ class Worker(Tally):
     async def _measure(self, go: wire.Go, inbox: asyncio.Queue) -> None:
         """Send (or hold) from the go until the end time or a Finish, whichever comes first."""
         self.recipients = self.plan.recipients(go.live)
-        end_ns = go.start_ns + int(self.scenario.duration * 1e9)
+        duration = self.scenario.duration
+        assert duration is not None  # (a resolved scenario has one)
+        end_ns = go.start_ns + int(duration * 1e9)
         # the measured phase starts now: what the ramp cost is not the generator's health
         self.lag_worst_ms = 0.0
         self.cpu.reset()
@@ -780,7 +794,7 @@ class Worker(Tally):
         unacked = sum(len(conn.session.outbox) for conn in self.conns) + self.evicted
         await self.close_all()
         self.c["unacked"] = unacked
-        self.emit(self.final())
+        self.emit(self.final_report())
 
 
 async def _cancel(task: asyncio.Task | None) -> None:
@@ -788,14 +802,6 @@ async def _cancel(task: asyncio.Task | None) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-
-class _SetupRejected(Exception):
-    """The server answered hello or join with an error frame."""
-
-
-class _SetupClosed(Exception):
-    """The server closed the connection before hello and joins completed."""
 
 
 # -- process entry point -----------------------------------------------------------------------
@@ -815,7 +821,7 @@ async def _main(channel_out: int) -> None:
     out = os.fdopen(channel_out, "wb", buffering=0)
     w_transport, _ = await loop.connect_write_pipe(asyncio.Protocol, out)
 
-    def emit(message) -> None:  # type: ignore[no-untyped-def]
+    def emit(message: Any) -> None:
         w_transport.write(wire.frame(message))
 
     emit(wire.Booted(pid=os.getpid()))

@@ -23,11 +23,11 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import gevent
-from gevent.event import AsyncResult
+from gevent.event import Event
 
 from loadtest.adapters import Ack, Delivery, Feature, Notice, Ready, Rejected, marker
 from loadtest.adapters.base import Page, Reply
-from loadtest.client import ClientSession
+from loadtest.client import ClientSession, SessionSetup, SetupClosed, SetupError, Step
 from loadtest.ledger import Arrival, RecipientLedger
 from loadtest.locust.httplanes import HttpLanesConnection
 from loadtest.locust.wsclient import WsConnection, classify
@@ -51,14 +51,6 @@ RECONNECT = "reconnect"
 
 class Failure(Exception):
     """A failed realtime operation; Locust groups failures by this text."""
-
-
-class _SetupRejected(Exception):
-    pass
-
-
-class _SetupClosed(Exception):
-    pass
 
 
 class Conn:
@@ -85,10 +77,9 @@ class Conn:
         self.ledger = RecipientLedger()
         self.history_pending: dict[int, int] = {}  # req_id -> sent ns
         self.counters: dict[int, int] = {}  # stream -> last counter sent
-        self.setup: AsyncResult | None = None
-        self.want_welcome = False
-        self.welcome_id: str | None = None  # the server's name for this connection (Ready)
-        self.wait_rooms = True  # setup completes when every room answered (False: at welcome)
+        # hello, welcome, rooms resumed or joined, backlog: the shared setup steps
+        self.setup = SessionSetup(self.session, self.adapter, self.user, self.rooms)
+        self.woken = Event()  # set when the setup machine moved (``settle`` looks again)
         self.probe_round = 0
         self.reconnecting: gevent.Greenlet | None = None
         self.beating: gevent.Greenlet | None = None  # the protocol's keepalive, if any
@@ -108,16 +99,25 @@ class Conn:
         """A request id unique to this client for the whole run, across reconnects."""
         return self.session.new_id()
 
-    # -- the setup wait, for the shared tally (loadtest.tally.Peer) ------------------------
+    # -- the setup wait (loadtest.tally.Peer) ---------------------------------------------
 
-    def setup_pending(self) -> bool:
-        return self.setup is not None and not self.setup.ready()
+    def wake(self) -> None:
+        """The setup machine moved: end ``settle``'s wait, which looks again."""
+        self.woken.set()
 
-    def setup_ok(self) -> None:
-        self.setup.set(None)
-
-    def setup_fail(self, code: str) -> None:
-        self.setup.set_exception(_SetupRejected(code))
+    def settle(self) -> None:
+        """Move the setup's frames until every room is back; raises its ``SetupError``.
+        Waits only (on the reader greenlet's ``wake``): the machine decides."""
+        setup = self.setup
+        while True:
+            self.woken.clear()  # (before the sends, which may yield: an answer may come)
+            for payload in setup.take():
+                self.send(payload)
+            setup.check()
+            if setup.step >= Step.READY:
+                return
+            if not self.woken.wait(setup.wait_s(time.time_ns())):
+                setup.expire(time.time_ns())
 
     def send(self, payload: bytes) -> bool:
         ws = self.ws
@@ -144,7 +144,7 @@ class Conn:
             run.failures[cause] += 1
             run.fire(CONNECT, elapsed_ms, Failure(f"{cause}: {describe(cause)}"))
             return False
-        self.session.ready(time.time_ns())
+        self.setup.finish(time.time_ns())  # (a first connect has no backlog)
         self.ready = True
         run.c["ready"] += 1
         run.hist["setup"].record_us(int(elapsed_ms * 1000))
@@ -163,8 +163,11 @@ class Conn:
         ``connect_timeout``)."""
         run = self.run
         adapter = self.adapter
-        session = self.session
+        setup = self.setup
         token = run.plan.token(self.index)
+        # the machine's clock is the session's (wall clock, like every time here); the
+        # welcome's deadline counts from ``started``, as the upgrade's does
+        setup.begin(time.time_ns() - int((time.perf_counter() - started) * 1e9), welcome_s, rooms_s)
         if self.http:
             ws: Any = HttpLanesConnection(
                 run.url, adapter, self._on_payload, self._on_reply, self._on_closed
@@ -175,8 +178,10 @@ class Conn:
             with gevent.Timeout(welcome_s):
                 ws.connect(welcome_s, adapter.headers(self.user, token), adapter.subprotocols)
         except gevent.Timeout:
+            setup.abandon()
             return "timeout"
         except Exception as exc:
+            setup.abandon()
             return classify(exc, secure=run.url.startswith("wss:"))
         self.ws = ws
         if adapter.heartbeat_interval_s and (self.beating is None or self.beating.dead):
@@ -187,42 +192,13 @@ class Conn:
         try:
             # first the welcome; with resume, the hello names every room with the last seq
             # seen and each comes back by itself (maybe in the same read as the welcome)
-            self.wait_rooms = False
-            self.setup = AsyncResult()
-            frames, rooms_with_hello = session.opening_frames(adapter, self.user, token)
-            self.want_welcome = adapter.expects_welcome
-            for payload in frames:
-                self.send(payload)
-            if self.want_welcome:
-                self.setup.get(timeout=max(0.0, started + welcome_s - time.perf_counter()))
-            else:
-                session.welcomed(time.time_ns())
-            rooms_deadline = (
-                started + welcome_s if rooms_s is None else time.perf_counter() + rooms_s
-            )
-            self.wait_rooms = True
-            self.setup = AsyncResult()
-            if not session.settled():
-                self.setup.get(timeout=max(0.0, rooms_deadline - time.perf_counter()))
-            if not rooms_with_hello:  # first setup, or a protocol without resume: join
-                self.setup = AsyncResult()
-                if adapter.confirms_join:
-                    session.expect_rooms(self.rooms)
-                for room in self.rooms:
-                    self.send(adapter.join_in(self.welcome_id, room, self.req()))
-                if not session.settled():
-                    self.setup.get(timeout=max(0.0, rooms_deadline - time.perf_counter()))
+            setup.upgraded(time.time_ns(), token)
+            self.settle()
             return None
-        except _SetupRejected as exc:
-            ws.drop(quiet=True)
-            return f"rejected_{exc.args[0]}"
-        except _SetupClosed as exc:
-            return f"closed_{exc.args[0]}"
-        except gevent.Timeout:
-            ws.drop(quiet=True)
-            return "timeout"
-        finally:
-            self.setup = None
+        except SetupError as exc:
+            if type(exc) is not SetupClosed:  # (a close ended it already)
+                ws.drop(quiet=True)
+            return exc.cause
 
     def fetch_history(self) -> None:
         """Page the newest history of each room, as a client opening a room does.
@@ -287,7 +263,7 @@ class Conn:
             room, seq = event.room, event.seq  # type: ignore[union-attr]
             # a receipt's seq is a read marker, not an item of the room
             if room is not None and seq is not None and event.kind in ITEM_KINDS:  # type: ignore[union-attr]
-                self.session.observe(room, seq)
+                self.session.item(room, seq)
         elif kind is Reply:
             self.send(event.payload)  # type: ignore[union-attr]
         elif kind is Page:
@@ -311,8 +287,11 @@ class Conn:
         run.open_now -= 1
         if ws is not self.ws:
             return  # an earlier connection of this user, already given up on
-        if self.setup is not None and not self.setup.ready():
-            self.setup.set_exception(_SetupClosed(code))
+        setup = self.setup
+        # (while upgrading, ``self.ws`` is still the connection before: not this setup's)
+        if setup.active and setup.step is not Step.UPGRADE:
+            if setup.closed(code):
+                self.wake()
             return
         if self.stopping or ws.closing:
             return
@@ -358,7 +337,7 @@ class Conn:
             now = time.time_ns()
             lost_ns = record.lost_ns if record is not None else now
             if cause is None:
-                backlog = session.ready(now)
+                backlog = self.setup.finish(now)
                 for payload in backlog:
                     self.send(payload)
                 run.c["retried"] += len(backlog)

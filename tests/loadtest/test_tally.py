@@ -11,6 +11,7 @@ import time
 import pytest
 
 from loadtest.adapters import Ready, Rejected, marker
+from loadtest.client.setup import SessionSetup, SetupRejected, Step
 from loadtest.engine import wire
 from loadtest.engine.worker import Worker
 from loadtest.plan import PROBE_STREAM
@@ -47,7 +48,7 @@ def _feed(worker: Worker) -> dict:
     now = time.monotonic_ns()
     for payload in _frames(now):
         worker.on_payload(conn, payload)
-    final = worker.final()
+    final = worker.final_report()
     return {
         "counters": final.counters,
         "events": final.events_by_type,
@@ -67,34 +68,36 @@ def test_echo_fast_path_counts_exactly_as_the_general_path() -> None:
 
 
 class _Peer:
-    """A connection as the tally sees it, with a plain flag for the setup wait."""
+    """A connection as the tally sees it: its setup machine, and a count of its wakes."""
 
     def __init__(self, worker: Worker) -> None:
         conn = worker.conns[0]
         self.index, self.session, self.ledger = 0, conn.session, conn.ledger
-        self.probe_round, self.want_welcome, self.wait_rooms, self.in_run = 0, True, True, True
-        self.outcome: str | None = None
+        self.probe_round, self.in_run = 0, True
+        self.setup = SessionSetup(self.session, conn.adapter, "u", [])
+        self.wakes = 0
 
-    def setup_pending(self) -> bool:
-        return self.outcome is None
-
-    def setup_ok(self) -> None:
-        self.outcome = "ok"
-
-    def setup_fail(self, code: str) -> None:
-        self.outcome = f"refused {code}"
+    def wake(self) -> None:
+        self.wakes += 1
 
 
-def test_setup_ends_through_the_peer_callbacks() -> None:
+def test_setup_answers_go_to_the_peer_setup_machine() -> None:
     worker = _worker(False)
     peer = _Peer(worker)
-    peer.wait_rooms = False
-    worker.ready(peer, Ready(room=None), time.monotonic_ns())
-    assert peer.outcome == "ok" and not peer.want_welcome
+    now = time.monotonic_ns()
+    peer.setup.begin(now, 1.0)
+    peer.setup.upgraded(now, None)  # echo: no welcome, no rooms: ready at once
+    worker.ready(peer, Ready(room=None, session="s1"), now)
+    assert peer.setup.step is Step.READY and peer.setup.welcome_id == "s1"
+    assert peer.wakes == 0  # (nothing moved: it was ready already)
     refused = _Peer(worker)
+    refused.setup.begin(now, 1.0)
     assert not worker.rejected(refused, Rejected(code="unauthorized", req_id=None))
     worker.refused_setup(refused, "unauthorized")
-    assert refused.outcome == "refused unauthorized"
+    assert refused.wakes == 1 and refused.setup.step is Step.FAILED
+    with pytest.raises(SetupRejected) as failed:
+        refused.setup.check()
+    assert failed.value.cause == "rejected_unauthorized"
     assert worker.c["errors"] == 1 and worker.errors == {"unauthorized": 1}
 
 
@@ -183,7 +186,7 @@ def _echo_run(fast: bool, t: int) -> tuple[dict, list[bytes]]:
         else:
             echo(n)
     conn.on_ws_frame(None, _Frame(b"hello"))
-    final = worker.final()
+    final = worker.final_report()
     figures = {
         "fast_hits": fast_hits[0] if fast else 3,
         "counters": final.counters,
