@@ -232,6 +232,18 @@ class ProbeStore:
             raise
         self._db.execute("COMMIT")
 
+    def snapshot(self, fn: Callable[[ProbeStore], T]) -> T:
+        """``fn(self)`` inside one read transaction: every query it makes sees the same
+        committed state. Without it each SELECT saw the latest commit, so a probe written
+        between two of them tore the view (an incident closed by a good probe beside
+        window counts from before that probe; seen once in tests/monitor/test_outage.py)."""
+        self._db.execute("BEGIN")
+        try:
+            return fn(self)
+        finally:
+            if self._db.in_transaction:  # read-only: ending it writes nothing
+                self._db.execute("COMMIT")
+
     # -- writes ---------------------------------------------------------------
 
     def record_probe(self, result: ProbeResult, change: IncidentChange | None = None) -> int | None:
@@ -569,7 +581,7 @@ class AsyncStore:
 
     async def read(self, fn: Callable[[ProbeStore], T]) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._reader, lambda: fn(self._store()))
+        return await loop.run_in_executor(self._reader, lambda: self._store().snapshot(fn))
 
     def close(self) -> None:
         """Finish queued writes, then close both connections (call after the tasks stopped)."""

@@ -6,6 +6,7 @@ exact and no test depends on the clock.
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from monitor.budget import error_budget, window_view
@@ -409,3 +410,25 @@ def test_a_failure_not_counted_is_no_interval_and_no_step_to_an_incident(tmp_pat
     assert (t.windows[0].total, t.windows[0].good) == (11, 10)
     assert t.own_delay.not_counted == 3 and t.incidents == []
     store.close()
+
+
+def test_a_snapshot_sees_one_committed_state_while_probes_are_written(tmp_path):
+    """The monitor evaluates in a read transaction on its reader connection: a probe the
+    writer commits between two of its queries is in neither (before: in the second only,
+    so an incident read as closed beside window counts from before the closing probe)."""
+    db = tmp_path / "m.db"
+    writer, reader = ProbeStore(db), ProbeStore(db)
+    try:
+        probe = ProbeResult(target="chat", kind="delivery", ts=T0, ok=True, latency_ms=4.0)
+        writer.record_probe(probe)
+
+        def two_reads(s: ProbeStore) -> tuple[int, int]:
+            first = s.window_counts("chat", "delivery", {"all": 0.0})["all"].good
+            writer.record_probe(msgspec.structs.replace(probe, ts=T0 + STEP))
+            return first, s.window_counts("chat", "delivery", {"all": 0.0})["all"].good
+
+        assert reader.snapshot(two_reads) == (1, 1)
+        assert reader.window_counts("chat", "delivery", {"all": 0.0})["all"].good == 2
+    finally:
+        writer.close()
+        reader.close()
