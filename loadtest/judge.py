@@ -65,6 +65,26 @@ def delivery_verdict(
     )
 
 
+def _shared_cores_saturated(outcome: Outcome) -> str | None:
+    """More processes than CPUs: the per-worker rule above cannot see them fill their
+    CPUs together (4 workers at 25 % each are one full core), so the same rule is applied
+    to their sum per second against every CPU they shared; a note when it holds."""
+    cores, sc = outcome.cores, outcome.scenario
+    if cores is None or sc.procs <= cores:
+        return None
+    sums = [s.cpu for s in outcome.seconds if s.counters.get("sent", 0) > 0] or [
+        s.cpu for s in outcome.seconds
+    ]
+    limit = sc.max_cpu_percent * cores
+    hot = sum(1 for v in sums if v >= limit)
+    if sums and hot >= max(2, SATURATED_SHARE * len(sums)):
+        return (
+            f"{sc.procs} workers on {cores} CPU{'s' if cores > 1 else ''}: together at or "
+            f"above {sc.max_cpu_percent:g} % of each in {hot} of {len(sums)} seconds"
+        )
+    return None
+
+
 def generator_health(outcome: Outcome) -> GeneratorHealth:
     sc = outcome.scenario
     cpu_all = [v for samples in outcome.cpu_samples for v in samples]
@@ -79,6 +99,10 @@ def generator_health(outcome: Outcome) -> GeneratorHealth:
                 f"worker {worker}: CPU at or above {sc.max_cpu_percent:g} % of a core "
                 f"in {hot} of {len(samples)} seconds"
             )
+    shared = _shared_cores_saturated(outcome)
+    if shared is not None:
+        saturated = True
+        notes.append(shared)
     for worker, samples in enumerate(outcome.lag_samples):
         slow = sum(1 for v in samples if v > sc.max_loop_lag_ms)
         if slow >= 2:  # its delay is in every verdict's bound (within_generator_delay)

@@ -103,6 +103,7 @@ class Outcome:
     recoveries: list[Recovery] = field(default_factory=list)  # every process's
     ontime_by_ds: Counter[int] = field(default_factory=Counter)  # on-time deliveries / 100 ms
     faults: FaultSession | None = None  # the run's fault session, when it had one
+    cores: int | None = None  # CPUs the generator's processes shared (None: unknown)
 
 
 @dataclass
@@ -134,6 +135,7 @@ class RunFrame:
     started_wall: float
     go_ns: int | None = None
     end_ns: int | None = None
+    cores: int | None = None  # CPUs the generator's processes may run on (None: unknown)
 
 
 def merge(
@@ -196,6 +198,7 @@ def merge(
         recoveries=[r for f in finals for r in f.recoveries],
         ontime_by_ds=sum((Counter(f.ontime_by_ds) for f in finals), Counter()),
         faults=faults,
+        cores=frame.cores,
     )
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from types import SimpleNamespace
 
 import pytest
 
 from loadtest.judge import delivery_verdict, generator_health, verdicts_for
+from loadtest.run.outcome import SecondStats
 from loadtest.scenarios import Kind, Scenario
 from rtbench.exitcodes import ExitCode
 from rtbench.histogram import LatencyHistogram
@@ -148,8 +150,40 @@ def test_a_server_closing_everyone_is_unreachable(tiny) -> None:  # type: ignore
 def _health(cpu: list[float], lag: list[float]):  # type: ignore[no-untyped-def]
     sc = Scenario(scenario=Kind.CHAT).resolved()
     return generator_health(
-        SimpleNamespace(scenario=sc, cpu_samples=[cpu], lag_samples=[lag], rss_max=[1], notes=[])
+        SimpleNamespace(
+            scenario=sc,
+            cpu_samples=[cpu],
+            lag_samples=[lag],
+            rss_max=[1],
+            notes=[],
+            cores=None,
+            seconds=[],
+        )
     )
+
+
+def test_workers_that_fill_their_shared_cpus_together_are_saturated() -> None:
+    """4 workers at 25 % each on one CPU: the per-worker rule sees no hot worker, the
+    summed rule sees the CPU full; on 2 CPUs the same sums are half of them."""
+    sc = Scenario(scenario=Kind.CHAT, procs=4).resolved()
+
+    def health(cores: int):  # type: ignore[no-untyped-def]
+        seconds = [SecondStats(t, counters=Counter(sent=100), cpu=98.0) for t in range(10)]
+        return generator_health(
+            SimpleNamespace(
+                scenario=sc,
+                cpu_samples=[[24.5] * 10] * 4,
+                lag_samples=[[1.0] * 10] * 4,
+                rss_max=[1] * 4,
+                notes=[],
+                cores=cores,
+                seconds=seconds,
+            )
+        )
+
+    one = health(1)
+    assert one.saturated and "4 workers on 1 CPU" in one.notes[0]
+    assert not health(2).saturated
 
 
 def test_saturated_generator_makes_failures_inconclusive() -> None:
