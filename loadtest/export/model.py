@@ -250,6 +250,14 @@ class RunMetrics:
             spec.source: edges_for(delivery_s, recovery_s)
             for spec in HISTOGRAM_SPECS  # every latency gets both SLO edges
         }
+        self._last_ms = 0  # the previous snapshot's timestamp (one export thread builds them)
+
+    def _next_ms(self) -> int:
+        """Now in ms, and always after the previous snapshot's: remote write rejects a
+        series' sample at a timestamp it already holds (HTTP 400), so a final snapshot
+        built in the same millisecond as the last live one would lose the run's end."""
+        self._last_ms = max(int(time.time() * 1000), self._last_ms + 1)
+        return self._last_ms
 
     def snapshot(self, agg: LiveAggregate, *, final: bool = False) -> Snapshot:
         families: list[Family] = []
@@ -266,7 +274,7 @@ class RunMetrics:
         return Snapshot(
             families=tuple(families),
             run_labels=self.labels.pairs(),
-            timestamp_ms=int(time.time() * 1000),
+            timestamp_ms=self._next_ms(),
             final=final,
         )
 

@@ -4,6 +4,7 @@ dashboard only reads series that are exposed or recorded."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import subprocess
@@ -100,3 +101,19 @@ def test_dashboard_reads_only_exposed_or_recorded_series(promtool: str) -> None:
     for source in [rule_text, *exprs]:
         for name in re.findall(r"\b(rtbench[a-zA-Z0-9_:]*[a-zA-Z0-9])\b", source):
             assert name in known, f"{name} is neither exposed nor recorded"
+
+
+def test_each_snapshot_is_stamped_after_the_previous_one() -> None:
+    """Remote write refuses a series' second sample at a timestamp it already holds, so
+    snapshots built in one millisecond (the last live one and the final) must still be
+    stamped in order, or the run's final figures are refused (seen once in CI: the
+    `phase="done"` sample never reached Prometheus)."""
+    from loadtest.export.model import RunMetrics
+
+    metrics = RunMetrics(RunLabels("r", "chat", "ws://127.0.0.1:1/ws", "reference"), SLO())
+    aggregate = LiveAggregate(
+        phase="running", elapsed_s=1.0, counters={}, connections_open=0,
+        connections_target=0, histograms={}, cpu_percent=0.0, loop_lag_ms=0.0,
+    )  # fmt: skip
+    stamps = [metrics.snapshot(aggregate, final=i == 49).timestamp_ms for i in range(50)]
+    assert all(b > a for a, b in itertools.pairwise(stamps)), stamps
