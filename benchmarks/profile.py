@@ -32,7 +32,7 @@ import subprocess
 import sys
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -240,3 +240,26 @@ def _finish(proc: subprocess.Popen[bytes] | None, out_path: Path, summary: dict[
     else:
         tail = output.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
         summary["error"] = f"py-spy recorded nothing (exit {proc.returncode}): {tail[0]}"
+
+
+def profile_step(
+    pid: int, path: Path, plan: dict[str, Any], prefix: list[str], step: Callable[[], Any]
+) -> dict[str, Any]:
+    """The server's profile over one more run of a sweep's step (``step()``: the run).
+
+    Recorded over the sending seconds only: a run starts its processes (about a second),
+    ramps (``plan["ramp"]``), then sends for ``plan["duration"]``. The summary gains the
+    run's rate, p99 and losses beside the profile, so a reader knows what was profiled.
+    """
+    with profiling(
+        pid, path, after_s=plan["ramp"] + 1.5, duration_s=plan["duration"] - 0.5,
+        prefix=prefix, idle=True,
+    ) as summary:  # fmt: skip
+        run = step()
+    totals = run.results["totals"]
+    summary.update(
+        msgs_per_s=totals.get("sent", 0) / plan["duration"],
+        p99_ms=run.results.get("latency", {}).get("delivery", {}).get("p99"),
+        lost=totals.get("lost", 0),
+    )
+    return summary

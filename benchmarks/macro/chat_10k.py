@@ -29,7 +29,7 @@ from benchmarks.procs import (
     rtbench_run,
     started,
 )
-from benchmarks.profile import profiling
+from benchmarks.profile import profile_step
 
 NAME = "chat_10k"
 TITLE = "10,000 connections chatting in rooms of 10: the highest rate at delivery p99 <= 10 ms"
@@ -143,22 +143,14 @@ def _profile(
     ctx: Context, server: ServerProcess, plan: dict[str, Any], rate: float, n: int
 ) -> dict[str, Any]:
     """The server's py-spy profile over one more run of the sweep's top step."""
-    path = ctx.out / "profiles" / f"{NAME}-{n}-rate{rate:g}.txt"
-    # The sending seconds only: a run starts its processes (about a second), ramps, sends.
-    after = plan["ramp"] + 1.5
-    with profiling(
-        server.proc.pid, path, after_s=after, duration_s=plan["duration"] - 0.5,
-        prefix=ctx.cores.client_prefix(),
-        idle=True,
-    ) as summary:  # fmt: skip
-        run = _step(ctx, server, plan, rate, None)
-    totals = run.results["totals"]
-    summary.update(
-        rate_per_user=rate,
-        msgs_per_s=totals.get("sent", 0) / plan["duration"],
-        p99_ms=run.results.get("latency", {}).get("delivery", {}).get("p99"),
-        lost=totals.get("lost", 0),
+    summary = profile_step(
+        server.proc.pid,
+        ctx.out / "profiles" / f"{NAME}-{n}-rate{rate:g}.txt",
+        plan,
+        ctx.cores.client_prefix(),
+        lambda: _step(ctx, server, plan, rate, None),
     )
+    summary["rate_per_user"] = rate
     return summary
 
 

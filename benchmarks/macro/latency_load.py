@@ -43,7 +43,7 @@ from benchmarks.procs import (
     on_each_server,
     rtbench_run,
 )
-from benchmarks.profile import profiling
+from benchmarks.profile import profile_step
 
 NAME = "latency_load"
 TITLE = "Latency vs load: chat in rooms of 10, the load at which delivery p99 crosses 100 ms"
@@ -190,22 +190,14 @@ def _profile_top(
     ctx: Context, server: ServerProcess, plan: dict[str, Any], rate: float, tag: str
 ) -> dict[str, Any]:
     """The server's py-spy profile over one more run of the sweep's top step."""
-    path = ctx.out / "profiles" / f"{NAME}-{tag}-rate{rate:g}.txt"
-    # The sending seconds only: a run starts its processes (about a second), ramps, sends.
-    after = plan["ramp"] + 1.5
-    with profiling(
-        server.proc.pid, path, after_s=after, duration_s=plan["duration"] - 0.5,
-        prefix=ctx.cores.client_prefix(),
-        idle=True,
-    ) as summary:  # fmt: skip
-        run = _step(ctx, server, plan, rate, None)
-    totals = run.results["totals"]
-    summary.update(
-        rate_per_user=rate,
-        msgs_per_s=totals.get("sent", 0) / plan["duration"],
-        p99_ms=run.results.get("latency", {}).get("delivery", {}).get("p99"),
-        lost=totals.get("lost", 0),
+    summary = profile_step(
+        server.proc.pid,
+        ctx.out / "profiles" / f"{NAME}-{tag}-rate{rate:g}.txt",
+        plan,
+        ctx.cores.client_prefix(),
+        lambda: _step(ctx, server, plan, rate, None),
     )
+    summary["rate_per_user"] = rate
     ctx.log(f"latency_load profiled the {server.kind} at {rate:g} msg/s/user: {_parts(summary)}")
     return summary
 
