@@ -281,6 +281,18 @@ def _fanout(outcome: dict[str, Any], charts: dict[str, str], chart_dir: str) -> 
     return lines
 
 
+def _sweep_cells(c: dict[str, Any]) -> list[str]:
+    """A chat sweep step's figures, as latency_load's and chat_10k's tables show them."""
+    return [
+        num(c["msgs_per_s"]),
+        num(c["p50_ms"], 2),
+        num(c["p99_ms"], 2),
+        num(c.get("ack_p99_ms"), 2),
+        num(c.get("bound_p99_ms"), 2),
+        num(c.get("server_cpu_percent"), 0, " %"),
+    ]
+
+
 def _latency_load(outcome: dict[str, Any], charts: dict[str, str], chart_dir: str) -> list[str]:
     s = outcome["summary"]
     procs = s.get("generator_procs")
@@ -319,12 +331,7 @@ def _latency_load(outcome: dict[str, Any], charts: dict[str, str], chart_dir: st
             steps.append(
                 [
                     label,
-                    num(c["msgs_per_s"]),
-                    num(c["p50_ms"], 2),
-                    num(c["p99_ms"], 2),
-                    num(c.get("ack_p99_ms"), 2),
-                    num(c.get("bound_p99_ms"), 2),
-                    num(c.get("server_cpu_percent"), 0, " %"),
+                    *_sweep_cells(c),
                     f"{c.get('generator_saturated', 0)} / {c.get('generator_bound', 0)}",
                 ]
             )
@@ -406,12 +413,7 @@ def _chat_10k(outcome: dict[str, Any]) -> list[str]:
     rows = [
         [
             f"{c['rate_per_user']:g}",
-            num(c["msgs_per_s"]),
-            num(c["p50_ms"], 2),
-            num(c["p99_ms"], 2),
-            num(c.get("ack_p99_ms"), 2),
-            num(c.get("bound_p99_ms"), 2),
-            num(c.get("server_cpu_percent"), 0, " %"),
+            *_sweep_cells(c),
             f"{c['lost']}",
             f"{c['missed']} of {c['runs']}",
         ]
