@@ -90,7 +90,7 @@ def _open_files_to_hard_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-class ServerProcess:
+class PinnedServer:
     """A server under test, started on the server core; stops on context exit."""
 
     kind = "server"
@@ -154,14 +154,14 @@ class ServerProcess:
                 self.proc.kill()
                 self.proc.wait(5)
 
-    def __enter__(self) -> ServerProcess:
+    def __enter__(self) -> PinnedServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
 
-class ReferenceServer(ServerProcess):
+class ReferenceServer(PinnedServer):
     """``rtbench serve`` with its defaults (SQLite store, heartbeats, every feature on)."""
 
     kind = "reference server"
@@ -173,7 +173,7 @@ class ReferenceServer(ServerProcess):
         super().__init__(command, workdir, cores, {})
 
 
-class NodePeer(ServerProcess):
+class NodePeer(PinnedServer):
     """The Node ``ws`` broadcast peer (benchmarks/peers/node/broadcast.js)."""
 
     kind = "Node ws peer"
@@ -189,7 +189,7 @@ SERVER_KINDS = ("reference", "node")
 
 
 @contextlib.contextmanager
-def started(kind: str, cores: Cores) -> Iterator[ServerProcess]:
+def started(kind: str, cores: Cores) -> Iterator[PinnedServer]:
     """Start the reference server (in a scratch folder for its store) or the Node peer."""
     with workdir(f"rtbench-bench-{kind}-") as tmp:
         server = ReferenceServer(cores, tmp) if kind == "reference" else NodePeer(cores)
@@ -197,7 +197,7 @@ def started(kind: str, cores: Cores) -> Iterator[ServerProcess]:
             yield server
 
 
-Measure = Callable[[ServerProcess, str, int], dict[str, Any]]
+Measure = Callable[[PinnedServer, str, int], dict[str, Any]]
 
 
 def on_each_server(runs: int, cores: Cores, measure: Measure) -> dict[str, list[dict[str, Any]]]:
@@ -257,7 +257,7 @@ class Sample:
 class Sampler:
     """Samples a server's CPU time and RSS in a thread, so windows can be cut afterwards."""
 
-    server: ServerProcess
+    server: PinnedServer
     period_s: float = 0.2
     samples: list[Sample] = field(default_factory=list)
 

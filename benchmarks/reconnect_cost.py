@@ -54,8 +54,8 @@ from benchmarks.procs import (
     RTBENCH,
     Cores,
     NodePeer,
+    PinnedServer,
     ReferenceServer,
-    ServerProcess,
     node_versions,
     workdir,
 )
@@ -96,10 +96,10 @@ class Reference(ReferenceServer):
         env = {"PYTHONPATH": str(tree.resolve())} if tree is not None else {}
         if secret:
             env["RTBENCH_JWT_SECRET"] = secret
-        ServerProcess.__init__(self, [*command, "--config", str(config)], workdir, cores, env)
+        PinnedServer.__init__(self, [*command, "--config", str(config)], workdir, cores, env)
 
 
-class BareServer(ServerProcess):
+class BareServer(PinnedServer):
     """benchmarks/bare_picows.py: the picows WebSocket stack with no application."""
 
     kind = "bare picows server"
@@ -301,7 +301,7 @@ async def handshakes(url: str, count: int, in_flight: int) -> None:
         transport.disconnect(graceful=False)
 
 
-async def measured(server: ServerProcess, work: Any) -> tuple[float, float]:
+async def measured(server: PinnedServer, work: Any) -> tuple[float, float]:
     """The server's (user, system) CPU-seconds over ``work`` and the settling of its closes."""
     before = server.ps.cpu_times()
     await work
@@ -317,7 +317,7 @@ PEERS = ("node", "picows")  # servers that get bare handshakes
 
 
 async def measure(
-    servers: dict[str, ServerProcess], args: argparse.Namespace
+    servers: dict[str, PinnedServer], args: argparse.Namespace
 ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """Per round, microseconds of server CPU per reconnect (reference) / handshake (peers),
     and of it the kernel's (system) share."""
@@ -355,11 +355,11 @@ async def measure(
 
 
 @contextlib.contextmanager
-def servers_started(cores: Cores, args: argparse.Namespace) -> Iterator[dict[str, ServerProcess]]:
+def servers_started(cores: Cores, args: argparse.Namespace) -> Iterator[dict[str, PinnedServer]]:
     root = Path(__file__).resolve().parent.parent
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(workdir("rtbench-reconnect-"))
-        servers: dict[str, ServerProcess] = {}
+        servers: dict[str, PinnedServer] = {}
         grace = args.presence_grace_ms
         secret = args.secret
         reference = Reference(cores, tmp, args.store, grace, None, secret)

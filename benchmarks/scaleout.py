@@ -32,7 +32,7 @@ import psutil
 
 from benchmarks.kit import median_present
 from benchmarks.lock import exclusive_machine
-from benchmarks.procs import Cores, Sampler, ServerProcess, rtbench_run, workdir
+from benchmarks.procs import Cores, PinnedServer, Sampler, rtbench_run, workdir
 
 ROOT = Path(__file__).resolve().parent.parent
 JSON_OUT = ROOT / "reports" / "scaleout.json"
@@ -58,7 +58,7 @@ def _scaled(value: int) -> int:
 # ---------------------------------------------------------------------- the server under test
 
 
-class ClusterServer(ServerProcess):
+class ClusterServer(PinnedServer):
     """``rtbench serve`` with its workers: CPU and RSS summed over the process tree."""
 
     kind = "reference server"

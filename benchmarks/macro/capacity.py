@@ -19,8 +19,8 @@ from typing import Any
 from benchmarks.context import Context, Goal, Outcome, median, ratio
 from benchmarks.procs import (
     LoadRun,
+    PinnedServer,
     Sampler,
-    ServerProcess,
     commands_shown,
     on_each_server,
     rtbench_run,
@@ -75,7 +75,7 @@ def run(ctx: Context) -> Outcome:
     load = _load(ctx)
     out = Outcome(NAME, TITLE)
 
-    def measure(server: ServerProcess, kind: str, n: int) -> dict[str, Any]:
+    def measure(server: PinnedServer, kind: str, n: int) -> dict[str, Any]:
         figures = _one(ctx, server, load, ctx.keep(NAME, kind, n))
         ctx.log(
             f"capacity run {n}/{ctx.runs} {kind}: {figures['held']:,} held, "

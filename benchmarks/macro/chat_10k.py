@@ -23,8 +23,8 @@ from typing import Any
 from benchmarks.context import Context, Goal, Outcome, median
 from benchmarks.procs import (
     LoadRun,
+    PinnedServer,
     Sampler,
-    ServerProcess,
     commands_shown,
     rtbench_run,
     started,
@@ -50,7 +50,7 @@ def _plan(ctx: Context) -> dict[str, Any]:
 
 
 def _step(
-    ctx: Context, server: ServerProcess, plan: dict[str, Any], rate: float, keep: Path | None
+    ctx: Context, server: PinnedServer, plan: dict[str, Any], rate: float, keep: Path | None
 ) -> LoadRun:
     return rtbench_run(
         ctx.cores, server.url, "chat",
@@ -140,7 +140,7 @@ def _sweep(ctx: Context, plan: dict[str, Any], n: int) -> dict[str, Any]:
 
 
 def _profile(
-    ctx: Context, server: ServerProcess, plan: dict[str, Any], rate: float, n: int
+    ctx: Context, server: PinnedServer, plan: dict[str, Any], rate: float, n: int
 ) -> dict[str, Any]:
     """The server's py-spy profile over one more run of the sweep's top step."""
     summary = profile_step(

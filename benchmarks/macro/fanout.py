@@ -18,8 +18,8 @@ from typing import Any
 
 from benchmarks.context import Context, Goal, Outcome, median, ratio
 from benchmarks.procs import (
+    PinnedServer,
     Sampler,
-    ServerProcess,
     commands_shown,
     on_each_server,
     rtbench_run,
@@ -96,7 +96,7 @@ def run(ctx: Context) -> Outcome:
     for case in _cases(ctx):
         room = case["room"]
 
-        def measure(server: ServerProcess, kind: str, n: int, case: dict[str, Any] = case) -> dict:
+        def measure(server: PinnedServer, kind: str, n: int, case: dict[str, Any] = case) -> dict:
             figures = _one(ctx, server, case, ctx.keep(NAME, case["room"], kind, n))
             figures["room"] = case["room"]
             ctx.log(

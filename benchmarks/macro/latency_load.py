@@ -37,8 +37,8 @@ from typing import Any
 from benchmarks.context import Context, Goal, Outcome, median
 from benchmarks.procs import (
     LoadRun,
+    PinnedServer,
     Sampler,
-    ServerProcess,
     commands_shown,
     on_each_server,
     rtbench_run,
@@ -101,7 +101,7 @@ def generator_bounds(step: dict[str, Any]) -> str | None:
 
 
 def _step(
-    ctx: Context, server: ServerProcess, plan: dict[str, Any], rate: float, keep: Path | None
+    ctx: Context, server: PinnedServer, plan: dict[str, Any], rate: float, keep: Path | None
 ) -> LoadRun:
     return rtbench_run(
         ctx.cores, server.url, "chat",
@@ -142,7 +142,7 @@ def _figures(run: LoadRun, sampler: Sampler, plan: dict[str, Any], rate: float) 
 
 
 def _sweep(
-    ctx: Context, server: ServerProcess, plan: dict[str, Any], tag: str, profile: bool
+    ctx: Context, server: PinnedServer, plan: dict[str, Any], tag: str, profile: bool
 ) -> dict[str, Any]:
     steps: list[dict[str, Any]] = []
     stop = RAN_OUT
@@ -187,7 +187,7 @@ def _sweep(
 
 
 def _profile_top(
-    ctx: Context, server: ServerProcess, plan: dict[str, Any], rate: float, tag: str
+    ctx: Context, server: PinnedServer, plan: dict[str, Any], rate: float, tag: str
 ) -> dict[str, Any]:
     """The server's py-spy profile over one more run of the sweep's top step."""
     summary = profile_step(

@@ -23,7 +23,7 @@ from urllib.parse import urlencode, urlparse, urlunparse
 
 from loadtest.faults.fleet import ProxyFleet
 from loadtest.faults.schedule import NEEDS_PROXY, Fault, FaultKind, FaultRunError
-from loadtest.faults.server import ServerError, ServerProcess, address_of, admin_get
+from loadtest.faults.server import ManagedServer, ServerError, address_of, admin_get
 from rtbench.protocol import ADMIN_DRAIN_PATH
 
 __all__ = ["FaultRunError", "FaultSession", "Injection"]
@@ -61,7 +61,7 @@ class FaultSession:
         self.log_dir = log_dir or Path(".")
         self.seed = seed
         self.ontime_ms = ontime_ms  # deliveries faster than this count in the message flow
-        self.server: ServerProcess | None = None
+        self.server: ManagedServer | None = None
         self.proxy: ProxyFleet | None = None
         self.injections = [Injection(f) for f in faults]
         self.task: asyncio.Task[None] | None = None
@@ -71,7 +71,7 @@ class FaultSession:
     async def __aenter__(self) -> FaultSession:
         try:
             if self.server_cmd:
-                self.server = ServerProcess(
+                self.server = ManagedServer(
                     self.server_cmd, self.target, self.log_dir / "server.log"
                 )
                 await self.server.start()

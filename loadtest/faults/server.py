@@ -71,7 +71,7 @@ def address_of(target: str) -> tuple[str, int]:
     return url.hostname or "127.0.0.1", port
 
 
-class ServerProcess:
+class ManagedServer:
     """One server command, run as a child in its own process group."""
 
     def __init__(self, command: str, target: str, log_path: Path) -> None:
