@@ -84,6 +84,8 @@ def test_latency_load_steps_up(tiny_run: Path) -> None:
         for step in steps:  # the generator's own delay bound is read for every step
             assert step["bound_p99_ms"] is not None and step["p99_ms"] is not None
             assert "--procs 2" in step["command"]
+            # and the truth probe beside it timed its own messages, none missed
+            assert step["truth_p99_ms"] is not None and step["truth_missed"] == 0, step
     summary = data["summary"]
     assert summary["reference"]["curve"] and summary["generator_procs"] == 2
     for kind in ("reference", "node"):
@@ -211,3 +213,31 @@ def test_last_json_object() -> None:
     text = 'progress\n{"a": 1}\nmore\n{\n  "b": {"c": [1, 2]}\n}\n'
     assert collected.last_json_object(text) == {"b": {"c": [1, 2]}}
     assert collected.last_json_object("no json here\n{broken\n") is None
+
+
+def _step(p99: float, bound: float, truth: float | None, missed: int = 0) -> dict[str, Any]:
+    return {
+        "p99_ms": p99,
+        "bound_p99_ms": bound,
+        "truth_p99_ms": truth,
+        "truth_missed": missed,
+        "generator_saturated": False,
+        "generator_core_percent": None,
+    }
+
+
+def test_a_crossing_is_the_servers_only_when_the_truth_probe_agrees() -> None:
+    from benchmarks.macro.latency_load import generator_bounds
+
+    # over the limit by more than the generator's stated bound, and the probe saw it too
+    assert generator_bounds(_step(169.0, 43.5, 140.0)) is None
+    # the stated bound cannot explain it, but the probe beside the load saw 23 ms
+    why = generator_bounds(_step(169.0, 43.5, 23.4))
+    assert why is not None and "truth probe" in why and "23.4" in why
+    # a probe that missed messages proves nothing either way: the server's crossing stands
+    assert generator_bounds(_step(169.0, 43.5, 23.4, missed=2)) is None
+    # no probe figure (it failed): the stated bound alone decides, as before
+    assert generator_bounds(_step(169.0, 43.5, None)) is None
+    assert "could explain" in (generator_bounds(_step(120.0, 43.5, None)) or "")
+    # under the limit the probe changes nothing
+    assert generator_bounds(_step(50.0, 10.0, 5.0)) is None
