@@ -193,6 +193,7 @@ class Outgoing(NamedTuple):
     stream: int
     payload: bytes
     typing: bytes | None  # chat: a typing indicator to send just before the message
+    read: bytes | None = None  # chat: a read receipt to send after it (``receipt``)
 
 
 def compose(

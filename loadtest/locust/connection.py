@@ -31,7 +31,7 @@ from loadtest.client import ClientSession, SessionSetup, SetupClosed, SetupError
 from loadtest.ledger import Arrival, RecipientLedger
 from loadtest.locust.httplanes import HttpLanesConnection
 from loadtest.locust.wsclient import WsConnection, classify
-from loadtest.plan import PROBE_STREAM, compose, receipt
+from loadtest.plan import PROBE_STREAM
 from loadtest.run.failures import describe
 from loadtest.scenarios import Kind
 from loadtest.session import ITEM_KINDS
@@ -372,40 +372,26 @@ class Conn:
             when += int(expo(rate) * 1e9)
 
     def send_one(self, when: int) -> None:
-        """The message scheduled at ``when`` (plus typing / receipt), as the native engine."""
+        """The message scheduled at ``when`` (plus typing / receipt). The node's tally
+        decides and counts (``Tally.scheduled``, ``Tally.went``), as in the native engine;
+        this moves the bytes and says which went (a send fails on a socket that just died,
+        and the typing indicator and read receipt count only when they went)."""
         run = self.run
-        c = run.c
-        live = self.live
-        if not live and not (run.track_acks and self.session.recovering):
-            c["send_skipped"] += 1
-            return
-        req = self.req()
-        out = compose(run.plan, self.adapter, self.rng, self.index, self.counters, when, req)
-        stream, payload = out.stream, out.payload
-        if live:
-            if out.typing is not None and self.send(out.typing):
-                c["typing_sent"] += 1
-            self.send(payload)
-            run.send_lag.record_us((time.time_ns() - when) // 1000)
-        # else: the connection is being recovered; the send waits in the outbox and goes
-        # out (late, measured from ``when``) once every room has resumed
-        run.sent(self.session, req, payload, stream, when)
-        read = receipt(run.plan, self.adapter, self.rng, self.index, self.session.last_seq)
-        if read is not None and live and self.send(read):
-            c["receipts_sent"] += 1
+        out = run.scheduled(self, when)
+        if out is None:
+            return  # skipped, or queued in the outbox while the connection is recovered
+        typed = out.typing is not None and self.send(out.typing)
+        self.send(out.payload)
+        now = time.time_ns()
+        read = out.read is not None and self.send(out.read)
+        run.went(out, when, now, typing=typed, read=read)
 
     def _round_trip(self, now: int) -> None:
-        """Closed-loop rtt: the reply to one request sends the next (until the end time)."""
-        run = self.run
-        if now >= run.end_ns or not self.is_open:
-            return
-        stream = self.index
-        counter = self.counters.get(stream, 0) + 1
-        self.counters[stream] = counter
-        text = marker(stream, stream, counter, now, run.scenario.message_bytes)
-        self.send(self.adapter.ping(text, self.req()))
-        run.c["sent"] += 1
-        run.c["expected"] += 1
+        """Closed-loop rtt: the reply to one request sends the next (``Tally.round_trip``
+        decides and counts it: none past the end time or on a closed connection)."""
+        payload = self.run.round_trip(self, now)
+        if payload is not None:
+            self.send(payload)
 
     def probe(self, when: int) -> None:
         """connect: one heartbeat round trip (answered by the reader)."""
