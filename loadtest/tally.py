@@ -11,13 +11,20 @@ step machine (``loadtest.client.setup.SessionSetup``), and the connection's ``wa
 ends its driver's wait (an asyncio future or a gevent ``Event``) when the machine says
 there is something to look at; each engine adds its own side effects (Locust
 statistics, the closed-loop next request) from what these handlers return.
+
+Sending is decided here too: ``scheduled`` says what a scheduled send puts on the wire
+(or that it is skipped, or queued while the connection is recovered) and counts it,
+``went`` counts what the driver then sent, and ``round_trip`` is closed-loop rtt's next
+request. A driver only moves the bytes between the two calls, so both engines skip,
+queue and count a message the same way.
 """
 
 from __future__ import annotations
 
+from array import array
 from collections import Counter
 from collections.abc import Iterable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import psutil
 
@@ -27,10 +34,16 @@ from loadtest.client.setup import SessionSetup
 from loadtest.cpumeter import CpuMeter
 from loadtest.delay import corrected_us
 from loadtest.ledger import Arrival, RecipientLedger
-from loadtest.plan import PROBE_STREAM
+from loadtest.plan import PROBE_STREAM, Outgoing, Plan, compose, receipt
 from loadtest.run import report
+from loadtest.scenarios import Kind
 from loadtest.session import SeqOrder
 from rtbench.histogram import LatencyHistogram
+
+if TYPE_CHECKING:
+    import random
+
+    from loadtest.adapters import Adapter
 
 COUNTERS = (
     "attempted",
@@ -69,6 +82,7 @@ _NEW = Arrival.NEW
 _LATE = Arrival.LATE
 _DUPLICATE = Arrival.DUPLICATE
 _OLD = SeqOrder.OLD
+_CHATS = (Kind.CHAT, Kind.SOAK)
 
 
 class Peer(Protocol):
@@ -88,6 +102,24 @@ class Peer(Protocol):
         """Its setup machine moved: end the driver's wait, which looks again."""
 
 
+class Sender(Protocol):
+    """What deciding a send needs of a connection (both engines' ``Conn`` have it)."""
+
+    index: int
+    session: ClientSession
+    adapter: Adapter
+    counters: dict[int, int]  # stream -> last counter sent
+    rng: random.Random  # its draws (DM, typing, receipt): the native engine's is per process
+
+    @property
+    def live(self) -> bool:
+        """Open and every room subscribed: a send goes out now."""
+
+    @property
+    def is_open(self) -> bool:
+        """The socket is open (closed-loop rtt needs no rooms)."""
+
+
 class Tally:
     """Counters, latency histograms and per-second tallies of one process's connections."""
 
@@ -95,14 +127,20 @@ class Tally:
         self,
         t0: int,
         *,
+        plan: Plan,
         by_second: bool,
         own_replies: bool,
         histograms: Iterable[str] = HISTOGRAMS,
         ontime_ns: int = 0,
     ) -> None:
         self.t0 = t0
+        self.plan = plan
         self.c: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self.hist = {name: LatencyHistogram() for name in histograms}
+        self.send_lag = self.hist["send_lag"]
+        # send lags (us) appended raw, one C call each per message, and folded into
+        # ``send_lag`` by ``fold_lag`` (every tick, the end, a live snapshot)
+        self.lag_us: array[int] = array("q")
         self.second_hist = LatencyHistogram()  # deliveries of the current second
         self.failures: Counter[str] = Counter()
         self.closes: Counter[str] = Counter()
@@ -127,6 +165,12 @@ class Tally:
         self.lag_worst_ms = 0.0  # worst loop lag since the last tick (the engine measures it)
         self.evicted = 0  # unacked sends forgotten past the outbox limit
         self.track_acks = False  # sends wait for an ack (set by the engine for its protocol)
+        # a send due while its connection is recovered waits in the outbox (set by the
+        # engine: it recovers lost connections and its sends are acked), else it is skipped
+        self.queue_while_down = False
+        # chat's read receipts: the per-send draw is skipped when the scenario has none
+        self.receipts = bool(plan.scenario.receipt_share) and plan.kind in _CHATS
+        self.end_ns = 0  # the end of the send window (closed-loop rtt stops there)
         self.live_export = False  # ticks carry every histogram (loadtest.export)
 
     # -- events ------------------------------------------------------------------------
@@ -199,6 +243,62 @@ class Tally:
         if self.track_acks and session.track(req, payload, (stream, when)) is not None:
             self.evicted += 1
 
+    # -- sends (the driver moves the bytes: ``scheduled``, send, ``went``) ----------------
+
+    def scheduled(self, conn: Sender, when: int) -> Outgoing | None:
+        """The frames ``conn`` sends now for its message scheduled at ``when``, counted as
+        sent (``sent``); None when nothing goes out now.
+
+        Not live: when it is being recovered and sends are acked (``queue_while_down``)
+        the message is composed and counted all the same, and waits in the outbox for the
+        backlog (late, its latency counted from ``when``); otherwise it is skipped
+        (``send_skipped``: nobody could have received it). Counted before the driver
+        sends, so an ack that comes while a send yields finds it in the outbox. The read
+        receipt (chat) is drawn after the message, as the ``rng`` order wants."""
+        live = conn.live
+        session = conn.session
+        if not live and not (self.queue_while_down and session.recovering):
+            self.c["send_skipped"] += 1
+            return None
+        req = session.new_id()
+        out = compose(self.plan, conn.adapter, conn.rng, conn.index, conn.counters, when, req)
+        self.sent(session, req, out.payload, out.stream, when)
+        if self.receipts:
+            read = receipt(self.plan, conn.adapter, conn.rng, conn.index, session.last_seq)
+            if read is not None:
+                out = out._replace(read=read)
+        return out if live else None
+
+    def went(
+        self, out: Outgoing, when: int, now: int, typing: bool = True, read: bool = True
+    ) -> None:
+        """The driver sent ``out`` (from ``scheduled``); ``now``, its clock right after the
+        message, gives the send lag. The typing indicator and read receipt count only when
+        they went: a driver whose send can fail says so in ``typing`` and ``read``."""
+        self.lag_us.append((now - when) // 1000)
+        if out.typing is not None and typing:
+            self.c["typing_sent"] += 1
+        if out.read is not None and read:
+            self.c["receipts_sent"] += 1
+
+    def round_trip(self, conn: Sender, now: int) -> bytes | None:
+        """Closed-loop rtt: the next request, sent at ``now`` when the last one's reply
+        came, counted as sent; None past the send window or on a closed connection (the
+        loop of that connection ends there)."""
+        if now >= self.end_ns or not conn.is_open:
+            return None
+        session = conn.session
+        req = session.new_id()
+        out = compose(self.plan, conn.adapter, conn.rng, conn.index, conn.counters, now, req)
+        self.sent(session, req, out.payload, out.stream, now)
+        return out.payload
+
+    def fold_lag(self) -> None:
+        """Move the raw send lags into the ``send_lag`` histogram (before it is read)."""
+        if self.lag_us:
+            self.send_lag.record_many_us(self.lag_us)
+            del self.lag_us[:]
+
     def ack(self, conn: Peer, event: Ack, now: int) -> int | None:
         """Settle an acked send: its send→ack latency in ns, or None for an unknown id."""
         found = conn.session.settle(event.req_id)
@@ -262,6 +362,7 @@ class Tally:
         With ``live_export`` on it also carries the other histograms, cumulative (encoding one
         costs about 0.2 ms), and ``recoveries``, the losses that ended since the last tick.
         """
+        self.fold_lag()
         cpu, judged = self.cpu.read()
         rss = self.proc.memory_info().rss
         self.rss_max = max(self.rss_max, rss)
@@ -292,6 +393,7 @@ class Tally:
     def final(self, conns: Iterable[Peer], *, held: int, answering: int) -> report.Final:
         """The process's whole run (the last second's deliveries included)."""
         conns = list(conns)
+        self.fold_lag()
         self.hist["delivery"].merge(self.second_hist)
         self.second_hist = LatencyHistogram()
         overflow = sum(conn.ledger.gap_overflow for conn in conns)

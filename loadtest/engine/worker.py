@@ -53,7 +53,7 @@ from loadtest.engine.httplanes import HttpLanes
 from loadtest.engine.recovery import Reconnector, new_liveness
 from loadtest.engine.schedule import OpenLoop
 from loadtest.ledger import RecipientLedger
-from loadtest.plan import PROBE_STREAM, Plan, compose, receipt, spread
+from loadtest.plan import PROBE_STREAM, Plan, spread
 from loadtest.scenarios import Kind
 from loadtest.session import ITEM_KINDS
 from loadtest.tally import COUNTERS, Tally
@@ -65,7 +65,6 @@ SOURCE_ADDRESS_SPAN = 25_000
 _TEXT = WSMsgType.TEXT
 _BINARY = WSMsgType.BINARY
 _CLOSE = WSMsgType.CLOSE
-_CHATS = (Kind.CHAT, Kind.SOAK)
 _MARKER_B = MARKER_PREFIX.encode()
 
 
@@ -88,6 +87,7 @@ class Conn(WSListener):
         # seqs, resume map, request ids and the outbox of unacked sends (req id ->
         # (payload, (stream, scheduled ns))): the shared client library
         self.session = ClientSession(worker.policy, worker.rng)
+        self.rng = worker.rng  # the process's draws (``Tally.scheduled``): seeded, one order
         # hello, welcome, rooms resumed or joined, backlog: the shared setup steps
         self.setup = SessionSetup(self.session, self.adapter, self.user, worker.rooms_of(self))
         self.waking: asyncio.Future[None] | None = None  # a setup wait in progress
@@ -206,6 +206,7 @@ class Worker(Tally):
         Tally.__init__(
             self,
             start.t0_ns,
+            plan=self.plan,
             # soak windows, and the losses around each fault, need send-time tallies
             by_second=start.scenario.scenario is Kind.SOAK or bool(start.scenario.faults),
             own_replies=start.scenario.scenario is Kind.RTT,  # rtt: the reply is the delivery
@@ -236,11 +237,10 @@ class Worker(Tally):
         self.tasks: set[asyncio.Task] = set()
         self.draining = False
         self.url = start.url
-        self.send_lag = self.hist["send_lag"]
-        # the fast path's latencies (us), appended raw and folded into the HDR histograms
-        # once a second (``_fold``): one C call per value instead of a Python one
+        # the fast path's latencies (us), appended raw and folded into the HDR histogram
+        # once a second (``_fold``): one C call per value instead of a Python one (its
+        # send lags go to the tally's ``lag_us`` likewise)
         self.rtt_us: array[int] = array("q")
-        self.lag_us: array[int] = array("q")
         self.message_bytes = start.scenario.message_bytes
         self.reconnector = (
             Reconnector(self, start.scenario.reconnect) if start.scenario.reconnect else None
@@ -249,12 +249,9 @@ class Worker(Tally):
             start.scenario.scenario is not Kind.RTT and Feature.ACK in self.adapter.features
         )
         self.queue_while_down = self.reconnector is not None and self.track_acks
-        # chat's read receipts: skip their per-send call when the scenario has none
-        self.receipts = bool(start.scenario.receipt_share) and start.scenario.scenario in _CHATS
         self.closed_loop = start.scenario.closed_loop
         # echo: every frame is a bare marker, parsed in place (``on_payload``'s fast path)
         self.raw_markers = type(self.adapter) is EchoAdapter
-        self.end_ns = 0
         self.local_addr_for = self._source_addresses(start.url)
 
     # -- receive path (hot) ------------------------------------------------------------------
@@ -353,9 +350,7 @@ class Worker(Tally):
         if self.rtt_us:
             self.second_hist.record_many_us(self.rtt_us)
             del self.rtt_us[:]
-        if self.lag_us:
-            self.send_lag.record_many_us(self.lag_us)
-            del self.lag_us[:]
+        self.fold_lag()
 
     def on_closed(self, conn: Conn) -> None:
         conn.live = False
@@ -533,33 +528,23 @@ class Worker(Tally):
             schedule.close()
 
     def send_one(self, conn: Conn, when: int) -> None:
-        """Send the message scheduled at ``when`` from ``conn`` (plus typing / receipt)."""
-        c = self.c
-        live = conn.live
-        if not live and not (self.queue_while_down and conn.session.recovering):
-            c["send_skipped"] += 1
-            return
-        req = conn.session.new_id()  # (conn.req(), inlined: this runs per message)
-        out = compose(self.plan, conn.adapter, self.rng, conn.index, conn.counters, when, req)
-        stream, payload = out.stream, out.payload
-        if live:
-            if out.typing is not None:
-                conn.send(out.typing)
-                c["typing_sent"] += 1
-            transport = conn.transport
-            assert transport is not None  # (live: open)
-            transport.send(self.msg_type, payload)  # (conn.send, inlined)
-            c["bytes_sent"] += len(payload)
-            self.send_lag.record_us((time.monotonic_ns() - when) // 1000)
-        # else: the connection is being recovered; the send waits in the outbox and goes
-        # out (late, measured from ``when``) once every room has resumed
-        self.sent(conn.session, req, payload, stream, when)
-        if not self.receipts:
-            return
-        read = receipt(self.plan, conn.adapter, self.rng, conn.index, conn.session.last_seq)
-        if read is not None and live:
-            conn.send(read)
-            c["receipts_sent"] += 1
+        """Send the message scheduled at ``when`` from ``conn`` (plus typing / receipt).
+        The tally decides and counts (``Tally.scheduled``, ``Tally.went``); this only
+        moves the bytes (a picows send does not fail: every frame went)."""
+        out = self.scheduled(conn, when)
+        if out is None:
+            return  # skipped, or queued in the outbox while the connection is recovered
+        if out.typing is not None:
+            conn.send(out.typing)
+        payload = out.payload
+        transport = conn.transport
+        assert transport is not None  # (live: open)
+        transport.send(self.msg_type, payload)  # (conn.send, inlined: this runs per message)
+        self.c["bytes_sent"] += len(payload)
+        now = time.monotonic_ns()
+        if out.read is not None:
+            conn.send(out.read)
+        self.went(out, when, now)
 
     def prepare_echo(self, senders: list[EchoConn]) -> None:
         """The fast path's per-connection state (once, at the go: recipients are known)."""
@@ -597,17 +582,11 @@ class Worker(Tally):
         c["bytes_sent"] += len(payload)
 
     def _next_round_trip(self, conn: Conn, now: int) -> None:
-        """Closed-loop rtt: the reply to one request sends the next (until the end time)."""
-        if now >= self.end_ns or not conn.is_open:
-            return
-        stream = conn.index
-        counter = conn.counters.get(stream, 0) + 1
-        conn.counters[stream] = counter
-        text = marker(stream, stream, counter, now, self.scenario.message_bytes)
-        conn.send(conn.adapter.ping(text, conn.req()))
-        c = self.c
-        c["sent"] += 1
-        c["expected"] += 1
+        """Closed-loop rtt: the reply to one request sends the next (``Tally.round_trip``
+        decides and counts it: none past the end time or on a closed connection)."""
+        payload = self.round_trip(conn, now)
+        if payload is not None:
+            conn.send(payload)
 
     async def hold(self, start_ns: int, end_ns: int) -> None:
         """connect: hold every connection and probe each with a heartbeat round trip every

@@ -20,18 +20,19 @@ from __future__ import annotations
 
 import random
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import gevent
 from gevent.event import Event
 
 from loadtest.adapters import Ack, Delivery, Feature, Notice, Ready, Rejected, marker
+from loadtest.adapters import Event as Frame
 from loadtest.adapters.base import Page, Reply
 from loadtest.client import ClientSession, SessionSetup, SetupClosed, SetupError, Step
 from loadtest.ledger import Arrival, RecipientLedger
 from loadtest.locust.httplanes import HttpLanesConnection
 from loadtest.locust.wsclient import WsConnection, classify
-from loadtest.plan import PROBE_STREAM, compose, receipt
+from loadtest.plan import PROBE_STREAM
 from loadtest.run.failures import describe
 from loadtest.scenarios import Kind
 from loadtest.session import ITEM_KINDS
@@ -75,7 +76,8 @@ class Conn:
         # unacked sends (req id -> (payload, (stream, scheduled ns))): the shared client
         self.session = ClientSession(run.policy, self.rng)
         self.ledger = RecipientLedger()
-        self.history_pending: dict[int, int] = {}  # req_id -> sent ns
+        # req_id (as the adapter reports it in a Page or an error) -> sent ns
+        self.history_pending: dict[int | str, int] = {}
         self.counters: dict[int, int] = {}  # stream -> last counter sent
         # hello, welcome, rooms resumed or joined, backlog: the shared setup steps
         self.setup = SessionSetup(self.session, self.adapter, self.user, self.rooms)
@@ -168,8 +170,9 @@ class Conn:
         # the machine's clock is the session's (wall clock, like every time here); the
         # welcome's deadline counts from ``started``, as the upgrade's does
         setup.begin(time.time_ns() - int((time.perf_counter() - started) * 1e9), welcome_s, rooms_s)
+        ws: WsConnection | HttpLanesConnection
         if self.http:
-            ws: Any = HttpLanesConnection(
+            ws = HttpLanesConnection(
                 run.url, adapter, self._on_payload, self._on_reply, self._on_closed
             )
         else:
@@ -221,53 +224,54 @@ class Conn:
         run = self.run
         run.c["bytes_received"] += len(payload)
         event = self.adapter.parse(payload)
-        if type(event) is list:  # a frame that carries several packets (MQTT)
+        if isinstance(event, list):  # a frame that carries several packets (MQTT)
             for one in event:
                 self._on_event(one, now, len(payload))
-            return
-        self._on_event(event, now, len(payload))
+        elif event is not None:
+            self._on_event(event, now, len(payload))
 
     def _on_reply(self, payload: bytes) -> None:
         """Bytes of the request lane (``Adapter.transport == "http"``)."""
         now = time.time_ns()
         self.run.c["bytes_received"] += len(payload)
         events = self.adapter.parse_reply(payload)
-        for one in events if type(events) is list else (events,):
+        for one in events if isinstance(events, list) else (events,):
             if one is not None:
                 self._on_event(one, now, 0)
 
-    def _on_event(self, event: object, now: int, size: int) -> None:
+    def _on_event(self, event: Frame, now: int, size: int) -> None:
+        """Account one event of a received frame (``type(event) is``: what narrows it)."""
         run = self.run
-        kind = type(event)
-        if kind is Delivery:
-            arrival = run.delivery(self, event, now)  # type: ignore[arg-type]
+        if type(event) is Delivery:
+            arrival = run.delivery(self, event, now)
             if arrival is None:
                 return
-            latency_ms = max(0.0, (now - event.sched_ns) / 1e6)  # type: ignore[union-attr]
+            latency_ms = max(0.0, (now - event.sched_ns) / 1e6)
             if arrival is Arrival.DUPLICATE:
                 run.fire(DELIVERY, latency_ms, Failure("duplicate: a message arrived again"))
                 return
             run.fire(DELIVERY, latency_ms)
-            if run.closed_loop and event.sender == self.index:  # type: ignore[union-attr]
+            if run.closed_loop and event.sender == self.index:
                 self._round_trip(now)
-        elif kind is Ack:
-            latency = run.ack(self, event, now)  # type: ignore[arg-type]
+        elif type(event) is Ack:
+            latency = run.ack(self, event, now)
             if latency is not None:
                 run.fire(SEND_ACK, latency / 1e6)
-        elif kind is Ready:
-            run.ready(self, event, now)  # type: ignore[arg-type]
-        elif kind is Rejected:
-            self._rejected(event)  # type: ignore[arg-type]
-        elif kind is Notice:
-            run.events[event.kind] += 1  # type: ignore[union-attr]
-            room, seq = event.room, event.seq  # type: ignore[union-attr]
+        elif type(event) is Ready:
+            run.ready(self, event, now)
+        elif type(event) is Rejected:
+            self._rejected(event)
+        elif type(event) is Notice:
+            run.events[event.kind] += 1
+            room, seq = event.room, event.seq
             # a receipt's seq is a read marker, not an item of the room
-            if room is not None and seq is not None and event.kind in ITEM_KINDS:  # type: ignore[union-attr]
+            if room is not None and seq is not None and event.kind in ITEM_KINDS:
                 self.session.item(room, seq)
-        elif kind is Reply:
-            self.send(event.payload)  # type: ignore[union-attr]
-        elif kind is Page:
-            sent = self.history_pending.pop(event.req_id, None)  # type: ignore[union-attr]
+        elif type(event) is Reply:
+            self.send(event.payload)
+        elif type(event) is Page:
+            req = event.req_id
+            sent = self.history_pending.pop(req, None) if req is not None else None
             if sent is not None:
                 run.hist["history"].record_us((now - sent) // 1000)
                 run.fire(HISTORY, (now - sent) / 1e6, length=size)
@@ -282,7 +286,7 @@ class Conn:
         else:
             run.refused_setup(self, event.code)
 
-    def _on_closed(self, ws: WsConnection, code: int) -> None:
+    def _on_closed(self, ws: WsConnection | HttpLanesConnection, code: int) -> None:
         run = self.run
         run.open_now -= 1
         if ws is not self.ws:
@@ -372,40 +376,26 @@ class Conn:
             when += int(expo(rate) * 1e9)
 
     def send_one(self, when: int) -> None:
-        """The message scheduled at ``when`` (plus typing / receipt), as the native engine."""
+        """The message scheduled at ``when`` (plus typing / receipt). The node's tally
+        decides and counts (``Tally.scheduled``, ``Tally.went``), as in the native engine;
+        this moves the bytes and says which went (a send fails on a socket that just died,
+        and the typing indicator and read receipt count only when they went)."""
         run = self.run
-        c = run.c
-        live = self.live
-        if not live and not (run.track_acks and self.session.recovering):
-            c["send_skipped"] += 1
-            return
-        req = self.req()
-        out = compose(run.plan, self.adapter, self.rng, self.index, self.counters, when, req)
-        stream, payload = out.stream, out.payload
-        if live:
-            if out.typing is not None and self.send(out.typing):
-                c["typing_sent"] += 1
-            self.send(payload)
-            run.send_lag.record_us((time.time_ns() - when) // 1000)
-        # else: the connection is being recovered; the send waits in the outbox and goes
-        # out (late, measured from ``when``) once every room has resumed
-        run.sent(self.session, req, payload, stream, when)
-        read = receipt(run.plan, self.adapter, self.rng, self.index, self.session.last_seq)
-        if read is not None and live and self.send(read):
-            c["receipts_sent"] += 1
+        out = run.scheduled(self, when)
+        if out is None:
+            return  # skipped, or queued in the outbox while the connection is recovered
+        typed = out.typing is not None and self.send(out.typing)
+        self.send(out.payload)
+        now = time.time_ns()
+        read = out.read is not None and self.send(out.read)
+        run.went(out, when, now, typing=typed, read=read)
 
     def _round_trip(self, now: int) -> None:
-        """Closed-loop rtt: the reply to one request sends the next (until the end time)."""
-        run = self.run
-        if now >= run.end_ns or not self.is_open:
-            return
-        stream = self.index
-        counter = self.counters.get(stream, 0) + 1
-        self.counters[stream] = counter
-        text = marker(stream, stream, counter, now, run.scenario.message_bytes)
-        self.send(self.adapter.ping(text, self.req()))
-        run.c["sent"] += 1
-        run.c["expected"] += 1
+        """Closed-loop rtt: the reply to one request sends the next (``Tally.round_trip``
+        decides and counts it: none past the end time or on a closed connection)."""
+        payload = self.run.round_trip(self, now)
+        if payload is not None:
+            self.send(payload)
 
     def probe(self, when: int) -> None:
         """connect: one heartbeat round trip (answered by the reader)."""

@@ -131,6 +131,7 @@ class NodeRun(Tally):
         Tally.__init__(
             self,
             spec.t0_ns,
+            plan=self.plan,
             by_second=kind is Kind.SOAK,
             own_replies=kind is Kind.RTT,
             histograms=LOCUST_HISTOGRAMS,
@@ -139,15 +140,14 @@ class NodeRun(Tally):
         # Locust users always come back after a loss (a Locust run has no fault switch
         # to turn reconnects on); the scenario's [reconnect] table tunes how
         self.policy = spec.scenario.reconnect or ReconnectPolicy()
-        self.send_lag = self.hist["send_lag"]
         self.track_acks = kind is not Kind.RTT and Feature.ACK in self.adapter.features
+        self.queue_while_down = self.track_acks  # (a Locust user always comes back)
         self.closed_loop = self.scenario.closed_loop
         self.conns: dict[int, Conn] = {}
         self.open_now = 0
         self.go = Event()
         self.ended = Event()
         self.start_ns = 0
-        self.end_ns = 0
         self.finishing = False
         self.active_senders = 0
         self.held: int | None = None
@@ -287,6 +287,7 @@ class NodeRun(Tally):
 
     def snapshot(self) -> dict:
         """Cumulative realtime figures for Locust's stats report (the Realtime SLO tab)."""
+        self.fold_lag()
         delivery = self.hist["delivery"].copy()
         delivery.merge(self.second_hist)
         reconnect = self.hist["reconnect"]
