@@ -303,7 +303,9 @@ def _latency_load(outcome: dict[str, Any], charts: dict[str, str], chart_dir: st
         + ". A crossing is the server's only when p99 minus the generator's own delay bound "
         "at p99 is still over 100 ms and a truth probe beside the load (one light client "
         "timing its own message every 20 ms, `benchmarks.truth_chat`) saw delivery p99 over "
-        "100 ms too.",
+        "100 ms too, and, for the reference server, its own ack time (receipt to ack written, "
+        "`rtbench_server_ack_seconds` on its /metrics, p99 as the upper edge of its bucket) "
+        "plus its largest event-loop lag reach 100 ms.",
         "",
     ]
     rows = []
@@ -335,12 +337,14 @@ def _latency_load(outcome: dict[str, Any], charts: dict[str, str], chart_dir: st
                     label,
                     *_sweep_cells(c),
                     num(c.get("truth_p99_ms"), 2),
+                    "≤ " + num(c["server_ack_p99_ms"], 0) if c.get("server_ack_p99_ms") else "-",
                     f"{c.get('generator_saturated', 0)} / {c.get('generator_bound', 0)}",
                 ]
             )
     lines += table(
         ["server", "msgs/s", "p50 ms", "p99 ms", "ack p99 ms", "generator bound p99 ms",
-         "server CPU", "truth probe p99 ms", "runs: generator saturated / bounds it"],
+         "server CPU", "truth probe p99 ms", "server's own ack p99 ms",
+         "runs: generator saturated / bounds it"],
         steps,
     )  # fmt: skip
     if charts.get("latency_load"):

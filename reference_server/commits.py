@@ -32,6 +32,7 @@ after a room's new items went out (typing: a message ends its sender's typing).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -49,7 +50,8 @@ from reference_server.store.base import AppendItem, EnsureRoom, Store, WriteOp
 from rtbench.protocol import ErrorCode
 from rtbench.protocol import messages as p
 
-_RoomBatch = tuple[list[Item], list[tuple[Session, p.Ack]]]  # a room's items, their acks
+# a room's items, and their acks with when each send was handled (0: a waiter's copy)
+_RoomBatch = tuple[list[Item], list[tuple[Session, p.Ack, int]]]
 
 RECENT_CIDS = 65536  # (room, sender, cid) -> (seq, ts) kept in memory for cheap retries
 
@@ -128,7 +130,8 @@ class Commits:
             if waiters is not None:
                 waiters.append((s, rid))
                 return
-        self.submit(AppendItem((s, rid), room, s.user, kind, cid, **kw))
+        # the owner carries when the send was handled: its ack is timed from there (ack_seconds)
+        self.submit(AppendItem((s, rid, time.monotonic_ns()), room, s.user, kind, cid, **kw))
         if key is not None:
             self.inflight[key] = []
 
@@ -178,10 +181,15 @@ class Commits:
         for hook in self._delivered:
             hook(room, items)
 
-    def _ack(self, replies: list[tuple[Session, p.Ack]]) -> None:
-        reply = self.fanout.reply
-        for s, ack in replies:
+    def _ack(self, replies: list[tuple[Session, p.Ack, int]]) -> None:
+        """Send a room batch's acks; time each from its send's handling (the server's own
+        part of the sender's ack latency: store queue, group commit, publish)."""
+        reply, observe = self.fanout.reply, self.metrics.ack_seconds.observe
+        now = time.monotonic_ns()
+        for s, ack, handled in replies:
             reply(s, ack)
+            if handled:
+                observe((now - handled) / 1e9)
 
     def _appended(
         self,
@@ -189,7 +197,7 @@ class Commits:
         fan: dict[tuple[str, bool], _RoomBatch],
     ) -> None:
         """Queue a committed append's acks and fan-out (both go per room after the batch)."""
-        s, rid = op.owner
+        s, rid, handled = op.owner
         waiters = self.inflight.pop((op.room, op.sender, op.cid), ()) if op.cid else ()
         if op.error is not None:
             message = f"not stored: {op.error}"
@@ -211,6 +219,7 @@ class Commits:
                 p.Ack(
                     id=rid, cid=op.cid, room=op.room, seq=op.seq, ts=op.ts, duplicate=op.duplicate
                 ),
+                handled,
             )
         )
         for who, wrid in waiters:
@@ -218,6 +227,7 @@ class Commits:
                 (
                     who,
                     p.Ack(id=wrid, cid=op.cid, room=op.room, seq=op.seq, ts=op.ts, duplicate=True),
+                    0,
                 )
             )
         if not op.duplicate:

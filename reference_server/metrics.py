@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 
 COMMIT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
+ACK_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5)
+"""Seconds from a send's handling to its ack: fine where the 100 ms delivery target is."""
+HISTOGRAMS = ("commit_seconds", "batch_sizes", "ack_seconds")
+"""The ``Metrics`` attributes that are histograms (workers merge them by these names)."""
 
 
 class Histogram:
@@ -75,6 +79,7 @@ class Metrics:
         self.closes: Counter[int] = Counter()
         self.commit_seconds = Histogram(COMMIT_BUCKETS)
         self.batch_sizes = Histogram(BATCH_BUCKETS)
+        self.ack_seconds = Histogram(ACK_BUCKETS)
 
 
 class MetricsCollector:
@@ -141,6 +146,11 @@ class MetricsCollector:
         )
         yield m.batch_sizes.family(
             p + "store_batch_size", "Operations per group commit (writes sharing one fsync)."
+        )
+        yield m.ack_seconds.family(
+            p + "ack_seconds",
+            "From a stored send's frame handled to its ack written: the server's own part of "
+            "the sender's ack latency (store queue, group commit, publish).",
         )
 
 

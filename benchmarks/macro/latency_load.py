@@ -41,8 +41,11 @@ import json
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from pathlib import Path
 from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.context import Context, Goal, Outcome, median
 from benchmarks.procs import (
@@ -92,6 +95,49 @@ def crossing(steps: list[dict[str, Any]]) -> float | None:
     return None
 
 
+ACK_HISTOGRAM = "rtbench_server_ack_seconds"
+LOOP_LAG_MAX = "rtbench_server_loop_lag_max_seconds"
+
+
+def server_figures(url: str) -> dict[str, Any] | None:
+    """The reference server's own ack histogram (cumulative bucket counts by upper edge)
+    and its largest event-loop lag, from its /metrics; None for a server without them (the
+    Node peer)."""
+    base = url.replace("ws://", "http://", 1).rsplit("/", 1)[0]
+    try:
+        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as answer:
+            text = answer.read().decode()
+    except OSError:
+        return None
+    buckets: dict[float, float] = {}
+    lag_max = None
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == ACK_HISTOGRAM + "_bucket":
+                buckets[float(sample.labels["le"])] = sample.value
+            elif sample.name == LOOP_LAG_MAX:
+                lag_max = sample.value
+    if not buckets:
+        return None
+    return {"buckets": buckets, "loop_lag_max_s": lag_max}
+
+
+def server_ack_p99_ms(before: dict[str, Any] | None, after: dict[str, Any] | None) -> float | None:
+    """The upper edge of the bucket holding the p99 of the acks between two scrapes (ms):
+    the server's own ack time was at most this for 99 % of the step's sends."""
+    if before is None or after is None:
+        return None
+    edges = sorted(after["buckets"])
+    delta = [after["buckets"][e] - before["buckets"].get(e, 0.0) for e in edges]
+    total = delta[-1]  # the +Inf bucket: every ack
+    if total <= 0:
+        return None
+    for edge, count in zip(edges, delta, strict=True):
+        if count >= 0.99 * total:
+            return edge * 1000.0
+    return None
+
+
 def generator_bounds(step: dict[str, Any]) -> str | None:
     """Why the generator, not the server, may set this step's figure (None: it does not).
 
@@ -108,8 +154,14 @@ def generator_bounds(step: dict[str, Any]) -> str | None:
         return (
             f"its own delay, up to {bound:,.1f} ms at p99, could explain the {p99:,.1f} ms measured"
         )
-    truth = step.get("truth_p99_ms")
     over = p99 is not None and p99 >= LIMIT_MS
+    own, lag = step.get("server_ack_p99_ms"), step.get("server_loop_lag_max_ms")
+    if over and own is not None and lag is not None and own + lag < LIMIT_MS:
+        return (
+            f"the server's own ack time was at most {own:,.0f} ms at p99 and its event loop "
+            f"never lagged {lag:,.0f} ms (its /metrics), against the {p99:,.1f} ms measured"
+        )
+    truth = step.get("truth_p99_ms")
     if over and truth is not None and truth < LIMIT_MS and not step.get("truth_missed"):
         return (
             f"the truth probe beside it saw delivery p99 {truth:,.1f} ms against the "
@@ -209,8 +261,15 @@ def _sweep(
     bound_at: float | None = None
     with Sampler(server) as sampler:
         for rate in plan["rates"]:
-            run, truth = _probed_step(ctx, server, plan, rate, ctx.keep(NAME, tag, f"rate{rate:g}"))
+            before = server_figures(server.url)
+            keep = ctx.keep(NAME, tag, f"rate{rate:g}")
+            run, truth = _probed_step(ctx, server, plan, rate, keep)
+            after = server_figures(server.url)
             step = _figures(run, sampler, plan, rate, truth)
+            # the server's own side of the same sends (the reference server's /metrics)
+            step["server_ack_p99_ms"] = server_ack_p99_ms(before, after)
+            lag = after["loop_lag_max_s"] if after else None
+            step["server_loop_lag_max_ms"] = lag * 1000.0 if lag is not None else None
             why = generator_bounds(step)
             step["generator_bound"] = why
             steps.append(step)
@@ -218,7 +277,8 @@ def _sweep(
                 f"latency_load {server.kind} {step['msgs_per_s']:,.0f} msgs/s: "
                 f"p99 {step['p99_ms'] or 0:.1f} ms "
                 f"(generator bound {step['bound_p99_ms'] or 0:.1f}, "
-                f"truth probe {step['truth_p99_ms'] or 0:.1f})"
+                f"truth probe {step['truth_p99_ms'] or 0:.1f}, "
+                f"server's own ack p99 <= {step['server_ack_p99_ms'] or 0:.0f})"
                 + (f"; the generator bounds it: {why}" if why else "")
             )
             if why is not None:
@@ -276,7 +336,7 @@ def _step_medians(runs: list[dict[str, Any]], rate: float) -> dict[str, Any]:
     steps = [s for r in runs for s in r["steps"] if s["rate_per_user"] == rate]
     out: dict[str, Any] = {"rate_per_user": rate, "runs": len(steps)}
     for key in ("msgs_per_s", "p50_ms", "p99_ms", "ack_p99_ms", "bound_p99_ms",
-                "truth_p99_ms", "server_cpu_percent"):  # fmt: skip
+                "truth_p99_ms", "server_ack_p99_ms", "server_cpu_percent"):  # fmt: skip
         out[key] = median(s.get(key) for s in steps)
     out["generator_saturated"] = sum(s["generator_saturated"] for s in steps)
     out["generator_bound"] = sum(bool(s.get("generator_bound")) for s in steps)

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from reference_server.metrics import Metrics, MetricsCollector
+from reference_server.metrics import HISTOGRAMS, Metrics, MetricsCollector
 
 if TYPE_CHECKING:  # prometheus-client is imported at the first scrape (metrics.py)
     from prometheus_client.core import Metric
@@ -184,8 +184,8 @@ def take(
     errors = dict(metrics.errors)
     closes = dict(metrics.closes)
     histograms = {
-        "commit_seconds": (list(metrics.commit_seconds.counts), metrics.commit_seconds.total),
-        "batch_sizes": (list(metrics.batch_sizes.counts), metrics.batch_sizes.total),
+        name: (list(getattr(metrics, name).counts), getattr(metrics, name).total)
+        for name in HISTOGRAMS
     }
     if base is not None:
         counters = {k: v + base.counters.get(k, 0) for k, v in counters.items()}

@@ -86,6 +86,12 @@ def test_latency_load_steps_up(tiny_run: Path) -> None:
             assert "--procs 2" in step["command"]
             # and the truth probe beside it timed its own messages, none missed
             assert step["truth_p99_ms"] is not None and step["truth_missed"] == 0, step
+            # the reference server's own ack time comes from its /metrics; Node has none
+            if sweep["server"] == "reference":
+                assert step["server_ack_p99_ms"] is not None, step
+                assert step["server_loop_lag_max_ms"] is not None, step
+            else:
+                assert step["server_ack_p99_ms"] is None, step
     summary = data["summary"]
     assert summary["reference"]["curve"] and summary["generator_procs"] == 2
     for kind in ("reference", "node"):
@@ -215,12 +221,21 @@ def test_last_json_object() -> None:
     assert collected.last_json_object("no json here\n{broken\n") is None
 
 
-def _step(p99: float, bound: float, truth: float | None, missed: int = 0) -> dict[str, Any]:
+def _step(
+    p99: float,
+    bound: float,
+    truth: float | None,
+    missed: int = 0,
+    own: float | None = None,
+    lag: float | None = None,
+) -> dict[str, Any]:
     return {
         "p99_ms": p99,
         "bound_p99_ms": bound,
         "truth_p99_ms": truth,
         "truth_missed": missed,
+        "server_ack_p99_ms": own,
+        "server_loop_lag_max_ms": lag,
         "generator_saturated": False,
         "generator_core_percent": None,
     }
@@ -241,3 +256,23 @@ def test_a_crossing_is_the_servers_only_when_the_truth_probe_agrees() -> None:
     assert "could explain" in (generator_bounds(_step(120.0, 43.5, None)) or "")
     # under the limit the probe changes nothing
     assert generator_bounds(_step(50.0, 10.0, 5.0)) is None
+    # the server's own ack p99 (bucket edge) and its worst loop lag stay well under the
+    # limit: the rest of the 169 ms was spent outside it
+    why = generator_bounds(_step(169.0, 43.5, 140.0, own=20.0, lag=10.0))
+    assert why is not None and "own ack time" in why
+    # but not when the two together reach the limit
+    assert generator_bounds(_step(169.0, 43.5, 140.0, own=100.0, lag=2.0)) is None
+    assert generator_bounds(_step(169.0, 43.5, 140.0, own=50.0, lag=60.0)) is None
+    assert generator_bounds(_step(169.0, 43.5, 140.0, own=20.0, lag=None)) is None
+
+
+def test_the_servers_own_ack_p99_is_read_from_its_histogram() -> None:
+    from benchmarks.macro.latency_load import server_ack_p99_ms
+
+    inf = float("inf")
+    before = {"buckets": {0.005: 10.0, 0.01: 10.0, 0.02: 10.0, inf: 10.0}}
+    # 1,000 acks in the step: 980 within 5 ms, 15 more within 10, 5 more within 20
+    after = {"buckets": {0.005: 990.0, 0.01: 1005.0, 0.02: 1010.0, inf: 1010.0}}
+    assert server_ack_p99_ms(before, after) == 10.0
+    assert server_ack_p99_ms(None, after) is None
+    assert server_ack_p99_ms(before, before) is None  # no ack in the step

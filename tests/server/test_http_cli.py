@@ -50,6 +50,10 @@ async def test_metrics_are_valid_prometheus(shared_server: ServerProcess, promto
     ):
         assert name in text, name
     assert shared_server.metric("rtbench_server_messages_stored_total") >= 1
+    # the stored send was acked and its ack timed on the server (under a minute, surely)
+    assert shared_server.metric("rtbench_server_ack_seconds_count") >= 1
+    assert shared_server.metric("rtbench_server_ack_seconds_bucket", 'le="+Inf"') >= 1
+    assert 0 < shared_server.metric("rtbench_server_ack_seconds_sum") < 60
     check = await asyncio.to_thread(
         subprocess.run, [promtool, "check", "metrics"], input=body, capture_output=True, timeout=30
     )
