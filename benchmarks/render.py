@@ -293,6 +293,13 @@ def _sweep_cells(c: dict[str, Any]) -> list[str]:
     ]
 
 
+def _bucket(floor: float | None, upper: float | None) -> str:
+    """A p99 known only as the histogram bucket holding it: "over X, at most Y"."""
+    if upper is None:
+        return "-"
+    return f"{num(floor or 0, 0)}-{num(upper, 0)}"
+
+
 def _latency_load(outcome: dict[str, Any], charts: dict[str, str], chart_dir: str) -> list[str]:
     s = outcome["summary"]
     procs = s.get("generator_procs")
@@ -337,13 +344,13 @@ def _latency_load(outcome: dict[str, Any], charts: dict[str, str], chart_dir: st
                     label,
                     *_sweep_cells(c),
                     num(c.get("truth_p99_ms"), 2),
-                    "≤ " + num(c["server_ack_p99_ms"], 0) if c.get("server_ack_p99_ms") else "-",
+                    _bucket(c.get("server_ack_floor_ms"), c.get("server_ack_p99_ms")),
                     f"{c.get('generator_saturated', 0)} / {c.get('generator_bound', 0)}",
                 ]
             )
     lines += table(
         ["server", "msgs/s", "p50 ms", "p99 ms", "ack p99 ms", "generator bound p99 ms",
-         "server CPU", "truth probe p99 ms", "server's own ack p99 ms",
+         "server CPU", "truth probe p99 ms", "server's own ack p99 ms (its bucket)",
          "runs: generator saturated / bounds it"],
         steps,
     )  # fmt: skip

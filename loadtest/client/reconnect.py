@@ -26,6 +26,7 @@ one is the same for all three and lives here:
 from __future__ import annotations
 
 import random
+from collections import OrderedDict
 from collections.abc import Mapping
 from enum import IntEnum
 from typing import Any
@@ -89,7 +90,11 @@ class ClientSession(SessionState):
         self.policy = policy or ReconnectPolicy()
         self.backoff = Backoff(self.policy, rng)
         self.next_id = first_id
-        self.outbox: dict[Any, tuple[bytes, Any]] = {}  # req id -> (payload, driver's tag)
+        # req id -> (payload, driver's tag), oldest first. An OrderedDict, not a dict: past
+        # the limit every send evicts the oldest, and a dict finds its first entry by
+        # walking past the slots of every entry deleted from its front since its last
+        # resize (2.8 instead of 0.45 us a send once 20,000 unacked sends had gone by)
+        self.outbox: OrderedDict[Any, tuple[bytes, Any]] = OrderedDict()
         self.outbox_limit = self.policy.outbox
         self.phase = Phase.NEW
         self.current: Recovery | None = None
@@ -112,8 +117,7 @@ class ClientSession(SessionState):
         outbox = self.outbox
         outbox[req_id] = (payload, tag)
         if len(outbox) > self.outbox_limit:
-            oldest = next(iter(outbox))
-            _, old_tag = outbox.pop(oldest)
+            oldest, (_, old_tag) = outbox.popitem(last=False)
             self.dropped += 1
             return oldest, old_tag
         return None

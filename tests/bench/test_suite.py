@@ -89,6 +89,7 @@ def test_latency_load_steps_up(tiny_run: Path) -> None:
             # the reference server's own ack time comes from its /metrics; Node has none
             if sweep["server"] == "reference":
                 assert step["server_ack_p99_ms"] is not None, step
+                assert step["server_ack_floor_ms"] < step["server_ack_p99_ms"], step
                 assert step["server_loop_lag_max_ms"] is not None, step
             else:
                 assert step["server_ack_p99_ms"] is None, step
@@ -228,6 +229,7 @@ def _step(
     missed: int = 0,
     own: float | None = None,
     lag: float | None = None,
+    floor: float | None = None,
 ) -> dict[str, Any]:
     return {
         "p99_ms": p99,
@@ -235,6 +237,7 @@ def _step(
         "truth_p99_ms": truth,
         "truth_missed": missed,
         "server_ack_p99_ms": own,
+        "server_ack_floor_ms": floor,
         "server_loop_lag_max_ms": lag,
         "generator_saturated": False,
         "generator_core_percent": None,
@@ -264,6 +267,10 @@ def test_a_crossing_is_the_servers_only_when_the_truth_probe_agrees() -> None:
     assert generator_bounds(_step(169.0, 43.5, 140.0, own=100.0, lag=2.0)) is None
     assert generator_bounds(_step(169.0, 43.5, 140.0, own=50.0, lag=60.0)) is None
     assert generator_bounds(_step(169.0, 43.5, 140.0, own=20.0, lag=None)) is None
+    # the server's own ack p99 in the 100-200 ms bucket: its crossing, even where the
+    # generator's stated bound could have explained the figure
+    assert generator_bounds(_step(249.0, 191.7, 124.0, own=200.0, lag=5.0, floor=100.0)) is None
+    assert generator_bounds(_step(249.0, 191.7, 124.0)) is not None  # (without it: the bound's)
 
 
 def test_the_servers_own_ack_p99_is_read_from_its_histogram() -> None:
@@ -273,6 +280,6 @@ def test_the_servers_own_ack_p99_is_read_from_its_histogram() -> None:
     before = {"buckets": {0.005: 10.0, 0.01: 10.0, 0.02: 10.0, inf: 10.0}}
     # 1,000 acks in the step: 980 within 5 ms, 15 more within 10, 5 more within 20
     after = {"buckets": {0.005: 990.0, 0.01: 1005.0, 0.02: 1010.0, inf: 1010.0}}
-    assert server_ack_p99_ms(before, after) == 10.0
+    assert server_ack_p99_ms(before, after) == (5.0, 10.0)
     assert server_ack_p99_ms(None, after) is None
     assert server_ack_p99_ms(before, before) is None  # no ack in the step
