@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
+from rtbench.bounded import BoundedDict
+
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -155,7 +157,8 @@ class JwtAuthenticator:
         self._key = key  # a prepared key object for RS256, so no PEM is parsed per token
         self._algorithms = [algorithm]
         self.name = f"jwt-{algorithm.lower()}"
-        self._verified: dict[str, tuple[Identity, float]] = {}  # token -> (identity, exp)
+        # token -> (identity, exp), the oldest forgotten first
+        self._verified: BoundedDict[str, tuple[Identity, float]] = BoundedDict(VERIFIED_TOKENS)
 
     def identify(self, token: str | None) -> Identity:
         if not token:
@@ -166,9 +169,7 @@ class JwtAuthenticator:
                 return known[0]
             del self._verified[token]
         identity, exp = self._verify(token)
-        if len(self._verified) >= VERIFIED_TOKENS:
-            del self._verified[next(iter(self._verified))]
-        self._verified[token] = (identity, exp)
+        self._verified.put(token, (identity, exp))
         return identity
 
     def _verify(self, token: str) -> tuple[Identity, float]:

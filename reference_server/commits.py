@@ -47,6 +47,7 @@ from reference_server.metrics import Metrics
 from reference_server.rooms import Room, RoomDirectory
 from reference_server.session import Session
 from reference_server.store.base import AppendItem, EnsureRoom, Store, WriteOp
+from rtbench.bounded import BoundedDict
 from rtbench.protocol import ErrorCode
 from rtbench.protocol import messages as p
 
@@ -76,7 +77,9 @@ class Commits:
         self.broker = broker
         self.metrics = metrics
         self.max_pending = limits.max_pending_writes
-        self.recent_cids: dict[tuple[str, str, str], tuple[int, int]] = {}
+        self.recent_cids: BoundedDict[tuple[str, str, str], tuple[int, int]] = BoundedDict(
+            RECENT_CIDS
+        )
         self.inflight: dict[tuple[str, str, str], list[tuple[Session, Any]]] = {}
         self._on_commit: dict[type[WriteOp], Callable[[Any], None]] = {
             EnsureRoom: self._room_ensured
@@ -205,10 +208,7 @@ class Commits:
                 self.fanout.error(who, ErrorCode.STORE_UNAVAILABLE, message, wrid)
             return
         if op.cid is not None:
-            recent = self.recent_cids
-            recent[(op.room, op.sender, op.cid)] = (op.seq, op.ts)
-            if len(recent) > RECENT_CIDS:
-                del recent[next(iter(recent))]
+            self.recent_cids.put((op.room, op.sender, op.cid), (op.seq, op.ts))
         # a resend goes out again only where other workers exist: one process that crashed
         # restarted with every client resuming from the store, and nobody missed it
         key = (op.room, op.duplicate and self.broker.shared)

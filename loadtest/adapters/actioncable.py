@@ -44,6 +44,7 @@ from loadtest.adapters.base import (
 from loadtest.adapters.payload import PayloadTemplate
 from loadtest.adapters.rules import convert_options
 from loadtest.adapters.templates import ALLOWED, Template
+from rtbench.bounded import BoundedDict
 
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
@@ -88,7 +89,7 @@ class ActionCableAdapter(Adapter):
             raise AdapterError(f"{where}.params: must hold {{room}} (which room to subscribe)")
         self._data = PayloadTemplate(o.data, f"{where}.data")
         self._action = o.action
-        self._ids: dict[str, str] = {}  # room -> identifier
+        self._ids: BoundedDict[str, str] = BoundedDict(MAX_IDENTIFIERS)  # room -> identifier
         self._rooms: dict[str, str] = {}  # identifier -> room
 
     def identifier(self, room: str) -> str:
@@ -96,10 +97,9 @@ class ActionCableAdapter(Adapter):
         found = self._ids.get(room)
         if found is None:
             found = _encode(self._params.render({"room": room, "req": 0})).decode()
-            if len(self._ids) >= MAX_IDENTIFIERS:
-                old = next(iter(self._ids))
-                self._rooms.pop(self._ids.pop(old), None)
-            self._ids[room] = found
+            forgotten = self._ids.put(room, found)
+            if forgotten is not None:
+                self._rooms.pop(forgotten[1], None)
             self._rooms[found] = room
         return found
 

@@ -54,6 +54,7 @@ from loadtest.adapters.base import (
 from loadtest.adapters.payload import PayloadTemplate
 from loadtest.adapters.rules import PENDING_JOINS, convert_options
 from loadtest.adapters.templates import ALLOWED, Template
+from rtbench.bounded import BoundedDict
 
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
@@ -117,17 +118,15 @@ class CentrifugoAdapter(Adapter):
         self._connect = Template(o.connect, ALLOWED["hello"], f"{where}.connect")
         self._data = PayloadTemplate(o.data, f"{where}.data")
         self._ids = itertools.cycle(range(HIGH_IDS, 1 << 32))
-        self._pending: dict[int, tuple[str, Any]] = {}  # high id -> ("join", room) / ("req", id)
+        # high id -> ("join", room) / ("req", id), the oldest forgotten first
+        self._pending: BoundedDict[int, tuple[str, Any]] = BoundedDict(PENDING_JOINS)
         self.epochs: dict[str, str] = {}  # room -> its stream's epoch (a channel property)
 
     # -- ids ------------------------------------------------------------------------------
 
     def _high(self, kind: str, value: Any) -> int:
         wire = next(self._ids)
-        pending = self._pending
-        pending[wire] = (kind, value)
-        if len(pending) > PENDING_JOINS:
-            del pending[next(iter(pending))]
+        self._pending.put(wire, (kind, value))
         return wire
 
     def _wire_id(self, req_id: int) -> int:

@@ -31,6 +31,7 @@ from loadtest.adapters.rules import (
     ReplyRule,
     convert_options,
     one_or_many,
+    pending_joins,
     remember_join,
 )
 from loadtest.adapters.templates import ALLOWED, Template, frame_values, render_headers
@@ -75,7 +76,7 @@ class GenericAdapter(Adapter):
         where = "protocol_options"
         o: GenericOptions = convert_options(options, GenericOptions, where)
         self.default_path = o.path
-        self._joins: dict[int, str] = {}
+        self._joins = pending_joins()
         self._join_ids = itertools.count(JOIN_ID_BASE)
 
         def template(kind: str, value: Any, allowed: str | None = None) -> Template | None:

@@ -29,6 +29,7 @@ from loadtest.adapters.base import (
     parse_marker,
 )
 from loadtest.adapters.templates import ALLOWED, Template
+from rtbench.bounded import BoundedDict
 
 _MISSING: Any = object()
 
@@ -348,10 +349,13 @@ def convert_options(options: Mapping[str, Any] | None, type_: type, where: str) 
         raise AdapterError(f"{where}: {exc}") from None
 
 
-def remember_join(joins: dict[int, str], ids: itertools.count, room: str) -> int:
+def pending_joins() -> BoundedDict[int, str]:
+    """The bounded memory of joins not yet confirmed: join id -> room."""
+    return BoundedDict(PENDING_JOINS)
+
+
+def remember_join(joins: BoundedDict[int, str], ids: itertools.count, room: str) -> int:
     """A fresh join id for ``room`` (bounded memory of joins not yet confirmed)."""
     join_id = next(ids)
-    joins[join_id] = room
-    if len(joins) > PENDING_JOINS:
-        del joins[next(iter(joins))]
+    joins.put(join_id, room)
     return join_id

@@ -47,6 +47,7 @@ from loadtest.adapters.rules import (
     convert_options,
     find_marker,
     one_or_many,
+    pending_joins,
     remember_join,
 )
 from loadtest.adapters.templates import ALLOWED, Template, frame_values, render_headers
@@ -169,7 +170,7 @@ class SocketIOAdapter(Adapter):
         self.default_path = o.path
         self.confirms_join = o.join_ack
         self._ack = o.ack
-        self._joins: dict[int, str] = {}
+        self._joins = pending_joins()
         self._join_ids = itertools.count(JOIN_ID_BASE)
         self._ping_ids = itertools.count(PING_ID_BASE)
 

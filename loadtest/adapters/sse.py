@@ -61,6 +61,7 @@ from loadtest.adapters.base import (
 from loadtest.adapters.payload import PayloadTemplate
 from loadtest.adapters.rules import convert_options
 from loadtest.adapters.templates import ALLOWED, Template
+from rtbench.bounded import BoundedDict
 
 MAX_LINE = 1 << 20
 """Longest line (bytes) of an event stream before it is taken as malformed."""
@@ -224,7 +225,7 @@ class SSEAdapter(Adapter):
         self._h11 = h11.Connection(h11.CLIENT)
         self._parser = EventStreamParser()
         self._broken = False  # the stream could not be parsed: ignore the rest
-        self._reqs: dict[bytes, int] = {}  # POST payload -> its request id
+        self._reqs: BoundedDict[bytes, int] = BoundedDict(MAX_REQS)  # POST payload -> its id
         self._replies = h11.Connection(h11.CLIENT)
         self._inflight: deque[bytes] = deque()  # POSTs written, oldest first
         self._reply: tuple[int, bytearray] | None = None  # (status, body) being read
@@ -296,10 +297,7 @@ class SSEAdapter(Adapter):
             f"POST {path} HTTP/1.1\r\n{head}Content-Type: {kind}\r\n"
             f"Content-Length: {len(content)}\r\n\r\n"
         ).encode() + content
-        reqs = self._reqs
-        reqs[payload] = req_id
-        if len(reqs) > MAX_REQS:
-            del reqs[next(iter(reqs))]
+        self._reqs.put(payload, req_id)
         return payload
 
     def publish(self, room: str, event: str, data: str, req_id: int) -> bytes:

@@ -30,6 +30,7 @@ from reference_server.frames import encode_item
 from reference_server.metrics import Metrics
 from reference_server.rooms import Room, RoomDirectory
 from reference_server.store.base import Store, StoreError
+from rtbench.bounded import BoundedDict
 
 log = logging.getLogger("rtbench.server.sequencer")
 
@@ -67,7 +68,8 @@ class Sequencer:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._repairing: set[str] = set()
         self._unloaded: dict[str, list[Item]] = {}  # rooms being loaded: items meanwhile
-        self._dropped: dict[str, int] = {}  # room not in memory -> highest seq seen
+        # room not in memory -> highest seq seen, the longest unseen forgotten first
+        self._dropped: BoundedDict[str, int] = BoundedDict(MAX_DROPPED)
         self._expected: dict[str, int] = {}  # DM rooms being loaded: deliver after this seq
         self.metrics = metrics or Metrics()  # gap_repairs, repaired_items
 
@@ -131,12 +133,8 @@ class Sequencer:
             self.deliver(room, out)
 
     def _note_dropped(self, name: str, seq: int) -> None:
-        dropped = self._dropped
-        if seq > dropped.get(name, 0):
-            dropped.pop(name, None)  # re-insert: the dict is oldest-first
-            dropped[name] = seq
-            if len(dropped) > MAX_DROPPED:
-                del dropped[next(iter(dropped))]
+        if seq > self._dropped.get(name, 0):
+            self._dropped.renew(name, seq)
 
     def expect(self, name: str, after: int) -> None:
         """A DM room is being loaded because its items arrived: once it is, its audience
