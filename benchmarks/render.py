@@ -8,6 +8,7 @@ run. A published file keeps its hand-written analysis: everything from the line
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections.abc import Iterable
 from pathlib import Path
@@ -170,6 +171,16 @@ def write_charts(outcomes: dict[str, dict[str, Any]], folder: Path) -> dict[str,
 # -- sections -----------------------------------------------------------------------------------
 
 
+def _took(index: dict[str, Any]) -> str:
+    """How long the run's first pass took, in words ("71 minutes"; "" when unknown)."""
+    try:
+        start = dt.datetime.fromisoformat(index["started_at"])
+        end = dt.datetime.fromisoformat(index["ended_at"])
+    except (KeyError, TypeError, ValueError):
+        return ""
+    return f"{round((end - start).total_seconds() / 60)} minutes"
+
+
 def _header(index: dict[str, Any], title: str) -> list[str]:
     env = index.get("environment", {})
     packages = ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items())
@@ -198,9 +209,10 @@ def _header(index: dict[str, Any], title: str) -> list[str]:
             f"{r['load_average_before'][0]} / {r['load_average_after'][0]})."
             for r in index.get("reruns", [])
         ),
-        "- Reproduce: `rtbench bench` (the whole suite, ~25 minutes, under the machine lock "
-        "/tmp/rtbench-bench.lock); one part: `rtbench bench --only NAME`; a smoke check: "
-        "`rtbench bench --quick`.",
+        "- Reproduce: `rtbench bench` (the whole suite"
+        + (f": this run took {took}" if (took := _took(index)) else "")
+        + ", under the machine lock /tmp/rtbench-bench.lock); one part: "
+        "`rtbench bench --only NAME`; a smoke check: `rtbench bench --quick`.",
         "",
     ]
 
@@ -413,7 +425,9 @@ def _chat_10k(outcome: dict[str, Any]) -> list[str]:
         f"{s.get('users', 0):,} users in rooms of {s.get('room_size', '?')} against the "
         f"reference server, open-loop sends, the generator in {s.get('generator_procs')} "
         "processes on its one core; the per-user rate steps up until a step misses "
-        "(p99 over 10 ms, a loss, or a saturated generator).",
+        "(p99 over 10 ms, a loss, or a saturated generator). Whose a miss is follows "
+        "latency_load's rule: the server's own ack time and worst event-loop lag first, "
+        "then the generator's own delay bound, then the truth probe beside the load.",
         "",
         (
             f"Highest rate with p99 <= 10 ms in every run: **{best:g} msg/s per user "
@@ -430,6 +444,8 @@ def _chat_10k(outcome: dict[str, Any]) -> list[str]:
         [
             f"{c['rate_per_user']:g}",
             *_sweep_cells(c),
+            num(c.get("truth_p99_ms"), 2),
+            _bucket(c.get("server_ack_floor_ms"), c.get("server_ack_p99_ms")),
             f"{c['lost']}",
             f"{c['missed']} of {c['runs']}",
         ]
@@ -437,7 +453,8 @@ def _chat_10k(outcome: dict[str, Any]) -> list[str]:
     ]
     lines += table(
         ["msg/s per user", "msgs/s", "p50 ms", "p99 ms", "ack p99 ms", "generator bound p99 ms",
-         "server CPU", "lost", "runs missed"],
+         "server CPU", "truth probe p99 ms", "server's own ack p99 ms (its bucket)", "lost",
+         "runs missed"],
         rows,
     )  # fmt: skip
     if s.get("profile"):

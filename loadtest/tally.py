@@ -171,6 +171,7 @@ class Tally:
         # chat's read receipts: the per-send draw is skipped when the scenario has none
         self.receipts = bool(plan.scenario.receipt_share) and plan.kind in _CHATS
         self.end_ns = 0  # the end of the send window (closed-loop rtt stops there)
+        self.closed_loop = plan.scenario.closed_loop  # rtt: each reply sends the next request
         self.live_export = False  # ticks carry every histogram (loadtest.export)
 
     # -- events ------------------------------------------------------------------------
@@ -216,6 +217,21 @@ class Tally:
             c["out_of_order"] += 1
         self.delivered(event.sched_ns, now)
         return arrival
+
+    def answers(self, conn: Peer, event: Delivery, arrival: Arrival | None) -> bool:
+        """Closed-loop rtt: this delivery is the reply to ``conn``'s request in flight, so
+        its next one goes now (``round_trip``).
+
+        Only a first arrival of one's own message that is not a room's item answers: a
+        duplicate, or one's own message replayed by seq on a resume, would start a second
+        request chain on the connection and double its load.
+        """
+        return (
+            self.closed_loop
+            and event.sender == conn.index
+            and (arrival is _NEW or arrival is _LATE)
+            and (event.seq is None or event.room is None)
+        )
 
     def delivered(self, sched_ns: int, now: int) -> None:
         """One unique delivery, latency from its scheduled send time."""

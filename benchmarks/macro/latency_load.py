@@ -40,15 +40,9 @@ in none of the measured figures), and the summary says where its time went.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import tempfile
-import urllib.request
+from functools import partial
 from pathlib import Path
 from typing import Any
-
-from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.context import Context, Goal, Outcome, median
 from benchmarks.procs import (
@@ -60,6 +54,13 @@ from benchmarks.procs import (
     rtbench_run,
 )
 from benchmarks.profile import profile_step
+from benchmarks.whose import (
+    generator_bounds,
+    own_side,
+    probed,
+    server_figures,
+    truth_side,
+)
 
 NAME = "latency_load"
 TITLE = "Latency vs load: chat in rooms of 10, the load at which delivery p99 crosses 100 ms"
@@ -98,96 +99,6 @@ def crossing(steps: list[dict[str, Any]]) -> float | None:
     return None
 
 
-ACK_HISTOGRAM = "rtbench_server_ack_seconds"
-LOOP_LAG_MAX = "rtbench_server_loop_lag_max_seconds"
-
-
-def server_figures(url: str) -> dict[str, Any] | None:
-    """The reference server's own ack histogram (cumulative bucket counts by upper edge)
-    and its largest event-loop lag, from its /metrics; None for a server without them (the
-    Node peer)."""
-    base = url.replace("ws://", "http://", 1).rsplit("/", 1)[0]
-    try:
-        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as answer:
-            text = answer.read().decode()
-    except OSError:
-        return None
-    buckets: dict[float, float] = {}
-    lag_max = None
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == ACK_HISTOGRAM + "_bucket":
-                buckets[float(sample.labels["le"])] = sample.value
-            elif sample.name == LOOP_LAG_MAX:
-                lag_max = sample.value
-    if not buckets:
-        return None
-    return {"buckets": buckets, "loop_lag_max_s": lag_max}
-
-
-def server_ack_p99_ms(
-    before: dict[str, Any] | None, after: dict[str, Any] | None
-) -> tuple[float, float] | None:
-    """The bucket holding the p99 of the acks between two scrapes, as (lower, upper) edges
-    in ms: the server's own ack time at p99 was over the lower edge and at most the upper."""
-    if before is None or after is None:
-        return None
-    edges = sorted(after["buckets"])
-    delta = [after["buckets"][e] - before["buckets"].get(e, 0.0) for e in edges]
-    total = delta[-1]  # the +Inf bucket: every ack
-    if total <= 0:
-        return None
-    lower = 0.0
-    for edge, count in zip(edges, delta, strict=True):
-        if count >= 0.99 * total:
-            return lower * 1000.0, edge * 1000.0
-        lower = edge
-    return None  # (the +Inf bucket always holds every ack)
-
-
-def generator_bounds(step: dict[str, Any]) -> str | None:
-    """Why the generator, not the server, may set this step's figure (None: it does not).
-
-    Over the limit, the server's own p99 lies in [p99 - bound, p99]: when that range
-    reaches under the limit the crossing may be the generator's. The bound is the
-    generator's own estimate, sampled by time, and a loaded generator core can add more
-    than it says (deliveries come in bursts, while its timers are late): so a step over
-    the limit whose truth probe, a light client beside the load timing its own messages,
-    saw the server deliver within the limit is the generator's too. A saturated generator
-    under the limit ends the sweep as well: the next step would load it further. Where
-    the server reports its own ack time (the reference server's ``rtbench_server_ack_seconds``),
-    that decides first, either way: a p99 in a bucket above the limit is the server's
-    crossing whatever the generator's bound says, and a p99 that, with the server's worst
-    event-loop lag added, stays under the limit is not.
-    """
-    p99, bound = step["p99_ms"], step["bound_p99_ms"]
-    over = p99 is not None and p99 >= LIMIT_MS
-    # the server's own figures decide first, either way, where it has them
-    floor, own = step.get("server_ack_floor_ms"), step.get("server_ack_p99_ms")
-    lag = step.get("server_loop_lag_max_ms")
-    if over and floor is not None and floor >= LIMIT_MS:
-        return None  # its own ack time at p99 was over the limit: the server's crossing
-    if over and own is not None and lag is not None and own + lag < LIMIT_MS:
-        return (
-            f"the server's own ack time was at most {own:,.0f} ms at p99 and its event loop "
-            f"never lagged {lag:,.0f} ms (its /metrics), against the {p99:,.1f} ms measured"
-        )
-    if over and p99 - (bound or 0.0) < LIMIT_MS:
-        return (
-            f"its own delay, up to {bound:,.1f} ms at p99, could explain the {p99:,.1f} ms measured"
-        )
-    truth = step.get("truth_p99_ms")
-    if over and truth is not None and truth < LIMIT_MS and not step.get("truth_missed"):
-        return (
-            f"the truth probe beside it saw delivery p99 {truth:,.1f} ms against the "
-            f"{p99:,.1f} ms the load measured"
-        )
-    if step["generator_saturated"]:
-        core = step["generator_core_percent"]
-        return "it saturated" + (f" (its processes at {core:.0f} % of its core)" if core else "")
-    return None
-
-
 def _step(
     ctx: Context, server: PinnedServer, plan: dict[str, Any], rate: float, keep: Path | None
 ) -> LoadRun:
@@ -199,35 +110,6 @@ def _step(
         "--drain", "3", "--procs", str(plan["procs"]),
         timeout_s=plan["duration"] + 90, keep=keep,
     )  # fmt: skip
-
-
-def _probed_step(
-    ctx: Context, server: PinnedServer, plan: dict[str, Any], rate: float, keep: Path | None
-) -> tuple[LoadRun, dict[str, Any] | None]:
-    """One step with the chat truth probe (``benchmarks.truth_chat``) beside the load on
-    the generator core, timing its own messages over the measured phase."""
-    # the load's processes start, connect over --ramp and then send for --duration: the
-    # probe starts a second after the ramp and stops a second before the sends end
-    delay_s = plan["ramp"] + 1.0
-    seconds = max(0.5, plan["duration"] - 2.0)
-    with tempfile.TemporaryDirectory(prefix="rtbench-truth-") as folder:
-        out = Path(folder) / "truth.json"
-        probe = subprocess.Popen(
-            [*ctx.cores.client_prefix(), sys.executable, "-m", "benchmarks.truth_chat",
-             server.url, f"{delay_s:g}", f"{seconds:g}", str(out)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        try:
-            run = _step(ctx, server, plan, rate, keep)
-            _, err = probe.communicate(timeout=delay_s + seconds + 30)
-        finally:
-            if probe.poll() is None:
-                probe.kill()
-                probe.wait()
-        if probe.returncode != 0 or not out.exists():
-            ctx.log(f"latency_load: the truth probe failed ({(err or '').strip()[-200:]})")
-            return run, None
-        return run, json.loads(out.read_text())
 
 
 def _figures(
@@ -254,10 +136,7 @@ def _figures(
         "max_ms": delivery.get("max"),
         "ack_p99_ms": latency.get("ack", {}).get("p99"),
         "bound_p99_ms": delivery.get("bound", {}).get("p99"),
-        # the truth probe's own messages: an upper bound on what the server took for one
-        "truth_p99_ms": truth["delivery"]["p99"] if truth else None,
-        "truth_ack_p99_ms": truth["ack"]["p99"] if truth else None,
-        "truth_missed": truth["missed"] if truth else None,
+        **truth_side(truth),
         "server_cpu_percent": 100 * cpu / (seconds + 1.0) if cpu is not None else None,
         "generator_loop_lag_p99_ms": generator.get("loop_lag_ms_p99"),
         "generator_core_percent": run.generator_core_percent_hot(),
@@ -278,16 +157,14 @@ def _sweep(
         for rate in plan["rates"]:
             before = server_figures(server.url)
             keep = ctx.keep(NAME, tag, f"rate{rate:g}")
-            run, truth = _probed_step(ctx, server, plan, rate, keep)
+            run, truth = probed(
+                ctx, server.url, plan["ramp"], plan["duration"],
+                partial(_step, ctx, server, plan, rate, keep), NAME,
+            )  # fmt: skip
             after = server_figures(server.url)
             step = _figures(run, sampler, plan, rate, truth)
-            # the server's own side of the same sends (the reference server's /metrics)
-            edges = server_ack_p99_ms(before, after)
-            step["server_ack_floor_ms"] = edges[0] if edges else None
-            step["server_ack_p99_ms"] = edges[1] if edges else None
-            lag = after["loop_lag_max_s"] if after else None
-            step["server_loop_lag_max_ms"] = lag * 1000.0 if lag is not None else None
-            why = generator_bounds(step)
+            own_side(step, before, after)  # the server's side of the same sends (/metrics)
+            why = generator_bounds(step, LIMIT_MS)
             step["generator_bound"] = why
             steps.append(step)
             ctx.log(

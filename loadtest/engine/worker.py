@@ -249,7 +249,6 @@ class Worker(Tally):
             start.scenario.scenario is not Kind.RTT and Feature.ACK in self.adapter.features
         )
         self.queue_while_down = self.reconnector is not None and self.track_acks
-        self.closed_loop = start.scenario.closed_loop
         # echo: every frame is a bare marker, parsed in place (``on_payload``'s fast path)
         self.raw_markers = type(self.adapter) is EchoAdapter
         self.local_addr_for = self._source_addresses(start.url)
@@ -306,13 +305,7 @@ class Worker(Tally):
     def on_event(self, conn: Conn, event: Event, now: int) -> None:
         """Account one event of a received frame (``type(event) is``: what narrows it)."""
         if type(event) is Delivery:
-            if self.delivery(conn, event, now) is None:
-                return
-            if (
-                (event.seq is None or event.room is None)
-                and self.closed_loop
-                and event.sender == conn.index
-            ):
+            if self.answers(conn, event, self.delivery(conn, event, now)):
                 self._next_round_trip(conn, now)
         elif type(event) is Ack:
             self.ack(conn, event, now)

@@ -251,7 +251,7 @@ class Conn:
                 run.fire(DELIVERY, latency_ms, Failure("duplicate: a message arrived again"))
                 return
             run.fire(DELIVERY, latency_ms)
-            if run.closed_loop and event.sender == self.index:
+            if run.answers(self, event, arrival):
                 self._round_trip(now)
         elif type(event) is Ack:
             latency = run.ack(self, event, now)

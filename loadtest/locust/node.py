@@ -142,7 +142,6 @@ class NodeRun(Tally):
         self.policy = spec.scenario.reconnect or ReconnectPolicy()
         self.track_acks = kind is not Kind.RTT and Feature.ACK in self.adapter.features
         self.queue_while_down = self.track_acks  # (a Locust user always comes back)
-        self.closed_loop = self.scenario.closed_loop
         self.conns: dict[int, Conn] = {}
         self.open_now = 0
         self.go = Event()

@@ -124,6 +124,10 @@ def test_chat_10k_steps_up_and_profiles(tiny_run: Path) -> None:
         assert steps and all(s["lost"] == 0 and s["connections"] == 40 for s in steps)
         for step in steps:
             assert step["bound_p99_ms"] is not None and step["p99_ms"] is not None
+            # the same witnesses as latency_load's: the truth probe and the server's /metrics
+            assert step["truth_p99_ms"] is not None and step["truth_missed"] == 0, step
+            assert step["server_ack_floor_ms"] < step["server_ack_p99_ms"], step
+            assert step["server_loop_lag_max_ms"] is not None, step
     summary = data["summary"]
     assert summary["curve"] and summary["users"] == 40 and summary["stopped"]
     assert data["goals"][0]["met"] is None  # 40 connections decide nothing
@@ -245,7 +249,11 @@ def _step(
 
 
 def test_a_crossing_is_the_servers_only_when_the_truth_probe_agrees() -> None:
-    from benchmarks.macro.latency_load import generator_bounds
+    from benchmarks.macro.latency_load import LIMIT_MS
+    from benchmarks.whose import generator_bounds as bounds
+
+    def generator_bounds(step: dict[str, Any]) -> str | None:
+        return bounds(step, LIMIT_MS)
 
     # over the limit by more than the generator's stated bound, and the probe saw it too
     assert generator_bounds(_step(169.0, 43.5, 140.0)) is None
@@ -274,7 +282,7 @@ def test_a_crossing_is_the_servers_only_when_the_truth_probe_agrees() -> None:
 
 
 def test_the_servers_own_ack_p99_is_read_from_its_histogram() -> None:
-    from benchmarks.macro.latency_load import server_ack_p99_ms
+    from benchmarks.whose import server_ack_p99_ms
 
     inf = float("inf")
     before = {"buckets": {0.005: 10.0, 0.01: 10.0, 0.02: 10.0, inf: 10.0}}
@@ -283,3 +291,34 @@ def test_the_servers_own_ack_p99_is_read_from_its_histogram() -> None:
     assert server_ack_p99_ms(before, after) == (5.0, 10.0)
     assert server_ack_p99_ms(None, after) is None
     assert server_ack_p99_ms(before, before) is None  # no ack in the step
+
+
+def test_a_10k_miss_is_judged_by_the_same_rule_at_10_ms() -> None:
+    from benchmarks.macro.chat_10k import goal, miss
+
+    def step(p99: float, bound: float, **more: Any) -> dict[str, Any]:
+        return {**_step(p99, bound, None), "lost": 0, **more}
+
+    assert miss(step(9.5, 3.0)) is None  # within 10 ms: passes
+    # 22 ms with a stated bound of 8.8: the server's, unless its own figures say otherwise
+    assert (miss(step(22.0, 8.8)) or "").startswith("the server's: p99 22.0 ms")
+    own = miss(step(22.0, 8.8, server_ack_p99_ms=10.0, server_ack_floor_ms=5.0))
+    assert own is not None and own.startswith("the server's") and "own ack p99 5-10 ms" in own
+    # its own ack p99 at most 2 ms and its loop never lagged 5 ms: not the server's 22 ms
+    cleared = miss(step(22.0, 8.8, server_ack_p99_ms=2.0, server_ack_floor_ms=1.0,
+                        server_loop_lag_max_ms=5.0))  # fmt: skip
+    assert cleared is not None and cleared.startswith("the generator's") and "own ack" in cleared
+    # the probe beside the load saw 6 ms: the generator's
+    probe = miss(step(22.0, 8.8, truth_p99_ms=6.0))
+    assert probe is not None and probe.startswith("the generator's") and "truth probe" in probe
+    # its own ack p99 in the 10-20 ms bucket decides for the server whatever the probe says
+    assert (miss(step(22.0, 20.0, truth_p99_ms=6.0, server_ack_p99_ms=20.0,
+                      server_ack_floor_ms=10.0)) or "").startswith("the server's")  # fmt: skip
+    assert miss(step(5.0, 1.0, lost=3)) == "the server lost 3 deliveries"
+
+    summary = {"highest_rate_per_user": None, "highest_msgs_per_s": None}
+    mine = "0.05 msg/s/user missed: " + (cleared or "")
+    # a generator's miss whose text names the server's own figures is still the generator's
+    assert goal({**summary, "stopped": [mine]}, 10_000).met is None
+    theirs = "0.05 msg/s/user missed: " + (own or "")
+    assert goal({**summary, "stopped": [theirs]}, 10_000).met is False

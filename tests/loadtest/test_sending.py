@@ -1,5 +1,5 @@
 """The send decisions both drivers share (``Tally.scheduled``, ``Tally.went``,
-``Tally.round_trip``), socket-free.
+``Tally.round_trip``, ``Tally.answers``), socket-free.
 
 The native engine's ``Worker.send_one`` and the Locust user's ``Conn.send_one`` only move
 the bytes between ``scheduled`` and ``went``: whether a send is skipped or queued, what
@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import random
 
-from loadtest.adapters import Adapter, make_adapter, parse_marker
+from loadtest.adapters import Adapter, Delivery, make_adapter, parse_marker
 from loadtest.client import ClientSession
+from loadtest.ledger import Arrival
 from loadtest.plan import Plan
 from loadtest.scenarios import Kind, Scenario
 from loadtest.tally import Tally
@@ -178,3 +179,25 @@ def test_the_closed_loop_stops_on_a_closed_connection() -> None:
     assert tally.round_trip(client, WHEN) is None
     assert (tally.c["sent"], tally.c["expected"], tally.c["send_skipped"]) == (0, 0, 0)
     assert client.counters == {} and client.session.next_id == 0
+
+
+def test_only_a_first_arrival_of_ones_own_request_sends_the_next() -> None:
+    tally, client = _tally(Kind.RTT, closed_loop=True, rate=None)
+    mine = Delivery(sender=0, stream=0, counter=1, sched_ns=WHEN)
+    assert tally.answers(client, mine, Arrival.NEW)
+    assert tally.answers(client, mine, Arrival.LATE)
+    # arrived again (a resent reply): the request it answers already sent its next one,
+    # and a second chain would double the connection's load
+    assert not tally.answers(client, mine, Arrival.DUPLICATE)
+    assert not tally.answers(client, mine, None)  # not counted: deduped, or a probe
+    theirs = Delivery(sender=1, stream=0, counter=1, sched_ns=WHEN)
+    assert not tally.answers(client, theirs, Arrival.NEW)
+    # one's own message as a room's item (a replay by seq on resume) answers nothing
+    replayed = Delivery(sender=0, stream=0, counter=1, sched_ns=WHEN, room="r", seq=4)
+    assert not tally.answers(client, replayed, Arrival.NEW)
+
+
+def test_without_the_closed_loop_no_reply_sends_anything() -> None:
+    tally, client = _tally(Kind.RTT, rate=1.0)
+    mine = Delivery(sender=0, stream=0, counter=1, sched_ns=WHEN)
+    assert not tally.answers(client, mine, Arrival.NEW)

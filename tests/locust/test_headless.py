@@ -112,3 +112,25 @@ def test_unreachable_target_exits_3_with_the_cause(tmp_path: Path) -> None:
     failures = failure_rows(tmp_path / "stats")
     assert [(f["Name"], f["Occurrences"]) for f in failures] == [("connect", "5")]
     assert "refused" in failures[0]["Error"]
+
+
+def test_closed_loop_rtt_sends_each_request_when_its_reply_came(
+    reference_server: ServerProcess, tmp_path: Path
+) -> None:
+    body = 'scenario = "rtt"\nusers = 2\nramp = 0.2\nduration = 2.0\nclosed_loop = true\n'
+    scenario = scenario_file(tmp_path / "rtt.toml", body)
+    slo = slo_file(tmp_path / "slo.toml", delivery_ms=5000)
+    done = run_locust(
+        "--headless", "-H", reference_server.url, "--scenario", str(scenario),
+        "--slo", str(slo), "--out", str(tmp_path / "out"), "--only-summary",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:]
+    results = read_results(tmp_path / "out" / "results.json")
+    t = results.totals
+    assert results.run.engine == "locust" and results.run.scenario == "rtt"
+    # each pong sends the next ping: hundreds in 2 s from 2 users, where an open loop
+    # sends at its rate; every one answered, each counted once
+    assert t.sent == t.delivered == t.expected_deliveries > 200
+    assert t.lost == 0 and t.duplicated == 0
+    assert results.latency["delivery"].count == t.sent
