@@ -66,7 +66,12 @@ SCRIPTS: dict[str, Script] = {
     "scaleout": Script(
         "benchmarks.scaleout",
         "Scale-out over workers (Redis, PostgreSQL)",
+        # connections and fan-out, 3 runs each of every setup: about 20 minutes
+        full_args=("suite",),
+        quick_args=("suite", "--quick", "--runs", "1"),
+        timeout_s=2400,
         needs="issue 7 (workers)",
+        out_flag="--out",
     ),
     "store_durability": Script(
         "benchmarks.store_durability",

@@ -4,6 +4,8 @@
     .venv/bin/python -m benchmarks.scaleout fanout        # deliveries/s and p99, live + stored
     .venv/bin/python -m benchmarks.scaleout max           # 50,000 with every trick
     .venv/bin/python -m benchmarks.scaleout render        # reports/scaleout.md again
+    .venv/bin/python -m benchmarks.scaleout suite --out F # connections + fanout, into F
+                                                          # (what ``rtbench bench`` runs)
 
 Setups: the embedded default (1 worker, SQLite, no broker), and Redis + PostgreSQL with 1
 and with 2 workers (the machine's own services, a schema and key prefix of the run's own).
@@ -337,14 +339,14 @@ def _fmt(value: float | None, spec: str = ",.0f", unit: str = "") -> str:
     return "n/a" if value is None else f"{value:{spec}}{unit}"
 
 
-def render(data: dict[str, Any]) -> str:
+def render(data: dict[str, Any], raw: str = "reports/scaleout.json") -> str:
     env = data.get("environment", {})
     lines = [
         "# Scale-out: workers, Redis and PostgreSQL (issue 7)",
         "",
         f"Measured {env.get('date', '?')} on {env.get('machine', '?')}. "
         "Every figure is the median of the runs shown; every run is in "
-        "`reports/scaleout.json`. **Nothing is pinned: the load generator and every server "
+        f"`{raw}`. **Nothing is pinned: the load generator and every server "
         "worker share this machine's two cores**, so these are the figures of one box loading "
         "itself, not of the server alone. Redis and PostgreSQL are the machine's own services "
         "(a fresh schema and key prefix per run); the embedded setup is SQLite with `synchronous "
@@ -488,16 +490,42 @@ def _log(message: str) -> None:
     print(f"[scaleout] {message}", file=sys.stderr, flush=True)
 
 
+def _suite(runs: int, out: Path | None) -> int:
+    """``rtbench bench``'s part: connections and fan-out (not ``max``, a log of attempts
+    at the most one box holds), reported into the suite's folder; the committed
+    reports/scaleout.* are written only by the parts run on their own."""
+    data = {
+        "connections": part_connections(runs),
+        "fanout": part_fanout(runs),
+        "environment": _environment(),
+    }
+    if out is None:
+        print(render(data))
+        return 0
+    out.write_text(render(data, raw=out.with_suffix(".json").name))
+    out.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("part", choices=["connections", "fanout", "max", "render"])
+    parser.add_argument("part", choices=["connections", "fanout", "max", "render", "suite"])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--users", type=int, default=50_000, help="max: connections to ask for")
     parser.add_argument("--workers", type=int, default=3, help="max: server workers")
     parser.add_argument("--procs", type=int, default=3, help="max: load generator processes")
     parser.add_argument("--quick", action="store_true", help="tiny loads; writes nothing")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="suite: write the report here (its figures beside it, .json) instead of "
+        "reports/scaleout.*",
+    )
     args = parser.parse_args(argv)
     QUICK["on"] = args.quick
+    if args.part == "suite":
+        return _suite(args.runs, args.out)
     parts: dict[str, Callable[[], dict[str, Any]]] = {
         "connections": lambda: part_connections(args.runs),
         "fanout": lambda: part_fanout(args.runs),
