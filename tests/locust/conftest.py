@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.fixtures import reference_server  # noqa: F401  (real server, port 0)
+from tests.support.fixtures import reference_server, start_server  # noqa: F401  (real servers, port 0)
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCUSTFILE = ROOT / "loadtest" / "locustfile.py"
