@@ -118,11 +118,13 @@ BENCHMARK_SUPPORT = {
     "benchmarks.context",
     "benchmarks.render",
     "benchmarks.profile",
+    "benchmarks.whose",
 }
 """What a benchmark script may import from ``benchmarks``: shared measuring code lives in
 ``kit``, servers and cores in ``procs``, the machine lock in ``lock``, the suite's
 context and report in ``context`` and ``render``, a server's py-spy profile in
-``profile``."""
+``profile``, and whose a chat step's delay is (the server's own figures, the truth probe,
+the rule that weighs them) in ``whose``."""
 SUITE_PARTS = ("benchmarks.collected", "benchmarks.micro_runner", "benchmarks.macro")
 """The suite's own parts: only ``benchmarks.suite`` (and the parts among themselves)
 import them."""
