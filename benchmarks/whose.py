@@ -14,7 +14,7 @@ benchmark that judges a chat step against a limit (``latency_load`` at 100 ms,
   before and after the step (``server_figures``, ``own_side``);
 - a truth probe (``benchmarks.truth_chat``: one light client pair on the generator core
   timing its own message every 20 ms in a room of its own) over the step's sends
-  (``probed``, ``truth_side``).
+  (``probed``; its figures go into the step with the load's own, ``chat_step``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.context import Context
-from benchmarks.procs import LoadRun
+from benchmarks.procs import LoadRun, PinnedServer, Sampler
 
 ACK_HISTOGRAM = "rtbench_server_ack_seconds"
 LOOP_LAG_MAX = "rtbench_server_loop_lag_max_seconds"
@@ -93,13 +93,44 @@ def own_side(
     step["server_loop_lag_max_ms"] = lag * 1000.0 if lag is not None else None
 
 
-def truth_side(truth: dict[str, Any] | None) -> dict[str, Any]:
-    """A step's fields from the truth probe's result (None each when it did not run)."""
+def chat_step(
+    run: LoadRun,
+    sampler: Sampler,
+    plan: dict[str, Any],
+    rate: float,
+    truth: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One chat step's figures as ``generator_bounds`` weighs them: the load's own (from
+    its results.json), the truth probe's (None each when it did not run) and the server's
+    CPU over the sending window; ``own_side`` adds the server's own."""
+    totals = run.results["totals"]
+    latency = run.results.get("latency", {})
+    delivery = latency.get("delivery", {})
+    window = run.sending_window()
+    seconds = (window[1] - window[0]) if window else plan["duration"]
+    cpu = sampler.cpu_between(window[0], window[1] + 1.0) if window else None
     return {
+        "rate_per_user": rate,
+        # Sends span exactly --duration (the window's one-second buckets overhang it).
+        "msgs_per_s": totals.get("sent", 0) / plan["duration"],
+        "deliveries_per_s": totals.get("delivered", 0) / plan["duration"],
+        "connections": totals.get("peak_connections", 0),
+        "p50_ms": delivery.get("p50"),
+        "p99_ms": delivery.get("p99"),
+        "max_ms": delivery.get("max"),
+        "ack_p99_ms": latency.get("ack", {}).get("p99"),
+        "bound_p99_ms": delivery.get("bound", {}).get("p99"),
         # the probe's own messages: an upper bound on what the server took for one
         "truth_p99_ms": truth["delivery"]["p99"] if truth else None,
         "truth_ack_p99_ms": truth["ack"]["p99"] if truth else None,
         "truth_missed": truth["missed"] if truth else None,
+        "server_cpu_percent": 100 * cpu / (seconds + 1.0) if cpu is not None else None,
+        "generator_loop_lag_p99_ms": run.results.get("generator", {}).get("loop_lag_ms_p99"),
+        "generator_core_percent": run.generator_core_percent_hot(),
+        "generator_saturated": run.generator_saturated,
+        "lost": totals.get("lost", 0),
+        "errors": sum(totals.get("errors_by_code", {}).values()),
+        "command": run.shown_command(),
     }
 
 
@@ -172,3 +203,23 @@ def probed(
             ctx.log(f"{name}: the truth probe failed ({(err or '').strip()[-200:]})")
             return run, None
         return run, json.loads(out.read_text())
+
+
+def witnessed_step(
+    ctx: Context,
+    server: PinnedServer,
+    sampler: Sampler,
+    plan: dict[str, Any],
+    rate: float,
+    step: Callable[[], LoadRun],
+    name: str,
+) -> dict[str, Any]:
+    """One chat step (``step``, one load run at ``rate``) with both witnesses: the truth
+    probe beside it and the server's /metrics read before and after; its figures
+    (``chat_step`` and ``own_side``), ready for ``generator_bounds``."""
+    before = server_figures(server.url)
+    run, truth = probed(ctx, server.url, plan["ramp"], plan["duration"], step, name)
+    after = server_figures(server.url)
+    figures = chat_step(run, sampler, plan, rate, truth)
+    own_side(figures, before, after)  # the server's side of the same sends
+    return figures

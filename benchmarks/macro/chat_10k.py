@@ -31,7 +31,7 @@ from benchmarks.procs import (
     started,
 )
 from benchmarks.profile import profile_step
-from benchmarks.whose import generator_bounds, own_side, probed, server_figures, truth_side
+from benchmarks.whose import generator_bounds, witnessed_step
 
 NAME = "chat_10k"
 TITLE = "10,000 connections chatting in rooms of 10: the highest rate at delivery p99 <= 10 ms"
@@ -86,54 +86,14 @@ def miss(step: dict[str, Any]) -> str | None:
     return None
 
 
-def _figures(
-    run: LoadRun,
-    sampler: Sampler,
-    plan: dict[str, Any],
-    rate: float,
-    truth: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    totals = run.results["totals"]
-    latency = run.results.get("latency", {})
-    delivery = latency.get("delivery", {})
-    window = run.sending_window()
-    seconds = (window[1] - window[0]) if window else plan["duration"]
-    cpu = sampler.cpu_between(window[0], window[1] + 1.0) if window else None
-    return {
-        "rate_per_user": rate,
-        "msgs_per_s": totals.get("sent", 0) / plan["duration"],
-        "deliveries_per_s": totals.get("delivered", 0) / plan["duration"],
-        "connections": totals.get("peak_connections", 0),
-        "p50_ms": delivery.get("p50"),
-        "p99_ms": delivery.get("p99"),
-        "max_ms": delivery.get("max"),
-        "ack_p99_ms": latency.get("ack", {}).get("p99"),
-        "bound_p99_ms": delivery.get("bound", {}).get("p99"),
-        **truth_side(truth),
-        "server_cpu_percent": 100 * cpu / (seconds + 1.0) if cpu is not None else None,
-        "generator_loop_lag_p99_ms": run.results.get("generator", {}).get("loop_lag_ms_p99"),
-        "generator_saturated": run.generator_saturated,
-        "generator_core_percent": run.generator_core_percent_hot(),
-        "lost": totals.get("lost", 0),
-        "errors": sum(totals.get("errors_by_code", {}).values()),
-        "command": run.shown_command(),
-    }
-
-
 def _sweep(ctx: Context, plan: dict[str, Any], n: int) -> dict[str, Any]:
     steps: list[dict[str, Any]] = []
     stop = "every step passed"
     with started("reference", ctx.cores) as server, Sampler(server) as sampler:
         for rate in plan["rates"]:
             keep = ctx.keep(NAME, n, f"rate{rate:g}")
-            before = server_figures(server.url)
-            run, truth = probed(
-                ctx, server.url, plan["ramp"], plan["duration"],
-                partial(_step, ctx, server, plan, rate, keep), NAME,
-            )  # fmt: skip
-            after = server_figures(server.url)
-            step = _figures(run, sampler, plan, rate, truth)
-            own_side(step, before, after)  # the server's side of the same sends (/metrics)
+            load = partial(_step, ctx, server, plan, rate, keep)
+            step = witnessed_step(ctx, server, sampler, plan, rate, load, NAME)
             step["miss"] = miss(step)
             steps.append(step)
             ctx.log(

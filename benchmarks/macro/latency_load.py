@@ -54,13 +54,7 @@ from benchmarks.procs import (
     rtbench_run,
 )
 from benchmarks.profile import profile_step
-from benchmarks.whose import (
-    generator_bounds,
-    own_side,
-    probed,
-    server_figures,
-    truth_side,
-)
+from benchmarks.whose import generator_bounds, witnessed_step
 
 NAME = "latency_load"
 TITLE = "Latency vs load: chat in rooms of 10, the load at which delivery p99 crosses 100 ms"
@@ -112,41 +106,6 @@ def _step(
     )  # fmt: skip
 
 
-def _figures(
-    run: LoadRun,
-    sampler: Sampler,
-    plan: dict[str, Any],
-    rate: float,
-    truth: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    totals = run.results["totals"]
-    latency = run.results.get("latency", {})
-    delivery = latency.get("delivery", {})
-    generator = run.results.get("generator", {})
-    window = run.sending_window()
-    seconds = (window[1] - window[0]) if window else plan["duration"]
-    cpu = sampler.cpu_between(window[0], window[1] + 1.0) if window else None
-    return {
-        "rate_per_user": rate,
-        # Sends span exactly --duration (the window's one-second buckets overhang it).
-        "msgs_per_s": totals.get("sent", 0) / plan["duration"],
-        "deliveries_per_s": totals.get("delivered", 0) / plan["duration"],
-        "p50_ms": delivery.get("p50"),
-        "p99_ms": delivery.get("p99"),
-        "max_ms": delivery.get("max"),
-        "ack_p99_ms": latency.get("ack", {}).get("p99"),
-        "bound_p99_ms": delivery.get("bound", {}).get("p99"),
-        **truth_side(truth),
-        "server_cpu_percent": 100 * cpu / (seconds + 1.0) if cpu is not None else None,
-        "generator_loop_lag_p99_ms": generator.get("loop_lag_ms_p99"),
-        "generator_core_percent": run.generator_core_percent_hot(),
-        "lost": totals.get("lost", 0),
-        "errors": sum(totals.get("errors_by_code", {}).values()),
-        "generator_saturated": run.generator_saturated,
-        "command": run.shown_command(),
-    }
-
-
 def _sweep(
     ctx: Context, server: PinnedServer, plan: dict[str, Any], tag: str, profile: bool
 ) -> dict[str, Any]:
@@ -155,15 +114,9 @@ def _sweep(
     bound_at: float | None = None
     with Sampler(server) as sampler:
         for rate in plan["rates"]:
-            before = server_figures(server.url)
             keep = ctx.keep(NAME, tag, f"rate{rate:g}")
-            run, truth = probed(
-                ctx, server.url, plan["ramp"], plan["duration"],
-                partial(_step, ctx, server, plan, rate, keep), NAME,
-            )  # fmt: skip
-            after = server_figures(server.url)
-            step = _figures(run, sampler, plan, rate, truth)
-            own_side(step, before, after)  # the server's side of the same sends (/metrics)
+            load = partial(_step, ctx, server, plan, rate, keep)
+            step = witnessed_step(ctx, server, sampler, plan, rate, load, NAME)
             why = generator_bounds(step, LIMIT_MS)
             step["generator_bound"] = why
             steps.append(step)
