@@ -112,7 +112,10 @@ class Scenario(Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=T
     closed_loop: Annotated[
         bool,
         Knob(
-            "rtt: send the next request when the reply arrives (measures the ceiling; no --rate).",
+            "rtt: send the next request when the reply arrives (measures the ceiling; no "
+            "--rate). A request the server drops unanswered ends that connection's loop and "
+            "counts as lost: raise or switch off the server's rate limit first (the reference "
+            "server drops frames past limits.rate_per_s, 200/s per connection).",
             commands=NO_CHECK,
         ),
     ] = False
