@@ -265,6 +265,10 @@ def test_a_crossing_is_the_servers_only_when_the_truth_probe_agrees() -> None:
     # no probe figure (it failed): the stated bound alone decides, as before
     assert generator_bounds(_step(169.0, 43.5, None)) is None
     assert "could explain" in (generator_bounds(_step(120.0, 43.5, None)) or "")
+    # at the limit is over it (the crossing is p99 >= 100 ms), and a probe at the limit
+    # clears nothing
+    assert "could explain" in (generator_bounds(_step(100.0, 43.5, None)) or "")
+    assert generator_bounds(_step(169.0, 43.5, 100.0)) is None
     # under the limit the probe changes nothing
     assert generator_bounds(_step(50.0, 10.0, 5.0)) is None
     # the server's own ack p99 (bucket edge) and its worst loop lag stay well under the
