@@ -280,6 +280,8 @@ class Worker(Tally):
                     if state is not None and counter == state[0] + 1:
                         state[0] = counter
                         self.delivered(sched, now)
+                        # ``Tally.answers`` for this case, with no event built: a first
+                        # arrival (the next counter) of a bare marker, never a room's item
                         if self.closed_loop and sender == conn.index:
                             self._next_round_trip(conn, now)
                         return
