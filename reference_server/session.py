@@ -81,6 +81,8 @@ class Session:
 
     # ---- called by the transport
     def on_frame(self, data: bytes) -> None:
+        if self.closed:  # sent before the client saw our close frame: unacked, it retries
+            return
         now = self.last_rx = _now()
         self.pinged = False
         rate = self.app.rate

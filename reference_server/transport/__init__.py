@@ -30,7 +30,13 @@ class Connection(Protocol):
         """Queue bytes made by ``text_frame`` (one or more frames); never blocks."""
 
     def close(self, code: int, reason: str) -> None:
-        """Send a close frame, then close the socket once the buffer has drained."""
+        """Send a close frame; the socket ends when the peer's close frame answers it.
+
+        That is RFC 6455's closing handshake: frames the peer sent before it saw ours
+        are read (and dropped by the closed session) rather than left unread, which
+        would make the kernel reset the connection over our close frame. A peer that
+        never answers is cut by ``abort`` after ``limits.close_linger_ms``.
+        """
 
     def abort(self) -> None:
         """Drop the socket now, discarding whatever is still buffered."""

@@ -123,13 +123,22 @@ class PicowsConnection(WSListener):
             self.transport.underlying_transport.write(data)
 
     def close(self, code: int, reason: str) -> None:
+        """Send the close frame and keep reading until the client's close frame answers it.
+
+        The socket is not closed here (RFC 6455 7.1.1: the server closes TCP after the
+        closing handshake). A client still sending when our close goes out leaves
+        frames in our receive buffer; closing the socket over unread data makes the
+        kernel send a reset, and a client that writes once more before reading is
+        told "connection reset" and never reads our close frame (a drain's 1012
+        became a 1006 that way). The frames read meanwhile are dropped by the closed
+        session; the client's close frame (``on_ws_frame``) or, past
+        ``limits.close_linger_ms``, the sweeper's ``abort`` ends the socket.
+        """
         t = self.transport
-        if t is None or t.is_disconnected:
+        if t is None or t.is_disconnected or t.is_close_frame_sent:
             return
-        if not t.is_close_frame_sent:
-            # picows takes any int; its stub names only its enum (4xxx codes are ours)
-            t.send_close(_close_code(code), reason.encode()[:120])  # type: ignore[arg-type]
-        t.disconnect(graceful=True)
+        # picows takes any int; its stub names only its enum (4xxx codes are ours)
+        t.send_close(_close_code(code), reason.encode()[:120])  # type: ignore[arg-type]
 
     def abort(self) -> None:
         if self.transport is not None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
 
 from tests.support import Client, ServerProcess
+from tests.support.rawws import BINARY, RawWebSocket
 
 
 @pytest.fixture(scope="module", params=["picows", "websockets"])
@@ -45,6 +47,31 @@ async def test_violations_close_codes(server: ServerProcess) -> None:
     c = await Client.connect(server.url, "v")
     await c.send_raw(b"\x01binary")
     assert await c.closed() == 1003
+
+
+@pytest.mark.parametrize("backlog_frames", [0, 64, 2048])
+async def test_a_close_reaches_a_client_that_is_still_sending(
+    server: ServerProcess, backlog_frames: int
+) -> None:
+    """The server's close frame is read by a client that keeps sending past it.
+
+    The client sends a frame the server closes it for (binary: 1003), then
+    ``backlog_frames`` more frames of 1 KB, waits without reading, and sends once
+    more, as a chatting client does when a drain's 1012 is on its way. A server
+    that closed its socket over those unread frames made the kernel reset the
+    connection, and this client (as any asyncio or picows one) then lost the close
+    frame to "connection reset": it saw 1006, and a drain's 1012 was counted as a
+    dropped connection. The server must read on until the client's close frame.
+    """
+    ws = await RawWebSocket.connect(server.host, server.port)
+    ws.send(b"\x01binary", opcode=BINARY)
+    for i in range(backlog_frames):
+        ws.send(json.dumps({"type": "ping", "pad": "x" * 1000, "n": i}).encode())
+    await asyncio.sleep(0.3)  # not reading: the close (or a reset) lands meanwhile
+    ws.send(b'{"type":"ping"}')  # a client that has not read yet is still chatting
+    code, _ = await asyncio.wait_for(ws.read_until_close(), 10)
+    ws.close()
+    assert code == 1003
 
 
 def test_http_endpoints(server: ServerProcess) -> None:
