@@ -44,7 +44,7 @@ class LimitsConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     send_buffer_bytes: Annotated[int, Meta(ge=1024)] = 262144  # outgoing buffer limit
     slow_consumer_grace_ms: NonNegative = 2000  # over the limit this long: close 1013
     slow_consumer_hard_bytes: Annotated[int, Meta(ge=1024)] = 4194304  # over this: 1013 now
-    close_linger_ms: NonNegative = 3000  # a closing peer that does not drain is cut after
+    close_linger_ms: NonNegative = 3000  # a peer that has not answered our close is cut after
     max_pending_writes: Positive = 100000  # store writes queued before sends are refused
     # security limits (reference_server/limits.py): 0 switches a limit off
     max_connections_per_user: NonNegative = 32  # connections that said hello as one user: 4429
