@@ -45,7 +45,7 @@ async def measure(mode: str, sends: int, in_flight: int, workdir: Path) -> dict[
         )
         store.submit(op)
 
-    def on_batch(batch: list[WriteOp], seconds: float) -> None:
+    def on_batch(batch: list[WriteOp], seconds: float, ended_ns: int) -> None:
         latencies.append(seconds)
         batches.append(len(batch))
         for op in batch:

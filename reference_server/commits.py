@@ -148,17 +148,21 @@ class Commits:
 
     # ------------------------------------------------------------------ batch completion
 
-    def on_batch(self, batch: list[WriteOp], seconds: float) -> None:
+    def on_batch(self, batch: list[WriteOp], seconds: float, ended_ns: int) -> None:
         """The store committed (or failed) ``batch``: finish its requests, then fan out."""
         m = self.metrics
         m.commit_seconds.observe(seconds)
         m.batch_sizes.observe(len(batch))
+        m.callback_seconds.observe(max(0, time.monotonic_ns() - ended_ns) / 1e9)
+        began_ns = ended_ns - int(seconds * 1e9)
+        wait = m.store_wait_seconds.observe
         # (room, resent) -> its items in seq order and their acks, which await the publish;
         # resent: retries the store already had (Broker.publish's ``again``)
         fan: dict[tuple[str, bool], _RoomBatch] = {}
         for op in batch:
             owner = op.owner
             if type(op) is AppendItem:
+                wait(max(0, began_ns - op.owner[2]) / 1e9)
                 self._appended(op, fan)
             elif isinstance(owner, asyncio.Future):
                 if not owner.done():

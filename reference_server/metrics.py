@@ -22,9 +22,17 @@ if TYPE_CHECKING:
 
 COMMIT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
-ACK_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5)
-"""Seconds from a send's handling to its ack: fine where the 100 ms delivery target is."""
-HISTOGRAMS = ("commit_seconds", "batch_sizes", "ack_seconds")
+STAGE_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075,
+    0.01, 0.015, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5,
+)  # fmt: skip
+"""Seconds of an ack and of its stages. Fine under 20 ms, where the benchmarks judge a
+10 ms goal (chat_10k): with only 5/10/20 ms edges an ack p99 "between 5 and 10 ms" could
+not be told from one at 9.9, nor split into where it was spent."""
+ACK_BUCKETS = STAGE_BUCKETS
+HISTOGRAMS = (
+    "commit_seconds", "batch_sizes", "ack_seconds", "store_wait_seconds", "callback_seconds"
+)  # fmt: skip
 """The ``Metrics`` attributes that are histograms (workers merge them by these names)."""
 
 
@@ -80,6 +88,10 @@ class Metrics:
         self.commit_seconds = Histogram(COMMIT_BUCKETS)
         self.batch_sizes = Histogram(BATCH_BUCKETS)
         self.ack_seconds = Histogram(ACK_BUCKETS)
+        # the ack's stages (Commits.on_batch): handled -> its transaction began, per item;
+        # commit ended (committer's clock) -> the loop ran the batch's callback, per batch
+        self.store_wait_seconds = Histogram(STAGE_BUCKETS)
+        self.callback_seconds = Histogram(STAGE_BUCKETS)
 
 
 class MetricsCollector:
@@ -151,6 +163,16 @@ class MetricsCollector:
             p + "ack_seconds",
             "From a stored send's frame handled to its ack written: the server's own part of "
             "the sender's ack latency (store queue, group commit, publish).",
+        )
+        yield m.store_wait_seconds.family(
+            p + "store_wait_seconds",
+            "From a stored send's frame handled to the start of the transaction that stored "
+            "it: the ack's wait for the committer (one observation per item).",
+        )
+        yield m.callback_seconds.family(
+            p + "store_callback_seconds",
+            "From a group commit's end to the event loop running its batch's callback: the "
+            "ack's wait for the loop (one observation per batch).",
         )
 
 

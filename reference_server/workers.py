@@ -372,7 +372,7 @@ async def preflight(config: ServerConfig) -> None:
     store_cfg = config.store
     try:
         store = make_store(store_cfg.url, store_cfg.synchronous, store_cfg.max_batch)
-        await store.open(lambda batch, seconds: None)
+        await store.open(lambda batch, seconds, ended_ns: None)
     except (OSError, StoreError) as exc:
         raise SupervisorError(str(exc)) from None
     await store.close()

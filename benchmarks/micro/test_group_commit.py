@@ -32,7 +32,7 @@ class Durable:
         self.waiter: asyncio.Future[None] | None = None
         self.target = 0
 
-    def on_batch(self, batch: list[WriteOp], seconds: float) -> None:
+    def on_batch(self, batch: list[WriteOp], seconds: float, ended_ns: int) -> None:
         self.batches += 1
         for op in batch:
             assert op.error is None, op.error

@@ -186,8 +186,12 @@ class MarkRead(WriteOp):
         self.seq = seq
 
 
-BatchDone = Callable[[list[WriteOp], float], None]
-"""Called on the loop with a committed (or failed) batch and its commit seconds."""
+BatchDone = Callable[[list[WriteOp], float, int], None]
+"""Called on the loop with a committed (or failed) batch, its commit seconds, and the
+``time.monotonic_ns()`` at which the commit ended, read where it ended (a writer thread's
+clock is the loop's: one system-wide monotonic clock). With the send's handling time the
+core splits every ack into its stages: waiting for the committer, the commit, and the
+loop's delay in running this callback (``rtbench_server_store_*_seconds``)."""
 
 
 class Store(abc.ABC):

@@ -61,7 +61,9 @@ class GroupCommitStore(Store):
             "last_error": self._last_error,
         }
 
-    def _batch_done(self, batch: list[WriteOp], seconds: float, error: str | None) -> None:
+    def _batch_done(
+        self, batch: list[WriteOp], seconds: float, ended_ns: int, error: str | None
+    ) -> None:
         """On the loop, once per batch: count it, fail it whole on ``error``, hand it back."""
         self._outstanding -= len(batch)
         if self._outstanding == 0:
@@ -73,4 +75,4 @@ class GroupCommitStore(Store):
                 op.error = error
         self._settle(error)
         assert self._on_batch is not None  # set by open(), before any write
-        self._on_batch(batch, seconds)
+        self._on_batch(batch, seconds, ended_ns)

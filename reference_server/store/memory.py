@@ -91,7 +91,7 @@ class MemoryStore(Store):
                 if op.user in members:
                     members[op.user] = max(members[op.user], op.seq)
         assert self._on_batch is not None
-        self._on_batch(batch, time.perf_counter() - started)
+        self._on_batch(batch, time.perf_counter() - started, time.monotonic_ns())
 
     def _append(self, op: AppendItem, now: int) -> None:
         room = self._rooms.get(op.room)

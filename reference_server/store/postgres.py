@@ -279,7 +279,8 @@ class PostgresStore(GroupCommitStore):
                 batch.append(self._pending.popleft())
             started = time.perf_counter()
             error = await self._commit(batch)
-            self._batch_done(batch, time.perf_counter() - started, error)
+            ended_ns = time.monotonic_ns()
+            self._batch_done(batch, time.perf_counter() - started, ended_ns, error)
 
     async def _writer_conn(self) -> asyncpg.Connection:
         if self._conn is not None and not self._conn.is_closed():

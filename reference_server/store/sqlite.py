@@ -201,9 +201,10 @@ class SqliteStore(GroupCommitStore):
                 batch.append(op)
             started = time.perf_counter()
             error = writer.commit(batch)
+            ended_ns = time.monotonic_ns()
             seconds = time.perf_counter() - started
             try:
-                loop.call_soon_threadsafe(self._batch_done, batch, seconds, error)
+                loop.call_soon_threadsafe(self._batch_done, batch, seconds, ended_ns, error)
             except RuntimeError:  # the loop is gone: nobody is waiting any more
                 break
         conn.close()

@@ -43,7 +43,7 @@ class Harness:
         ops += [
             AppendItem(None, room, "u", KIND_MESSAGE, f"c{base + i}", f"b{i}") for i in range(count)
         ]
-        await self.store.open(lambda batch, seconds: None)
+        await self.store.open(lambda batch, seconds, ended_ns: None)
         for op in ops:
             self.store.submit(op)
         await self.store.flush()

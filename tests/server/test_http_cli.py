@@ -60,6 +60,32 @@ async def test_metrics_are_valid_prometheus(shared_server: ServerProcess, promto
     assert check.returncode == 0, check.stdout + check.stderr
 
 
+async def test_the_ack_is_split_into_its_stages(reference_server: ServerProcess) -> None:
+    """Every stored send's ack is timed, and so are its waits: for the committer (per item)
+    and for the loop after the commit (per batch); each item's wait is part of its ack."""
+    sends = 20
+    async with await Client.connect(reference_server.url, "staged") as c:
+        await c.join("stage-room")
+        for i in range(sends):  # one at a time: each its own batch
+            await c.send_message("stage-room", f"m{i}", f"c{i}")
+    m = reference_server.metric
+    stored = m("rtbench_server_messages_stored_total")
+    assert stored == sends
+    assert m("rtbench_server_ack_seconds_count") == sends
+    assert m("rtbench_server_store_wait_seconds_count") == sends
+    # one per group commit, the join's room and membership included
+    batches = m("rtbench_server_store_batch_size_count")
+    assert m("rtbench_server_store_callback_seconds_count") == batches > sends
+    waited = m("rtbench_server_store_wait_seconds_sum")
+    assert 0 < waited < m("rtbench_server_ack_seconds_sum") < 60
+    assert 0 <= m("rtbench_server_store_callback_seconds_sum") < 60
+    # the edges under 20 ms that a 10 ms goal is judged by
+    text = reference_server.get("/metrics")[1].decode()
+    for edge in ("0.003", "0.0075", "0.015"):
+        for name in ("ack", "store_wait", "store_callback"):
+            assert f'rtbench_server_{name}_seconds_bucket{{le="{edge}"}}' in text, (name, edge)
+
+
 def test_unknown_path_is_404(shared_server: ServerProcess) -> None:
     assert shared_server.get("/nope")[0] == 404
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,12 @@ class Recorder:
     def __init__(self) -> None:
         self.batches: list[list[WriteOp]] = []
 
-    def __call__(self, batch: list[WriteOp], seconds: float) -> None:
+    def __call__(self, batch: list[WriteOp], seconds: float, ended_ns: int) -> None:
         assert seconds >= 0
+        # the commit's end, on the one monotonic clock every thread reads: never after
+        # the callback that reports it
+        now = time.monotonic_ns()
+        assert now - 60 * 10**9 < ended_ns <= now
         self.batches.append(batch)
 
 
