@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from rtbench.exitcodes import ExitCode
 from rtbench.results import read_results
 from rtbench.slo import Status, Target
 from tests.locust.conftest import (
@@ -76,9 +77,15 @@ def test_rtbench_locust_headless_run_passes_generous_targets(
     assert (out / "report.html").exists() and (tmp_path / "junit.xml").exists()
 
 
-def test_impossible_target_fails_the_run_with_exit_1(
+def test_impossible_target_fails_the_run_and_its_exit_says_how_sure(
     reference_server: ServerProcess, tmp_path: Path
 ) -> None:
+    """A delivery target of 0.001 ms is never passed. Whether its fail is trusted depends
+    on the run, and the exit code must follow it: 1 when the generator's own delay cannot
+    explain the p99, 4 (inconclusive) when it can. Both happen: a quiet machine gives
+    exit 1; CI once gave a generator bound of 5.9 ms over a 4.8 ms p99, and exit 4 was the
+    right answer (an earlier version of this test demanded exit 1 and failed on it). The
+    certain trusted fail, a server stalled for a second, is test_generator_delay.py's."""
     shorter = CHAT.replace("duration = 3.0", "duration = 2.0")
     scenario = scenario_file(tmp_path / "chat.toml", shorter)
     slo = slo_file(tmp_path / "slo.toml", delivery_ms=0.001)
@@ -87,11 +94,15 @@ def test_impossible_target_fails_the_run_with_exit_1(
         "--slo", str(slo), "--out", str(tmp_path / "out"), "--only-summary",
         cwd=tmp_path,
     )  # fmt: skip
-    assert done.returncode == 1, done.stdout[-3000:]
     results = read_results(tmp_path / "out" / "results.json")
     latency = verdict(results, Target.DELIVERY_LATENCY)
-    assert latency.status is Status.FAIL and latency.trusted
-    assert results.totals.delivered > 0 and results.exit_code == 1
+    assert latency.status is Status.FAIL, latency  # never a pass
+    assert results.totals.delivered > 0
+    if latency.trusted:
+        assert done.returncode == ExitCode.SLO_FAILED == results.exit_code, done.stdout[-3000:]
+    else:  # the generator's bound reached under the threshold: it says so
+        assert done.returncode == ExitCode.INCONCLUSIVE == results.exit_code
+        assert "inconclusive: the generator itself added" in latency.detail, latency.detail
     assert "delivery_latency" in done.stdout and "fail" in done.stdout  # the verdicts table
 
 
