@@ -10,8 +10,9 @@ benchmark that judges a chat step against a limit (``latency_load`` at 100 ms,
 ``chat_10k`` at 10 ms):
 
 - the reference server's own ack time (``rtbench_server_ack_seconds`` on its /metrics,
-  from a send's frame handled to its ack written) and its worst event-loop lag, scraped
-  before and after the step (``server_figures``, ``own_side``);
+  from a send's frame handled to its ack written), the stages that ack was spent in
+  (waiting for the committer, the commit, waiting for the loop after it) and its worst
+  event-loop lag, scraped before and after the step (``server_figures``, ``own_side``);
 - a truth probe (``benchmarks.truth_chat``: one light client pair on the generator core
   timing its own message every 20 ms in a room of its own) over the step's sends
   (``probed``; its figures go into the step with the load's own, ``chat_step``).
@@ -34,30 +35,44 @@ from benchmarks.context import Context
 from benchmarks.procs import LoadRun, PinnedServer, Sampler
 
 ACK_HISTOGRAM = "rtbench_server_ack_seconds"
+STAGE_HISTOGRAMS = {
+    "wait": "rtbench_server_store_wait_seconds",  # per item: handled -> its transaction
+    "commit": "rtbench_server_store_commit_seconds",  # per batch
+    "callback": "rtbench_server_store_callback_seconds",  # per batch: commit end -> loop
+}
+"""The ack's stages, in order (docs/SERVER.md, metrics); what is left of it is the publish."""
+OWN_KEYS = (
+    "server_ack_floor_ms", "server_ack_p99_ms",
+    *(f"server_{name}_{edge}_ms" for name in STAGE_HISTOGRAMS for edge in ("floor", "p99")),
+)  # fmt: skip
+"""The step keys ``own_side`` fills from the server's histograms (each a bucket edge)."""
 LOOP_LAG_MAX = "rtbench_server_loop_lag_max_seconds"
 
 
 def server_figures(url: str) -> dict[str, Any] | None:
-    """The reference server's own ack histogram (cumulative bucket counts by upper edge)
-    and its largest event-loop lag, from its /metrics; None for a server without them (the
-    Node peer)."""
+    """The reference server's own ack histogram (cumulative bucket counts by upper edge),
+    those of its stages, and its largest event-loop lag, from its /metrics; None for a
+    server without them (the Node peer)."""
     base = url.replace("ws://", "http://", 1).rsplit("/", 1)[0]
     try:
         with urllib.request.urlopen(f"{base}/metrics", timeout=5) as answer:
             text = answer.read().decode()
     except OSError:
         return None
-    buckets: dict[float, float] = {}
+    wanted = {ACK_HISTOGRAM: "ack", **{v: k for k, v in STAGE_HISTOGRAMS.items()}}
+    histograms: dict[str, dict[float, float]] = {}
     lag_max = None
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == ACK_HISTOGRAM + "_bucket":
-                buckets[float(sample.labels["le"])] = sample.value
+            name = wanted.get(sample.name.removesuffix("_bucket"))
+            if name is not None and sample.name.endswith("_bucket"):
+                histograms.setdefault(name, {})[float(sample.labels["le"])] = sample.value
             elif sample.name == LOOP_LAG_MAX:
                 lag_max = sample.value
+    buckets = histograms.pop("ack", None)
     if not buckets:
         return None
-    return {"buckets": buckets, "loop_lag_max_s": lag_max}
+    return {"buckets": buckets, "stages": histograms, "loop_lag_max_s": lag_max}
 
 
 def server_ack_p99_ms(
@@ -67,9 +82,17 @@ def server_ack_p99_ms(
     in ms: the server's own ack time at p99 was over the lower edge and at most the upper."""
     if before is None or after is None:
         return None
-    edges = sorted(after["buckets"])
-    delta = [after["buckets"][e] - before["buckets"].get(e, 0.0) for e in edges]
-    total = delta[-1]  # the +Inf bucket: every ack
+    return p99_bucket_ms(before["buckets"], after["buckets"])
+
+
+def p99_bucket_ms(
+    before: dict[float, float], after: dict[float, float]
+) -> tuple[float, float] | None:
+    """The bucket holding the p99 of what a histogram counted between two scrapes, as its
+    (lower, upper) edges in ms; None when it counted nothing."""
+    edges = sorted(after)
+    delta = [after[e] - before.get(e, 0.0) for e in edges]
+    total = delta[-1]  # the +Inf bucket: everything counted
     if total <= 0:
         return None
     lower = 0.0
@@ -77,18 +100,25 @@ def server_ack_p99_ms(
         if count >= 0.99 * total:
             return lower * 1000.0, edge * 1000.0
         lower = edge
-    return None  # (the +Inf bucket always holds every ack)
+    return None  # (the +Inf bucket always holds everything)
 
 
 def own_side(
     step: dict[str, Any], before: dict[str, Any] | None, after: dict[str, Any] | None
 ) -> None:
     """Put the server's own side of a step's sends into ``step`` (None where it has none):
-    its ack p99 bucket and its worst event-loop lag so far (a lifetime maximum: it can only
+    its ack p99 bucket, the p99 bucket of each of the ack's stages (``OWN_KEYS``) and its
+    worst event-loop lag so far (a lifetime maximum: it can only
     make the rule below slower to clear the server)."""
     edges = server_ack_p99_ms(before, after)
     step["server_ack_floor_ms"] = edges[0] if edges else None
     step["server_ack_p99_ms"] = edges[1] if edges else None
+    for name in STAGE_HISTOGRAMS:
+        then = (before or {}).get("stages", {}).get(name, {})
+        now = (after or {}).get("stages", {}).get(name)
+        edges = p99_bucket_ms(then, now) if before is not None and now else None
+        step[f"server_{name}_floor_ms"] = edges[0] if edges else None
+        step[f"server_{name}_p99_ms"] = edges[1] if edges else None
     lag = after["loop_lag_max_s"] if after else None
     step["server_loop_lag_max_ms"] = lag * 1000.0 if lag is not None else None
 

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from benchmarks import collected, render, suite
+from benchmarks.whose import OWN_KEYS
 from rtbench.cli import main
 
 MACRO = ["capacity", "fanout", "latency_load", "chat_10k"]
@@ -91,14 +92,24 @@ def test_latency_load_steps_up(tiny_run: Path) -> None:
                 assert step["server_ack_p99_ms"] is not None, step
                 assert step["server_ack_floor_ms"] < step["server_ack_p99_ms"], step
                 assert step["server_loop_lag_max_ms"] is not None, step
+                _stages_read(step)
             else:
                 assert step["server_ack_p99_ms"] is None, step
+                assert all(step[key] is None for key in OWN_KEYS), step
     summary = data["summary"]
     assert summary["reference"]["curve"] and summary["generator_procs"] == 2
     for kind in ("reference", "node"):
         assert summary[kind]["stopped"]
     assert "Node ws" in data["goals"][0]["goal"]
     _profiled(summary["reference"]["profile"], tiny_run)
+
+
+def _stages_read(step: dict[str, Any]) -> None:
+    """The reference server's ack stages were read around the step, each as the bucket
+    holding its p99 (the step's sends were stored: every stage counted some)."""
+    for name in ("wait", "commit", "callback"):
+        floor, upper = step[f"server_{name}_floor_ms"], step[f"server_{name}_p99_ms"]
+        assert upper is not None and floor < upper, (name, step)
 
 
 def _profiled(profile: dict[str, Any], out: Path) -> None:
@@ -128,6 +139,7 @@ def test_chat_10k_steps_up_and_profiles(tiny_run: Path) -> None:
             assert step["truth_p99_ms"] is not None and step["truth_missed"] == 0, step
             assert step["server_ack_floor_ms"] < step["server_ack_p99_ms"], step
             assert step["server_loop_lag_max_ms"] is not None, step
+            _stages_read(step)
     summary = data["summary"]
     assert summary["curve"] and summary["users"] == 40 and summary["stopped"]
     assert data["goals"][0]["met"] is None  # 40 connections decide nothing
@@ -295,6 +307,46 @@ def test_the_servers_own_ack_p99_is_read_from_its_histogram() -> None:
     assert server_ack_p99_ms(before, after) == (5.0, 10.0)
     assert server_ack_p99_ms(None, after) is None
     assert server_ack_p99_ms(before, before) is None  # no ack in the step
+
+
+def test_the_acks_stages_are_read_and_shown_as_their_buckets() -> None:
+    from benchmarks.render import _own
+    from benchmarks.whose import own_side
+
+    inf = float("inf")
+
+    def scrape(ack: list[float], wait: list[float], commit: list[float], loop: list[float]):
+        edges = (0.002, 0.003, 0.005, 0.0075, 0.01, inf)
+        hist = [dict(zip(edges, counts, strict=True)) for counts in (ack, wait, commit, loop)]
+        stages = {"wait": hist[1], "commit": hist[2], "callback": hist[3]}
+        return {"buckets": hist[0], "stages": stages, "loop_lag_max_s": 0.004}
+
+    zero = [0.0] * 6
+    before = scrape(zero, zero, zero, zero)
+    # 100 acks: 98 within 5 ms, the rest within 7.5; waits 99 within 3 ms; 50 commits,
+    # all within 5 ms, one over 3; 50 callbacks, all within 2 ms
+    after = scrape(
+        [10, 50, 98, 100, 100, 100],
+        [90, 99, 100, 100, 100, 100],
+        [20, 49, 50, 50, 50, 50],
+        [50, 50, 50, 50, 50, 50],
+    )
+    step: dict[str, Any] = {}
+    own_side(step, before, after)
+    assert (step["server_ack_floor_ms"], step["server_ack_p99_ms"]) == (5.0, 7.5)
+    assert (step["server_wait_floor_ms"], step["server_wait_p99_ms"]) == (2.0, 3.0)
+    assert (step["server_commit_floor_ms"], step["server_commit_p99_ms"]) == (3.0, 5.0)
+    assert (step["server_callback_floor_ms"], step["server_callback_p99_ms"]) == (0.0, 2.0)
+    assert set(OWN_KEYS) <= set(step)
+    assert _own(step) == "5-7.5 (wait 2-3, commit 3-5, loop 0-2)"
+    # a server without the stages (an older reference server): the ack alone
+    older = {"buckets": after["buckets"], "loop_lag_max_s": 0.004}
+    step = {}
+    own_side(step, {"buckets": before["buckets"], "loop_lag_max_s": 0.0}, older)
+    assert step["server_wait_p99_ms"] is None and _own(step) == "5-7.5"
+    step = {}
+    own_side(step, None, None)  # Node ws: nothing of its own
+    assert all(step[key] is None for key in OWN_KEYS) and _own(step) == "-"
 
 
 def test_a_10k_miss_is_judged_by_the_same_rule_at_10_ms() -> None:
