@@ -317,7 +317,8 @@ STAGES_NOTE = (
     "stage the ack is spent in (docs/SERVER.md, metrics): wait, for the store's committer "
     "(per message); commit, the group commit (per batch); loop, from the commit's end to "
     "the event loop running its callback (per batch). Each is its own p99: they do not add "
-    "up to the ack's."
+    "up to the ack's. Over several runs the column spans them: the lowest floor to the "
+    "highest upper edge."
 )
 
 

@@ -35,6 +35,7 @@ from benchmarks.context import Context
 from benchmarks.procs import LoadRun, PinnedServer, Sampler
 
 ACK_HISTOGRAM = "rtbench_server_ack_seconds"
+LOOP_LAG_MAX = "rtbench_server_loop_lag_max_seconds"
 STAGE_HISTOGRAMS = {
     "wait": "rtbench_server_store_wait_seconds",  # per item: handled -> its transaction
     "commit": "rtbench_server_store_commit_seconds",  # per batch
@@ -46,7 +47,18 @@ OWN_KEYS = (
     *(f"server_{name}_{edge}_ms" for name in STAGE_HISTOGRAMS for edge in ("floor", "p99")),
 )  # fmt: skip
 """The step keys ``own_side`` fills from the server's histograms (each a bucket edge)."""
-LOOP_LAG_MAX = "rtbench_server_loop_lag_max_seconds"
+
+
+def own_envelope(steps: list[dict[str, Any]]) -> dict[str, float | None]:
+    """The server's own buckets over several runs of one step: the lowest floor and the
+    highest upper edge, so every run's p99 lies inside. (A median of edges is no edge: two
+    runs in the 15-20 and 20-50 ms buckets would read "17.5-35".)"""
+    out: dict[str, float | None] = {}
+    for key in OWN_KEYS:
+        values = [s[key] for s in steps if s.get(key) is not None]
+        pick = min if key.endswith("_floor_ms") else max
+        out[key] = pick(values) if values else None
+    return out
 
 
 def server_figures(url: str) -> dict[str, Any] | None:

@@ -54,7 +54,7 @@ from benchmarks.procs import (
     rtbench_run,
 )
 from benchmarks.profile import profile_step
-from benchmarks.whose import OWN_KEYS, generator_bounds, witnessed_step
+from benchmarks.whose import generator_bounds, own_envelope, witnessed_step
 
 NAME = "latency_load"
 TITLE = "Latency vs load: chat in rooms of 10, the load at which delivery p99 crosses 100 ms"
@@ -183,9 +183,9 @@ def _step_medians(runs: list[dict[str, Any]], rate: float) -> dict[str, Any]:
     steps = [s for r in runs for s in r["steps"] if s["rate_per_user"] == rate]
     out: dict[str, Any] = {"rate_per_user": rate, "runs": len(steps)}
     for key in ("msgs_per_s", "p50_ms", "p99_ms", "ack_p99_ms", "bound_p99_ms",
-                "truth_p99_ms", *OWN_KEYS,
-                "server_cpu_percent"):  # fmt: skip
+                "truth_p99_ms", "server_cpu_percent"):  # fmt: skip
         out[key] = median(s.get(key) for s in steps)
+    out.update(own_envelope(steps))
     out["generator_saturated"] = sum(s["generator_saturated"] for s in steps)
     out["generator_bound"] = sum(bool(s.get("generator_bound")) for s in steps)
     return out

@@ -349,6 +349,20 @@ def test_the_acks_stages_are_read_and_shown_as_their_buckets() -> None:
     assert all(step[key] is None for key in OWN_KEYS) and _own(step) == "-"
 
 
+def test_several_runs_buckets_are_spanned_not_averaged() -> None:
+    from benchmarks.whose import own_envelope
+
+    runs = [
+        {"server_ack_floor_ms": 15.0, "server_ack_p99_ms": 20.0, "server_wait_p99_ms": 10.0},
+        {"server_ack_floor_ms": 20.0, "server_ack_p99_ms": 50.0, "server_wait_p99_ms": None},
+    ]
+    both = own_envelope(runs)
+    # every run's p99 lies inside; a median of the edges (17.5-35) would be no bucket at all
+    assert (both["server_ack_floor_ms"], both["server_ack_p99_ms"]) == (15.0, 50.0)
+    assert both["server_wait_p99_ms"] == 10.0 and both["server_commit_p99_ms"] is None
+    assert set(both) == set(OWN_KEYS)
+
+
 def test_a_10k_miss_is_judged_by_the_same_rule_at_10_ms() -> None:
     from benchmarks.macro.chat_10k import goal, miss
 
