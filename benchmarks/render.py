@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from benchmarks.whose import bucket_keys
 from rtbench.histogram import LatencyHistogram
 from rtbench.report.svg import (
     PALETTE,
@@ -325,11 +326,16 @@ STAGES_NOTE = (
 def _own(c: dict[str, Any]) -> str:
     """The server's own ack p99 bucket, then its stages' (``benchmarks.whose.OWN_KEYS``):
     waiting for the committer, the commit, and waiting for the loop after it."""
-    ack = _bucket(c.get("server_ack_floor_ms"), c.get("server_ack_p99_ms"))
+
+    def bucket(name: str) -> str:
+        floor_key, p99_key = bucket_keys(name)
+        return _bucket(c.get(floor_key), c.get(p99_key))
+
+    ack = bucket("ack")
     stages = [
-        f"{label} {_bucket(c.get(f'server_{name}_floor_ms'), c.get(f'server_{name}_p99_ms'))}"
+        f"{label} {bucket(name)}"
         for name, label in (("wait", "wait"), ("commit", "commit"), ("callback", "loop"))
-        if c.get(f"server_{name}_p99_ms") is not None
+        if c.get(bucket_keys(name)[1]) is not None
     ]
     return ack + (f" ({', '.join(stages)})" if stages and ack != "-" else "")
 

@@ -42,10 +42,17 @@ STAGE_HISTOGRAMS = {
     "callback": "rtbench_server_store_callback_seconds",  # per batch: commit end -> loop
 }
 """The ack's stages, in order (docs/SERVER.md, metrics); what is left of it is the publish."""
-OWN_KEYS = (
-    "server_ack_floor_ms", "server_ack_p99_ms",
-    *(f"server_{name}_{edge}_ms" for name in STAGE_HISTOGRAMS for edge in ("floor", "p99")),
-)  # fmt: skip
+OWN_HISTOGRAMS = ("ack", *STAGE_HISTOGRAMS)
+"""The server's own histograms read around a step: its ack time, then the ack's stages."""
+
+
+def bucket_keys(name: str) -> tuple[str, str]:
+    """The step keys holding the p99 bucket of the server's histogram ``name`` (one of
+    ``OWN_HISTOGRAMS``): its lower and its upper edge, in ms."""
+    return f"server_{name}_floor_ms", f"server_{name}_p99_ms"
+
+
+OWN_KEYS = tuple(key for name in OWN_HISTOGRAMS for key in bucket_keys(name))
 """The step keys ``own_side`` fills from the server's histograms (each a bucket edge)."""
 
 
@@ -54,10 +61,10 @@ def own_envelope(steps: list[dict[str, Any]]) -> dict[str, float | None]:
     highest upper edge, so every run's p99 lies inside. (A median of edges is no edge: two
     runs in the 15-20 and 20-50 ms buckets would read "17.5-35".)"""
     out: dict[str, float | None] = {}
-    for key in OWN_KEYS:
-        values = [s[key] for s in steps if s.get(key) is not None]
-        pick = min if key.endswith("_floor_ms") else max
-        out[key] = pick(values) if values else None
+    for name in OWN_HISTOGRAMS:
+        for key, pick in zip(bucket_keys(name), (min, max), strict=True):
+            values = [s[key] for s in steps if s.get(key) is not None]
+            out[key] = pick(values) if values else None
     return out
 
 
@@ -92,9 +99,21 @@ def server_ack_p99_ms(
 ) -> tuple[float, float] | None:
     """The bucket holding the p99 of the acks between two scrapes, as (lower, upper) edges
     in ms: the server's own ack time at p99 was over the lower edge and at most the upper."""
+    return _p99_between(before, after, "ack")
+
+
+def _p99_between(
+    before: dict[str, Any] | None, after: dict[str, Any] | None, name: str
+) -> tuple[float, float] | None:
+    """The p99 bucket of the server's histogram ``name`` between two ``server_figures``
+    (None where either scrape is missing or the histogram counted nothing). The ack's is
+    under "buckets"; a stage missing from the first scrape counts from zero."""
     if before is None or after is None:
         return None
-    return p99_bucket_ms(before["buckets"], after["buckets"])
+    if name == "ack":
+        return p99_bucket_ms(before["buckets"], after["buckets"])
+    now = after.get("stages", {}).get(name)
+    return p99_bucket_ms(before.get("stages", {}).get(name, {}), now) if now else None
 
 
 def p99_bucket_ms(
@@ -120,17 +139,13 @@ def own_side(
 ) -> None:
     """Put the server's own side of a step's sends into ``step`` (None where it has none):
     its ack p99 bucket, the p99 bucket of each of the ack's stages (``OWN_KEYS``) and its
-    worst event-loop lag so far (a lifetime maximum: it can only
-    make the rule below slower to clear the server)."""
-    edges = server_ack_p99_ms(before, after)
-    step["server_ack_floor_ms"] = edges[0] if edges else None
-    step["server_ack_p99_ms"] = edges[1] if edges else None
-    for name in STAGE_HISTOGRAMS:
-        then = (before or {}).get("stages", {}).get(name, {})
-        now = (after or {}).get("stages", {}).get(name)
-        edges = p99_bucket_ms(then, now) if before is not None and now else None
-        step[f"server_{name}_floor_ms"] = edges[0] if edges else None
-        step[f"server_{name}_p99_ms"] = edges[1] if edges else None
+    worst event-loop lag so far (a lifetime maximum: it can only make the rule below
+    slower to clear the server)."""
+    for name in OWN_HISTOGRAMS:
+        edges = _p99_between(before, after, name)
+        floor_key, p99_key = bucket_keys(name)
+        step[floor_key] = edges[0] if edges else None
+        step[p99_key] = edges[1] if edges else None
     lag = after["loop_lag_max_s"] if after else None
     step["server_loop_lag_max_ms"] = lag * 1000.0 if lag is not None else None
 
