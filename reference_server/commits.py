@@ -162,7 +162,7 @@ class Commits:
         for op in batch:
             owner = op.owner
             if type(op) is AppendItem:
-                wait(max(0, began_ns - op.owner[2]) / 1e9)
+                wait(max(0, began_ns - owner[2]) / 1e9)
                 self._appended(op, fan)
             elif isinstance(owner, asyncio.Future):
                 if not owner.done():

@@ -20,9 +20,10 @@ SLICE = 100
 
 With 500 (about 1.5 ms a slice) the sweeper was the loop's longest stall in chat at
 10,000 connections, where a 2 s heartbeat pings about 5,000 connections a second: a
-commit's callback waited for the loop up to 2-3 ms at p99 (rtbench_server_store_callback_
-seconds, 3 runs of 500 msgs/s in rooms of 10, SQLite store), 1-2 ms with 100. The cost is
-100 yields per sweep of 10,000 connections, a few microseconds each."""
+commit's callback waited for the loop up to 2-3 ms at p99
+(``rtbench_server_store_callback_seconds``, 3 runs of 500 msgs/s in rooms of 10, SQLite
+store), 1-2 ms with 100. The cost is 100 yields per sweep of 10,000 connections, a few
+microseconds each."""
 MAX_CACHED_ROOMS = 50000  # idle rooms beyond this are dropped from memory
 
 
