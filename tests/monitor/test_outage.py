@@ -61,10 +61,16 @@ async def test_outage_opens_one_incident_of_the_right_length(outage_target, tmp_
         back_at = await asyncio.to_thread(target.start)
         downtime = back_at - stopped_at
 
+        expected = {"connect", kind, "health"} | ({"metrics"} if kind == "delivery" else set())
+
         async def healthy_again():
+            # Each kind probes on its own clock, so the last probe of one kind may have
+            # started before the server was ready (and rightly failed) while another's
+            # already passed: wait until every kind has a probe started after ``back_at``.
             status, doc = await healthz(monitor)
             t = doc["targets"][0]
-            return status == 200 and t["recovery"]["count"] == 1 and doc
+            since = {p["kind"] for p in t["probes"] if p["ts"] >= back_at}
+            return status == 200 and t["recovery"]["count"] == 1 and since == expected and doc
 
         doc = await poll(healthy_again, 15, "/healthz 200 after the outage")
         t = doc["targets"][0]
@@ -72,7 +78,6 @@ async def test_outage_opens_one_incident_of_the_right_length(outage_target, tmp_
         # the target's own connection count, read from its /healthz (and /metrics)
         assert t["connections"]["current"] >= 1 and t["connections"]["peak"] >= 1
         kinds = {p["kind"]: p["ok"] for p in t["probes"]}
-        expected = {"connect", kind, "health"} | ({"metrics"} if kind == "delivery" else set())
         assert set(kinds) == expected and all(kinds.values()), kinds
 
         # One incident; it spans the outage within one probe interval.
