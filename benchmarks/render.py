@@ -340,13 +340,18 @@ def _own(c: dict[str, Any]) -> str:
     return ack + (f" ({', '.join(stages)})" if stages and ack != "-" else "")
 
 
+def _processes(n: int | None) -> str:
+    """How many generator processes, as a sentence says it."""
+    return "one process" if n == 1 else f"{n if n is not None else '?'} processes"
+
+
 def _latency_load(outcome: dict[str, Any], charts: dict[str, str], chart_dir: str) -> list[str]:
     s = outcome["summary"]
     procs = s.get("generator_procs")
     lines = [
         f"{s.get('users', '?')} users in rooms of {s.get('room_size', '?')}, open-loop sends; "
         "each step one run at a higher rate"
-        + (f"; the generator in {procs} processes on its one core" if procs else "")
+        + (f"; the generator in {_processes(procs)} on its one core" if procs else "")
         + ". A step over 100 ms is the server's crossing when the server's own ack time at "
         "p99 was over 100 ms (the reference server's `rtbench_server_ack_seconds` on its "
         "/metrics, read around each step: the bucket holding its p99). It is the generator's "
@@ -452,11 +457,12 @@ def _chat_10k(outcome: dict[str, Any]) -> list[str]:
     best = s.get("highest_rate_per_user")
     lines = [
         f"{s.get('users', 0):,} users in rooms of {s.get('room_size', '?')} against the "
-        f"reference server, open-loop sends, the generator in {s.get('generator_procs')} "
-        "processes on its one core; the per-user rate steps up until a step misses "
-        "(p99 over 10 ms, a loss, or a saturated generator). Whose a miss is follows "
-        "latency_load's rule: the server's own ack time and worst event-loop lag first, "
-        "then the generator's own delay bound, then the truth probe beside the load.",
+        "reference server, open-loop sends, the generator in "
+        f"{_processes(s.get('generator_procs'))} on its one core; the per-user rate steps "
+        "up until a step misses (p99 over 10 ms, a loss, or a saturated generator). Whose "
+        "a miss is follows latency_load's rule: the server's own ack time and worst "
+        "event-loop lag first, then the generator's own delay bound, then the truth probe "
+        "beside the load.",
         "",
         (
             f"Highest rate with p99 <= 10 ms in every run: **{best:g} msg/s per user "

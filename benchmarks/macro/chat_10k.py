@@ -9,8 +9,10 @@ the miss is by the rule ``latency_load`` uses (``benchmarks.whose.generator_boun
 the server's own ack time and event-loop lag from its /metrics first, then the
 generator's own delay bound at p99, then a truth probe beside the load.
 
-The generator runs as several processes on its one core (each event loop carries a
-quarter of the connections, so a burst of deliveries waits behind fewer frames). At
+The generator runs as one process on its one core: more processes on the same core add
+CPU and tail, not capacity. Medians of alternating runs, 2026-12-07: at 500 msgs/s
+(three each) one process used 16 % of a core at delivery p99 7.7 ms, four 26 % at
+8.9 ms; at 2,000 msgs/s (two each) 36 % at 16 ms against 61 % at 28 ms. At
 the sweep's top step the server is profiled with py-spy in one more run of that step
 (``benchmarks.profile``), so the summary says where its time went.
 """
@@ -45,10 +47,10 @@ def _plan(ctx: Context) -> dict[str, Any]:
         return {"users": 40, "rates": [0.5, 1.0], "duration": 1.0, "ramp": 0.5, "procs": 2}
     if ctx.quick:
         return {"users": 1000, "rates": [0.1, 0.4], "duration": 3.0, "ramp": 2.0,
-                "procs": 4}  # fmt: skip
+                "procs": 1}  # fmt: skip
     # x 10,000 users: 500 to 4,000 messages per second (4,500 to 36,000 deliveries)
     rates = [0.05, 0.1, 0.2, 0.3, 0.4]
-    return {"users": 10_000, "rates": rates, "duration": 8.0, "ramp": 8.0, "procs": 4}
+    return {"users": 10_000, "rates": rates, "duration": 8.0, "ramp": 8.0, "procs": 1}
 
 
 def _step(

@@ -173,6 +173,9 @@ def test_summary_and_charts_render(tiny_run: Path, tmp_path: Path) -> None:
         assert heading in text
     assert text.count("Profile of the reference server at the sweep's top step") == 2
     assert "not for publishing" in text
+    # both chat parts say how many generator processes shared the core (the tiny plan: 2)
+    assert text.count("the generator in 2 processes on its one core") == 2
+    assert render._processes(1) == "one process"
     charts = sorted(tiny_run.glob("bench-*.svg"))
     assert {c.name for c in charts} == {
         "bench-latency-load.svg",
