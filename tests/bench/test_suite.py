@@ -395,3 +395,52 @@ def test_a_10k_miss_is_judged_by_the_same_rule_at_10_ms() -> None:
     assert goal({**summary, "stopped": [mine]}, 10_000).met is None
     theirs = "0.05 msg/s/user missed: " + (own or "")
     assert goal({**summary, "stopped": [theirs]}, 10_000).met is False
+
+
+def test_the_crossing_goal_is_decided_as_far_as_the_sweeps_know_it() -> None:
+    from benchmarks.macro.latency_load import crossing_between, goal
+
+    def sweep(crossing: float | None, under: float | None) -> dict[str, Any]:
+        return {"crossing_msgs_per_s": crossing, "highest_under_limit": under}
+
+    def summary(ref: list[dict[str, Any]], node: list[dict[str, Any]]) -> dict[str, Any]:
+        def kind(sweeps: list[dict[str, Any]]) -> dict[str, Any]:
+            open_ended = [s["highest_under_limit"] for s in sweeps if not s["crossing_msgs_per_s"]]
+            return {  # (where the generator ended a sweep: a step above its highest under)
+                "crossing_between": crossing_between(sweeps),
+                "generator_bound_msgs_per_s": open_ended[0] + 1000 if open_ended else None,
+            }
+
+        return {"reference": kind(ref), "node": kind(node)}
+
+    # 2026-12-07's full run: two reference sweeps crossed (5,079 and 6,081), the third was
+    # ended by the generator above 6,043; every Node sweep ended by it above 7,996
+    ref = [sweep(5079, 4993), sweep(6081, 5977), sweep(None, 6043)]
+    node = [sweep(None, 7996)] * 3
+    assert crossing_between(ref) == (6043, 6081)  # the median lies between them
+    assert crossing_between(node) == (7996, None)
+    decided = goal(summary(ref, node))
+    assert decided.met is False, decided
+    assert "reference 6,043-6,081 msgs/s, Node ws above 7,996 msgs/s" in decided.measured
+    # every sweep crossed: the medians decide, either way
+    assert crossing_between([sweep(4000, 3000), sweep(5000, 4000), sweep(4500, 4000)]) == (
+        4500,
+        4500,
+    )
+    crossed = [sweep(5000, 4000)] * 3
+    assert goal(summary(crossed, [sweep(4000, 3000)] * 3)).met is True
+    assert goal(summary(crossed, [sweep(6000, 5000)] * 3)).met is False
+    # a tie is no earlier
+    assert goal(summary(crossed, crossed)).met is True
+    # the generator ended every sweep of both: nothing is known past either
+    open_ended = goal(summary([sweep(None, 6000)] * 3, [sweep(None, 8000)] * 3))
+    assert open_ended.met is None and open_ended.measured == (
+        "not decided: median crossing: reference above 6,000 msgs/s, Node ws above 8,000 "
+        "msgs/s; the generator bounds reference from 7,000 msgs/s and Node ws from 9,000 msgs/s"
+    )
+    # the reference's median crossing lies at 7,000-8,000, Node's at 7,500: open
+    ref = [sweep(7000, 6000), sweep(8000, 7000), sweep(None, 6000)]
+    assert crossing_between(ref) == (7000, 8000)
+    assert goal(summary(ref, [sweep(7500, 7000)] * 3)).met is None
+    # a sweep with no step under the limit knows nothing below its first step
+    assert crossing_between([sweep(None, None)]) == (0.0, None)
