@@ -21,6 +21,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -39,6 +40,11 @@ class Script:
     timeout_s: float = 900.0
     needs: str = ""  # the issue that adds it, for the skip message
     out_flag: str | None = None  # a flag taking a path under the suite's out dir
+
+
+STOP_GRACE_S = 30.0
+"""How long a script stopped early (past its time, or the suite interrupted) gets to stop
+what it started itself, after SIGINT, before its whole process group is killed."""
 
 
 SCRIPTS: dict[str, Script] = {
@@ -116,6 +122,40 @@ def _every_core() -> None:
         os.sched_setaffinity(0, range(os.cpu_count() or 1))
 
 
+def run_child(
+    command: list[str], *, timeout_s: float, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """Run one script to its end, or stop it and everything it started.
+
+    ``subprocess.run`` answers a timeout or Ctrl-C by SIGKILL to the script alone, which
+    leaves the servers and load runs it started running on (a Node peer outlived an
+    interrupted suite, 2026-12-08). The script gets its own process group instead; when
+    it must stop early, the group gets SIGINT, as from a terminal, so the script's own
+    ``finally`` blocks stop what it started, and after ``STOP_GRACE_S`` SIGKILL.
+    """
+    proc = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        preexec_fn=_every_core, start_new_session=True,
+    )  # fmt: skip
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout_s)
+    except BaseException:  # past its time, or the suite interrupted (KeyboardInterrupt)
+        _stop_group(proc)
+        raise
+    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
+
+
+def _stop_group(proc: subprocess.Popen[str]) -> None:
+    """SIGINT to the script's process group, then SIGKILL to what is left of it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGINT)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.communicate(timeout=STOP_GRACE_S)
+    with contextlib.suppress(ProcessLookupError):  # the script, or anything it left behind
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+
+
 def last_json_object(text: str) -> dict[str, Any] | None:
     """The last top-level JSON object in a script's stdout (None when it printed none)."""
     lines = text.splitlines()
@@ -149,10 +189,7 @@ def run_script(ctx: Context, name: str) -> Outcome:
     ctx.log(f"{name}: {' '.join(command[1:])}")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     try:
-        done = subprocess.run(
-            command, cwd=ROOT, capture_output=True, text=True, timeout=script.timeout_s, env=env,
-            check=False, preexec_fn=_every_core,
-        )  # fmt: skip
+        done = run_child(command, timeout_s=script.timeout_s, env=env)
     except subprocess.TimeoutExpired:
         out.status = "failed"
         out.notes.append(f"ran past {script.timeout_s:.0f} s and was stopped")
