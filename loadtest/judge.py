@@ -65,24 +65,41 @@ def delivery_verdict(
     )
 
 
-def _shared_cores_saturated(outcome: Outcome) -> str | None:
-    """More processes than CPUs: the per-worker rule above cannot see them fill their
-    CPUs together (4 workers at 25 % each are one full core), so the same rule is applied
-    to their sum per second against every CPU they shared; a note when it holds."""
-    cores, sc = outcome.cores, outcome.scenario
-    if cores is None or sc.procs <= cores:
+def _span(cpus: list[int]) -> str:
+    """CPUs as a person reads them: "0-3", "1", "0,2"."""
+    if cpus and cpus == list(range(cpus[0], cpus[-1] + 1)) and len(cpus) > 1:
+        return f"{cpus[0]}-{cpus[-1]}"
+    return ",".join(str(c) for c in cpus) or "?"
+
+
+def _cpus_full(outcome: Outcome) -> str | None:
+    """The generator's CPUs were full: the per-worker rule cannot see workers that fill
+    them together (4 at 25 % each are one full core), nor a server running on the same
+    CPUs. Both take their CPU from one machine then, so a late delivery may be either
+    starving the other: the figures are the machine's, not the server's alone. The same
+    share rule as for one worker, on how busy its CPUs were with all their work; a note
+    once per set of CPUs (workers inherit the run's affinity, so usually one)."""
+    sc = outcome.scenario
+    worst: dict[tuple[int, ...], tuple[int, int]] = {}  # CPUs -> (hot seconds, of seconds)
+    for cpus, samples in zip(outcome.cpus, outcome.cpus_busy_samples, strict=True):
+        hot = sum(1 for v in samples if v >= sc.max_cpu_percent)
+        if samples and hot >= max(2, SATURATED_SHARE * len(samples)):
+            key = tuple(cpus)
+            if hot > worst.get(key, (0, 0))[0]:
+                worst[key] = (hot, len(samples))
+    if not worst:
         return None
-    sums = [s.cpu for s in outcome.seconds if s.counters.get("sent", 0) > 0] or [
-        s.cpu for s in outcome.seconds
+    parts = [
+        f"CPU{'s' * (len(cpus) != 1)} {_span(list(cpus))} busy at or above "
+        f"{sc.max_cpu_percent:g} % in {hot} of {n} seconds"
+        for cpus, (hot, n) in worst.items()
     ]
-    limit = sc.max_cpu_percent * cores
-    hot = sum(1 for v in sums if v >= limit)
-    if sums and hot >= max(2, SATURATED_SHARE * len(sums)):
-        return (
-            f"{sc.procs} workers on {cores} CPU{'s' if cores > 1 else ''}: together at or "
-            f"above {sc.max_cpu_percent:g} % of each in {hot} of {len(sums)} seconds"
-        )
-    return None
+    return (
+        f"the generator's {'; '.join(parts)}, with its own work and whatever else ran there "
+        "(the server, when it shares them): a late delivery may be either one starving the "
+        "other; pin the server and the generator to separate cores (taskset) to judge the "
+        "server alone"
+    )
 
 
 def generator_health(outcome: Outcome) -> GeneratorHealth:
@@ -99,10 +116,10 @@ def generator_health(outcome: Outcome) -> GeneratorHealth:
                 f"worker {worker}: CPU at or above {sc.max_cpu_percent:g} % of a core "
                 f"in {hot} of {len(samples)} seconds"
             )
-    shared = _shared_cores_saturated(outcome)
-    if shared is not None:
+    full = _cpus_full(outcome)
+    if full is not None:
         saturated = True
-        notes.append(shared)
+        notes.append(full)
     for worker, samples in enumerate(outcome.lag_samples):
         slow = sum(1 for v in samples if v > sc.max_loop_lag_ms)
         if slow >= 2:  # its delay is in every verdict's bound (within_generator_delay)

@@ -157,6 +157,7 @@ class Tally:
         self.recipients: dict[int, int] = {}  # stream -> expected recipients (at the go)
         self.notes: list[str] = []
         self.cpu_samples: list[float] = []
+        self.cpus_busy_samples: list[float] = []  # its CPUs' busy share, all their work
         self.lag_samples: list[float] = []
         self.rss_max = 0
         self.proc = psutil.Process()
@@ -379,13 +380,15 @@ class Tally:
         costs about 0.2 ms), and ``recoveries``, the losses that ended since the last tick.
         """
         self.fold_lag()
-        cpu, judged = self.cpu.read()
+        cpu, cpus_busy, judged = self.cpu.read()
         rss = self.proc.memory_info().rss
         self.rss_max = max(self.rss_max, rss)
         lag_ms, self.lag_worst_ms = self.lag_worst_ms, 0.0
         if self.measuring:
             if judged:
                 self.cpu_samples.append(cpu)
+                if cpus_busy is not None:
+                    self.cpus_busy_samples.append(cpus_busy)
             self.lag_samples.append(lag_ms)
         hist, self.second_hist = self.second_hist, LatencyHistogram()
         self.hist["delivery"].merge(hist)
@@ -428,6 +431,8 @@ class Tally:
             held=held,
             answering=answering,
             cpu_samples=self.cpu_samples,
+            cpus=self.cpu.cpus,
+            cpus_busy_samples=self.cpus_busy_samples,
             lag_samples=self.lag_samples,
             rss_max=self.rss_max,
             notes=self.notes,

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import os
 import secrets
 import sys
 import time
@@ -353,8 +352,6 @@ class _Run:
             started_wall=self.started_wall,
             go_ns=self.go_ns,
             end_ns=self.end_ns,
-            # the workers inherit this process's CPU affinity (taskset): they share these
-            cores=len(os.sched_getaffinity(0)),
         )
         reports = [
             ProcessReport(w.ready.live if w.ready is not None else None, w.ticks, w.final)

@@ -103,7 +103,9 @@ class Outcome:
     recoveries: list[Recovery] = field(default_factory=list)  # every process's
     ontime_by_ds: Counter[int] = field(default_factory=Counter)  # on-time deliveries / 100 ms
     faults: FaultSession | None = None  # the run's fault session, when it had one
-    cores: int | None = None  # CPUs the generator's processes shared (None: unknown)
+    # per process: the CPUs it may run on, and how busy they were each measured second
+    cpus: list[list[int]] = field(default_factory=list)
+    cpus_busy_samples: list[list[float]] = field(default_factory=list)
 
 
 @dataclass
@@ -135,7 +137,6 @@ class RunFrame:
     started_wall: float
     go_ns: int | None = None
     end_ns: int | None = None
-    cores: int | None = None  # CPUs the generator's processes may run on (None: unknown)
 
 
 def merge(
@@ -198,7 +199,8 @@ def merge(
         recoveries=[r for f in finals for r in f.recoveries],
         ontime_by_ds=sum((Counter(f.ontime_by_ds) for f in finals), Counter()),
         faults=faults,
-        cores=frame.cores,
+        cpus=[f.cpus for f in finals],
+        cpus_busy_samples=[f.cpus_busy_samples for f in finals],
     )
 
 

@@ -65,3 +65,5 @@ class Final(Struct, tag=True):
     notes: list[str]
     recoveries: list[Recovery] = []  # every connection loss and its recovery (fault runs)
     ontime_by_ds: dict[int, int] = {}  # on-time deliveries by receive decisecond since t0
+    cpus: list[int] = []  # the CPUs this process may run on
+    cpus_busy_samples: list[float] = []  # per measured second: how busy those CPUs were

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from types import SimpleNamespace
 
 import pytest
 
 from loadtest.judge import delivery_verdict, generator_health, verdicts_for
-from loadtest.run.outcome import SecondStats
 from loadtest.scenarios import Kind, Scenario
 from rtbench.exitcodes import ExitCode
 from rtbench.histogram import LatencyHistogram
@@ -156,19 +154,19 @@ def _health(cpu: list[float], lag: list[float]):  # type: ignore[no-untyped-def]
             lag_samples=[lag],
             rss_max=[1],
             notes=[],
-            cores=None,
+            cpus=[[0]],
+            cpus_busy_samples=[cpu],
             seconds=[],
         )
     )
 
 
-def test_workers_that_fill_their_shared_cpus_together_are_saturated() -> None:
-    """4 workers at 25 % each on one CPU: the per-worker rule sees no hot worker, the
-    summed rule sees the CPU full; on 2 CPUs the same sums are half of them."""
+def test_workers_that_fill_their_cpus_together_or_with_the_server_are_saturated() -> None:
+    """4 workers at 25 % each on one CPU: the per-worker rule sees no hot worker, their
+    CPU's busy share sees it full. So does a worker at 40 % on CPUs the server fills."""
     sc = Scenario(scenario=Kind.CHAT, procs=4).resolved()
 
-    def health(cores: int):  # type: ignore[no-untyped-def]
-        seconds = [SecondStats(t, counters=Counter(sent=100), cpu=98.0) for t in range(10)]
+    def health(busy: list[float], cpus: list[int]):  # type: ignore[no-untyped-def]
         return generator_health(
             SimpleNamespace(
                 scenario=sc,
@@ -176,14 +174,21 @@ def test_workers_that_fill_their_shared_cpus_together_are_saturated() -> None:
                 lag_samples=[[1.0] * 10] * 4,
                 rss_max=[1] * 4,
                 notes=[],
-                cores=cores,
-                seconds=seconds,
+                cpus=[cpus] * 4,
+                cpus_busy_samples=[busy] * 4,
+                seconds=[],
             )
         )
 
-    one = health(1)
-    assert one.saturated and "4 workers on 1 CPU" in one.notes[0]
-    assert not health(2).saturated
+    full = health([98.0] * 10, [0])
+    assert full.saturated
+    assert len(full.notes) == 1  # once for the four workers' one CPU
+    assert "CPU 0 busy at or above 95 % in 10 of 10 seconds" in full.notes[0]
+    assert "taskset" in full.notes[0]
+    shared = health([97.0] * 3 + [60.0] * 7, [0, 1])  # full while the server was busy
+    assert shared.saturated and "CPUs 0-1" in shared.notes[0] and "3 of 10" in shared.notes[0]
+    assert not health([98.0] + [60.0] * 9, [0, 1]).saturated  # one hot second is a blip
+    assert not health([49.0] * 10, [0, 1]).saturated
 
 
 def test_saturated_generator_makes_failures_inconclusive() -> None:
