@@ -79,6 +79,19 @@ class Cores:
         if self.client is not None:
             os.sched_setaffinity(0, {self.client})
 
+    @contextlib.contextmanager
+    def pinned_self(self) -> Iterator[None]:
+        """``pin_self`` while the block runs, and the driver's own CPUs back after it.
+
+        A caller that runs the suite in its own process (the tests do) was otherwise left
+        on the client core: every test after tests/bench ran on one CPU of two."""
+        before = os.sched_getaffinity(0)
+        self.pin_self()
+        try:
+            yield
+        finally:
+            os.sched_setaffinity(0, before)
+
 
 # -- servers ----------------------------------------------------------------------------------
 

@@ -144,8 +144,7 @@ def run_suite(
     previous = _previous_index(out, quick or tiny)
     cores = Cores.detect()
     index: dict[str, Any] = {"quick": quick or tiny, "runs": runs, "benchmarks": {}}
-    with exclusive_machine("rtbench bench"):
-        cores.pin_self()
+    with exclusive_machine("rtbench bench"), cores.pinned_self():
         index["started_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         index["load_average_before"] = [round(x, 2) for x in os.getloadavg()]
         index["environment"] = environment(cores)

@@ -444,3 +444,27 @@ def test_the_crossing_goal_is_decided_as_far_as_the_sweeps_know_it() -> None:
     assert goal(summary(ref, [sweep(7500, 7000)] * 3)).met is None
     # a sweep with no step under the limit knows nothing below its first step
     assert crossing_between([sweep(None, None)]) == (0.0, None)
+
+
+def test_the_suite_runs_on_the_client_core_and_gives_its_caller_its_cpus_back(
+    tmp_path: Path,
+) -> None:
+    """The driver keeps off the server core while the benchmarks run, and a caller that
+    ran the suite in its own process (as these tests do) is not left on one core."""
+    import os
+
+    from benchmarks.procs import Cores
+
+    cores = Cores.detect()
+    if cores.client is None:
+        pytest.skip("fewer than two usable cores: nothing is pinned")
+    before = os.sched_getaffinity(0)
+    seen: list[set[int]] = []
+
+    def where(ctx: Any) -> Any:
+        seen.append(os.sched_getaffinity(0))
+        return suite.Outcome("where", "where the driver ran")
+
+    suite.run_suite([suite.Entry("where", "where", where)], tmp_path, quick=True, runs=1, log=print)
+    assert seen == [{cores.client}]
+    assert os.sched_getaffinity(0) == before
