@@ -116,10 +116,15 @@ def available(script: Script) -> bool:
     return importlib.util.find_spec(script.module) is not None
 
 
-def _every_core() -> None:
-    """In the child: undo the driver's own pinning; the script pins its processes itself."""
+def _child_setup() -> None:
+    """In the child, before exec: undo the driver's own pinning (the script pins its
+    processes itself), and let SIGINT stop it. A driver started in the background
+    (``cmd &``, nohup, some CI runners) has SIGINT ignored, exec keeps an ignored signal
+    ignored, and Python then installs no KeyboardInterrupt: the script would sit out the
+    SIGINT that asks it to stop what it started (``run_child``)."""
     with contextlib.suppress(OSError):
         os.sched_setaffinity(0, range(os.cpu_count() or 1))
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_child(
@@ -135,7 +140,7 @@ def run_child(
     """
     proc = subprocess.Popen(
         command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        preexec_fn=_every_core, start_new_session=True,
+        preexec_fn=_child_setup, start_new_session=True,
     )  # fmt: skip
     try:
         stdout, stderr = proc.communicate(timeout=timeout_s)
