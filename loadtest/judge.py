@@ -263,6 +263,7 @@ def series_of(outcome: Outcome) -> list[SecondSample]:
                 delivery_max=d.max_ms(),
                 generator_cpu=round(s.cpu, 1),
                 loop_lag_ms=round(s.lag_ms, 2),
+                generator_cpus_busy=None if s.cpus_busy is None else round(s.cpus_busy, 1),
             )
         )
     return samples

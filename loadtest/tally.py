@@ -400,6 +400,7 @@ class Tally:
             cpu_percent=cpu,
             loop_lag_ms=lag_ms,
             rss_bytes=rss,
+            cpus_busy_percent=cpus_busy,
             histograms=self._live_histograms() if self.live_export else {},
             recoveries=recoveries or [],
         )

@@ -108,6 +108,9 @@ class SecondSample(Struct, omit_defaults=True, kw_only=True):
     delivery_max: float | None = None
     generator_cpu: float | None = None  # percent of one core, summed over generator processes
     loop_lag_ms: float | None = None  # worst event-loop lag seen in the second
+    # percent busy of the CPUs the generator may run on, with all their work (the server's
+    # too when it shares them); the busiest process's set
+    generator_cpus_busy: float | None = None
 
 
 class ProbeSample(Struct, omit_defaults=True, kw_only=True):

@@ -64,6 +64,7 @@ class SecondStats:
     delivery: LatencyHistogram = field(default_factory=LatencyHistogram)
     cpu: float = 0.0
     lag_ms: float = 0.0
+    cpus_busy: float | None = None  # the busiest of the processes' CPU sets (loadtest.cpumeter)
 
 
 @dataclass
@@ -231,6 +232,8 @@ def merge_seconds(ticks_by_process: Sequence[dict[int, Tick]]) -> list[SecondSta
                 stats.delivery.merge(LatencyHistogram.decode(tick.delivery_hdr))
             stats.cpu += tick.cpu_percent
             stats.lag_ms = max(stats.lag_ms, tick.loop_lag_ms)
+            if tick.cpus_busy_percent is not None:
+                stats.cpus_busy = max(stats.cpus_busy or 0.0, tick.cpus_busy_percent)
         out.append(stats)
     return out
 

@@ -25,6 +25,7 @@ class Tick(Struct, tag=True):
     cpu_percent: float
     loop_lag_ms: float
     rss_bytes: int
+    cpus_busy_percent: float | None = None  # the CPUs it may run on, busy with all their work
     # live export only: the other histograms, cumulative, and the losses that ended since
     # the last tick (loadtest.export)
     histograms: dict[str, str] = {}

@@ -350,7 +350,22 @@ def generator_charts(results: Results, timeline: _Timeline) -> list[Chart]:
         rules=lag_rules,
         wide=False,
     )
-    return [cpu, lag]
+    busy = _timeline_chart(
+        timeline,
+        id="generator-cpus",
+        title="The generator's CPUs, busy with everything",
+        caption=(
+            "How busy the CPUs the generator may run on were in each second, with all their "
+            "work: its own processes and whatever else ran there (the server, when it shares "
+            "them). Near the red line the two take CPU from each other, and a late delivery "
+            "is no longer the server's alone: pin them to separate cores (taskset)."
+            + ("" if cpu_limit is not None else unmarked)
+        ),
+        fields=[("generator_cpus_busy", "busy", _worst)],
+        y_label="% busy",
+        rules=[Rule(cpu_limit, "saturation")] if cpu_limit is not None else [],
+    )
+    return [cpu, lag, busy]
 
 
 def storm_chart(results: Results) -> Chart | None:

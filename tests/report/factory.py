@@ -35,6 +35,7 @@ CHART_IDS = (
     "errors",
     "generator-cpu",
     "generator-lag",
+    "generator-cpus",
 )
 
 
@@ -86,6 +87,7 @@ def make_results(
             delivery_max=150.0 + i,
             generator_cpu=40.0 + (50.0 if saturated else 0.0),
             loop_lag_ms=1.5,
+            generator_cpus_busy=60.0 + (38.0 if saturated else 0.0),
         )
         for i in range(seconds)
     ]
