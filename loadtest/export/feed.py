@@ -105,6 +105,7 @@ class LiveFeed:
             histograms=histograms,
             cpu_percent=sum(t.cpu_percent for t in ticks),
             loop_lag_ms=max((t.loop_lag_ms for t in ticks), default=0.0),
+            cpus_busy_percent=max((t.cpus_busy_percent or 0.0 for t in ticks), default=0.0),
             connections_held=self.held,
         )
 
@@ -134,6 +135,7 @@ class LiveFeed:
                 histograms=histograms,
                 cpu_percent=last.cpu if last else 0.0,
                 loop_lag_ms=last.lag_ms if last else 0.0,
+                cpus_busy_percent=(last.cpus_busy or 0.0) if last else 0.0,
                 connections_held=outcome.held,
                 lost=max(0, counters["expected"] - counters["delivered"]),
             ),

@@ -147,6 +147,12 @@ GAUGE_SPECS = (
         "CPU of the generator's processes in the last second, in cores (1 = one core).",
     ),
     Spec(
+        "generator_cpus_busy_ratio",
+        Kind.GAUGE,
+        "How busy the CPUs the generator may run on were in the last second, with all their "
+        "work, the server's too when it shares them (1 = full: docs/LOADTEST.md, saturation).",
+    ),
+    Spec(
         "generator_loop_lag_seconds",
         Kind.GAUGE,
         "Worst event-loop lag of any generator process in the last second.",
@@ -194,6 +200,7 @@ class LiveAggregate:
     histograms: dict[str, LatencyHistogram] = field(default_factory=dict)
     cpu_percent: float = 0.0  # summed over the generator's processes
     loop_lag_ms: float = 0.0  # worst over them
+    cpus_busy_percent: float = 0.0  # its CPUs, busy with all their work (the busiest set)
     connections_held: int = 0
     lost: int = 0  # set once the drain has ended
 
@@ -288,6 +295,7 @@ class RunMetrics:
             "connections_held": agg.connections_held,
             "deliveries_outstanding": outstanding,
             "generator_cpu_ratio": agg.cpu_percent / 100.0,
+            "generator_cpus_busy_ratio": agg.cpus_busy_percent / 100.0,
             "generator_loop_lag_seconds": agg.loop_lag_ms / 1000.0,
             "elapsed_seconds": agg.elapsed_s,
             "slo_connections_min": self.slo.connections.min,

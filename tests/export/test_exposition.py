@@ -44,6 +44,7 @@ def _exposition() -> bytes:
         histograms=histograms,
         cpu_percent=37.5,
         loop_lag_ms=1.5,
+        cpus_busy_percent=62.5,
     )
     labels = RunLabels("20261207-000000-abcdef", "chat", "ws://127.0.0.1:1/ws", "reference")
     exporters = open_exporters(ExportSettings(metrics_listen="127.0.0.1:0"), labels, SLO())
@@ -70,6 +71,7 @@ def test_live_metrics_lint_clean_and_are_bounded(promtool: str) -> None:
         'run_id="20261207-000000-abcdef",scenario="chat",target="ws://127.0.0.1:1/ws"} 4.0'
     ) in text  # 99.8 ms is within 100 ms (HDR: at most 99.839), 2.5 s is not
     assert "rtbench_run_generator_cpu_ratio{" in text and "} 0.375" in text
+    assert "rtbench_run_generator_cpus_busy_ratio{" in text and "} 0.625" in text
     label_names = set(re.findall(r"[{,]([a-z_]+)=", text))
     assert label_names == {"run_id", "scenario", "target", "protocol", "le", "phase", "slo"}
 
