@@ -41,6 +41,15 @@ from rtbench.results import (
 
 SATURATED_SHARE = 0.2
 """A worker is saturated when its CPU was at the limit in this share of measured seconds."""
+
+
+def _hot_seconds(samples: list[float], limit: float) -> int:
+    """Seconds at or above ``limit`` when they make the share rule hold (at least 2, and
+    ``SATURATED_SHARE`` of the samples), else 0: one rule for a worker's CPU and its CPUs'."""
+    hot = sum(1 for v in samples if v >= limit)
+    return hot if samples and hot >= max(2, SATURATED_SHARE * len(samples)) else 0
+
+
 CLOCK_NOTE = (
     "same machine: CLOCK_MONOTONIC, system-wide on Linux, stamps sends and receipts "
     "in every generator process"
@@ -82,11 +91,9 @@ def _cpus_full(outcome: Outcome) -> str | None:
     sc = outcome.scenario
     worst: dict[tuple[int, ...], tuple[int, int]] = {}  # CPUs -> (hot seconds, of seconds)
     for cpus, samples in zip(outcome.cpus, outcome.cpus_busy_samples, strict=True):
-        hot = sum(1 for v in samples if v >= sc.max_cpu_percent)
-        if samples and hot >= max(2, SATURATED_SHARE * len(samples)):
-            key = tuple(cpus)
-            if hot > worst.get(key, (0, 0))[0]:
-                worst[key] = (hot, len(samples))
+        hot = _hot_seconds(samples, sc.max_cpu_percent)
+        if hot > worst.get(tuple(cpus), (0, 0))[0]:
+            worst[tuple(cpus)] = (hot, len(samples))
     if not worst:
         return None
     parts = [
@@ -109,8 +116,7 @@ def generator_health(outcome: Outcome) -> GeneratorHealth:
     notes = list(outcome.notes)
     saturated = False
     for worker, samples in enumerate(outcome.cpu_samples):
-        hot = sum(1 for v in samples if v >= sc.max_cpu_percent)
-        if samples and hot >= max(2, SATURATED_SHARE * len(samples)):
+        if hot := _hot_seconds(samples, sc.max_cpu_percent):
             saturated = True
             notes.append(
                 f"worker {worker}: CPU at or above {sc.max_cpu_percent:g} % of a core "
